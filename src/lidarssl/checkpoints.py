@@ -1,0 +1,91 @@
+"""Weights on disk: safetensors plus JSON metadata, written atomically, loaded with a full key report.
+
+A backbone file ``NAME.safetensors`` holds tensors only (loading it cannot run code); its metadata (the
+backbone preset and options it was built with, the method that trained it) is stored in the safetensors
+header, so one file is the whole backbone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from lidarssl.errors import CheckpointError
+
+__all__ = ["atomic_write", "save_weights", "load_weights", "read_metadata", "load_state_dict_strict"]
+
+
+def atomic_write(path: str | Path, write: Any) -> Path:
+    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
+    """Save tensors and JSON-serialisable ``metadata`` to a safetensors file, atomically."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    header = {"lidarssl": json.dumps(dict(metadata))}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The lidarssl metadata stored in a weights file."""
+    from safetensors import safe_open
+
+    path = _existing(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: not a safetensors weights file ({exc})") from None
+    if "lidarssl" not in meta:
+        raise CheckpointError(f"{path}: no lidarssl metadata; was it written by lidarssl?")
+    return json.loads(meta["lidarssl"])
+
+
+def load_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Tensors and metadata of a weights file written by :func:`save_weights`."""
+    meta = read_metadata(path)
+    return load_file(str(path)), meta
+
+
+def _existing(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights file not found")
+    return path
+
+
+def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Load ``state`` into ``module`` or raise one error listing missing, unexpected and mismatched keys."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                  for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape mismatch (file vs model)", mismatched)):
+            if keys:
+                shown = ", ".join(keys[:8]) + (f", ... ({len(keys)} in all)" if len(keys) > 8 else "")
+                parts.append(f"{label}: {shown}")
+        raise CheckpointError(f"{source}: weights do not match the model; " + "; ".join(parts))
+    module.load_state_dict(state, strict=True)

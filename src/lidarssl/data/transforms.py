@@ -1,0 +1,40 @@
+"""Point-cloud augmentations, drawn from an explicit random generator so a seed fixes every draw."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["PointAugment"]
+
+
+@dataclass(frozen=True)
+class PointAugment:
+    """Random rotation about z, flips of x and/or y, and isotropic scaling of the points.
+
+    Features are computed from the augmented points afterwards (by the backbone's preprocessing), so
+    geometry and xyz features always agree.
+
+    Attributes:
+        rotate: rotate by an angle drawn uniformly in [-pi, pi).
+        flip: flip x, y or both, each with probability 1/4 (no flip 1/4), as ScaLR does.
+        scale: (low, high) range of the isotropic scale factor, or ``None``.
+    """
+
+    rotate: bool = True
+    flip: bool = True
+    scale: tuple[float, float] | None = (0.9, 1.1)
+
+    def __call__(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augmented copy of (N, 3) ``points``."""
+        M = np.eye(3)
+        if self.rotate:
+            a = rng.uniform(-np.pi, np.pi)
+            M = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
+        if self.flip:
+            which = rng.integers(4)  # 0: none, 1: x, 2: y, 3: both
+            M = np.diag([-1.0 if which & 1 else 1.0, -1.0 if which & 2 else 1.0, 1.0]) @ M
+        if self.scale is not None:
+            M = rng.uniform(*self.scale) * M
+        return (points @ M.T.astype(np.float32)).astype(np.float32)

@@ -1,0 +1,59 @@
+"""Optimisation shared by every training module: AdamW parameter groups and the per-iteration schedule."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+__all__ = ["param_groups", "warmup_cosine"]
+
+
+def param_groups(
+    named: Iterable[tuple[str, nn.Parameter]],
+    weight_decay: float,
+    layer_of: Callable[[str], int] | None = None,
+    num_layers: int = 0,
+    layer_decay: float = 1.0,
+) -> list[dict]:
+    """AdamW groups: no weight decay on 1-D parameters (norms, biases), and optional
+    layer-wise learning-rate decay ``lr_scale = layer_decay ** (num_layers - layer_of(name))``.
+
+    Args:
+        named: (name, parameter) pairs; frozen parameters are skipped.
+        weight_decay: decay of the parameters of rank >= 2.
+        layer_of: depth of a parameter, from 0 (input) to ``num_layers`` (head); required when
+            ``layer_decay < 1``.
+        num_layers: depth of the head.
+        layer_decay: multiplicative decay of the learning rate per layer below the head.
+    """
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in named:
+        if not p.requires_grad:
+            continue
+        layer = layer_of(name) if layer_of is not None else num_layers
+        no_decay = p.ndim <= 1
+        group = groups.setdefault((layer, no_decay), {
+            "params": [], "weight_decay": 0.0 if no_decay else weight_decay,
+            "lr_scale": layer_decay ** (num_layers - layer),
+        })
+        group["params"].append(p)
+    return list(groups.values())
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int,
+                  min_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule: linear warmup to each group's ``lr * lr_scale``, then cosine decay to
+    ``min_ratio`` of it at ``total_steps``."""
+    warmup_steps = min(warmup_steps, max(total_steps - 1, 0))
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+    lambdas = [lambda step, s=g.get("lr_scale", 1.0): s * factor(step) for g in optimizer.param_groups]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
