@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lidarssl.config import GenerateConfig, load_config, to_yaml
+from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, to_yaml
 from lidarssl.errors import LidarSSLError
 
 __all__ = ["main"]
@@ -45,6 +45,29 @@ def cmd_generate(args: argparse.Namespace) -> None:
         return
     out = _generate(config)
     print(f"wrote {config.frames} frames to {out}; inspect them with: lidarssl info {out}")
+
+
+def _segmentation(mode: str):
+    def run(args: argparse.Namespace) -> None:
+        from lidarssl.downstream.train import run_segmentation
+
+        config = load_config(SegmentationConfig, args.recipe, args.overrides)
+        if args.print_config:
+            print(to_yaml(config), end="")
+            return
+        result = run_segmentation(config, mode=mode, resume=args.resume)
+        print(result.table)
+        print(f"run directory: {result.out}")
+
+    return run
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from lidarssl.downstream.train import evaluate_run
+
+    config = load_config(SegmentationConfig, args.run / "config.yaml", args.overrides)
+    result = evaluate_run(config, args.checkpoint)
+    print(result.table)
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -87,9 +110,27 @@ def _parser() -> argparse.ArgumentParser:
     recipe_args(gen)
     gen.set_defaults(func=cmd_generate)
 
+    for command, mode, helptext in (
+        ("train", "scratch", "train a segmentation backbone and head from scratch"),
+        ("probe", "probe", "linear probing: train a head on a frozen pretrained backbone"),
+        ("finetune", "finetune", "finetune a pretrained backbone with a new head"),
+    ):
+        p = sub.add_parser(command, help=helptext,
+                           description=f"{helptext}. Keys: {', '.join(SegmentationConfig.model_fields)} "
+                           "(nested: data.*, backbone.*, optim.*, trainer.*; see --print-config).")
+        recipe_args(p)
+        p.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+        p.set_defaults(func=_segmentation(mode))
+
+    ev = sub.add_parser("evaluate", help="score a run's checkpoint on the val split, every original point")
+    ev.add_argument("run", type=Path, help="run directory (holds config.yaml and checkpoints/)")
+    ev.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of the run's config")
+    ev.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: the run's last.ckpt)")
+    ev.set_defaults(func=cmd_evaluate)
+
     info = sub.add_parser("info", help="summarise a dataset: frames, points, classes, cameras")
-    info.add_argument("dataset", type=Path, help="dataset root (written by `lidarssl generate`)")
-    info.add_argument("--split", default="all", choices=["train", "val", "all"])
+    info.add_argument("dataset", type=Path, help="dataset root: synthetic, SemanticKITTI, KITTI or PandaSet layout")
+    info.add_argument("--split", default=None, help="split name (default: the reader's default split)")
     info.add_argument("--max-frames", type=int, default=None, help="summarise at most this many frames")
     info.add_argument("--overlay", type=Path, default=None, metavar="PNG",
                       help="save a camera image with the lidar points projected onto it, coloured by class")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lidarssl.errors import ConfigError
 
-__all__ = ["Schema", "GenerateConfig", "load_config", "parse_overrides", "to_yaml"]
+__all__ = ["Schema", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
 
 
 class Schema(BaseModel):
@@ -35,6 +35,66 @@ class GenerateConfig(Schema):
     lidar: Literal["nuscenes", "kitti", "pandar64"] = "nuscenes"
     cameras: Literal["nuscenes", "kitti", "none"] = "nuscenes"
     image_size: tuple[int, int] = Field((480, 270), description="width, height of every camera image")
+
+
+class DataConfig(Schema):
+    """Where the scans come from."""
+
+    root: Path = Field(Path("data/synthetic"), description="dataset root, recognised by its layout")
+    train_split: str = "train"
+    val_split: str = "val"
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
+
+
+class BackboneConfig(Schema):
+    """A registered backbone preset and its options (grid shapes, field of view, drop path, ...)."""
+
+    name: str = "waffleiron_4_32"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class OptimConfig(Schema):
+    """AdamW with per-iteration linear warmup then cosine decay.
+
+    ``lr`` is the learning rate for ``base_batch`` scans per step; the run scales it linearly with its
+    global batch (batch_size x devices x nodes x accumulate), the usual rule for AdamW at these sizes.
+    """
+
+    lr: float = Field(1e-3, gt=0)
+    base_batch: int = Field(4, gt=0, description="global batch size that lr is meant for")
+    weight_decay: float = Field(3e-3, ge=0)
+    epochs: int = Field(10, gt=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
+    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay (finetune mode)")
+    lovasz_weight: float = Field(1.0, ge=0)
+
+
+class TrainerConfig(Schema):
+    """Lightning Trainer settings."""
+
+    batch_size: int = Field(4, gt=0, description="scans per step per process")
+    accumulate: int = Field(1, gt=0, description="gradient accumulation steps")
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: int = Field(1, gt=0)
+    num_nodes: int = Field(1, gt=0)
+    precision: Literal["32-true", "16-mixed", "bf16-mixed", "auto"] = Field(
+        "auto", description="auto: 16-mixed on GPU, 32-true on CPU")
+    progress_bar: bool = True
+    log_every: int = Field(10, gt=0, description="log training metrics every this many steps")
+
+
+class SegmentationConfig(Schema):
+    """``lidarssl train | probe | finetune``: lidar semantic segmentation."""
+
+    out: Path = Field(Path("runs/segmentation"), description="run directory")
+    seed: int = 0
+    pretrained: Path | None = Field(None, description="backbone weights (.safetensors) for probe and finetune")
+    augment: bool = True
+    data: DataConfig = Field(default_factory=DataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
 S = TypeVar("S", bound=Schema)

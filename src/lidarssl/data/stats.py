@@ -22,19 +22,43 @@ class Dataset(Protocol):
     def __getitem__(self, index: int) -> Scan: ...
 
 
-def open_dataset(root: str | Path, split: str = "all") -> Dataset:
-    """Open the dataset at ``root``, recognised by its layout."""
-    root = Path(root)
+def detect_format(root: Path) -> str:
+    """The format of the dataset folder ``root``, from its layout."""
     if (root / "index.json").is_file():
-        from lidarssl.synthetic import NativeDataset
-
-        return NativeDataset(root, split=split)
+        return "synthetic"
+    if (root / "dataset" / "sequences").is_dir() or (root / "sequences").is_dir():
+        return "semantickitti"
+    if (root / "training" / "velodyne").is_dir() or (root / "testing" / "velodyne").is_dir():
+        return "kitti"
+    if root.is_dir() and any((seq / "lidar" / "poses.json").is_file() for seq in root.iterdir() if seq.is_dir()):
+        return "pandaset"
     if not root.exists():
-        raise DataError(f"{root}: no such dataset folder; write one with `lidarssl generate out={root}`")
+        raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
     raise DataError(
-        f"{root}: not a dataset lidarssl recognises (no index.json); write a synthetic one with "
+        f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, SemanticKITTI sequences/, "
+        f"KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); write a synthetic one with "
         f"`lidarssl generate out={root}`"
     )
+
+
+def open_dataset(root: str | Path, split: str | None = None, **options: object) -> Dataset:
+    """Open the dataset at ``root``, recognised by its layout.
+
+    Args:
+        root: dataset folder.
+        split: split name; ``None`` for the reader's default (all frames of a synthetic world).
+        **options: reader options (e.g. ``sensor="pandargt"`` for PandaSet).
+    """
+    root = Path(root)
+    fmt = detect_format(root)
+    if fmt == "synthetic":
+        from lidarssl.synthetic import NativeDataset
+
+        return NativeDataset(root, split=split or "all", **options)
+    from lidarssl.data.formats import READERS
+
+    reader = READERS[fmt]
+    return reader(root, **options) if split is None else reader(root, split=split, **options)
 
 
 def dataset_summary(dataset: Dataset, max_frames: int | None = None) -> str:

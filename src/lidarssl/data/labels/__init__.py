@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from importlib import resources
 
 import numpy as np
@@ -26,25 +26,39 @@ class ClassMap:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @cached_property
     def lookup_table(self) -> np.ndarray:
-        """A table ``t`` with ``t[raw] == training id`` for every raw id this map knows."""
+        """A table ``t`` with ``t[raw] == training id`` for every raw id this map knows (read-only)."""
         table = np.full(max(self.raw_names) + 1, self.ignore_index, np.int64)
         for raw, train in self.learning_map.items():
             table[raw] = train
+        table.flags.writeable = False
         return table
 
+    @cached_property
+    def _known(self) -> np.ndarray:
+        known = np.zeros(max(self.raw_names) + 1, bool)
+        known[list(self.raw_names)] = True
+        return known
+
     def map(self, raw: np.ndarray, source: str = "<memory>") -> np.ndarray:
-        """Training ids of ``raw`` labels; unknown raw ids are an error naming them and the file."""
-        table = self.lookup_table()
+        """Training ids of ``raw`` labels.
+
+        Raises:
+            DataError: for raw ids the map does not list (ids in the gaps of a sparse id range too: such an
+                id means a wrong file, not an unlabelled point), naming them and the file.
+        """
         raw = np.asarray(raw, np.int64)
-        unknown = (raw < 0) | (raw >= len(table))
+        inside = (raw >= 0) & (raw < len(self._known))
+        unknown = ~inside
+        unknown[inside] = ~self._known[raw[inside]]
         if unknown.any():
             ids = np.unique(raw[unknown])[:10].tolist()
             raise DataError(
                 f"{source}: raw label ids {ids} are not in the {self.name} class map "
-                f"(known ids 0..{len(table) - 1}); is this the right dataset?"
+                f"(known ids: {sorted(self.raw_names)}); is this the right dataset?"
             )
-        return table[raw]
+        return self.lookup_table[raw]
 
 
 @cache

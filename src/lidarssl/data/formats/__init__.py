@@ -1,0 +1,21 @@
+"""One reader per on-disk dataset format; each returns :class:`~lidarssl.data.scan.Scan` objects.
+
+Every reader takes ``(root, split, ...)``, has ``__len__``, ``__getitem__`` and a ``class_map``, and caches its
+frame list as JSON (``<root>/.lidarssl_index/``, or a per-user cache folder when the dataset is read-only).
+"""
+
+from __future__ import annotations
+
+from lidarssl.data.formats._common import FrameReader, user_cache_dir
+from lidarssl.data.formats.kitti import KITTIObject
+from lidarssl.data.formats.pandaset import PandaSet
+from lidarssl.data.formats.semantickitti import SemanticKITTI
+
+#: Reader class of each format name.
+READERS: dict[str, type[FrameReader]] = {
+    "semantickitti": SemanticKITTI,
+    "kitti": KITTIObject,
+    "pandaset": PandaSet,
+}
+
+__all__ = ["READERS", "FrameReader", "KITTIObject", "PandaSet", "SemanticKITTI", "user_cache_dir"]
