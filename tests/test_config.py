@@ -22,7 +22,7 @@ def test_nested_overrides_parse_yaml_values():
 def test_unknown_key_lists_valid_keys():
     with pytest.raises(ConfigError) as err:
         load_config(GenerateConfig, None, ["frame=3"])
-    assert "unknown key 'frame'; valid keys here: out, frames, sequences, seed, lidar, cameras, image_size" in str(err.value)
+    assert "unknown key 'frame'; valid keys here: out, frames, frames_per_sequence, val_fraction, seed, lidar, cameras, image_size, overwrite" in str(err.value)
 
 
 def test_wrong_type_names_key_and_file(tmp_path: Path):

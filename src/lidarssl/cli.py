@@ -25,16 +25,9 @@ def _generate(config: GenerateConfig, quiet: bool = False) -> Path:
         if not quiet:
             print(f"\rwriting frame {done}/{total}", end="" if done < total else "\n", flush=True)
 
-    write_dataset(
-        config.out,
-        num_frames=config.frames,
-        num_sequences=config.sequences,
-        seed=config.seed,
-        lidar=config.lidar,
-        cameras=config.cameras,
-        image_size=config.image_size,
-        progress=progress,
-    )
+    world = {"seed": config.seed, "lidar": config.lidar, "cameras": config.cameras, "image_size": config.image_size}
+    write_dataset(world, config.out, config.frames, frames_per_sequence=config.frames_per_sequence,
+                  val_fraction=config.val_fraction, overwrite=config.overwrite, progress=progress)
     return config.out
 
 
@@ -85,7 +78,7 @@ def cmd_info(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from lidarssl.data.stats import dataset_summary, open_dataset
 
-    config = load_config(GenerateConfig, None, [f"out={args.out / 'world'}", "frames=12", "sequences=3", *args.overrides])
+    config = load_config(GenerateConfig, None, [f"out={args.out / 'world'}", "frames=12", "frames_per_sequence=4", "overwrite=true", *args.overrides])
     print(f"generating a synthetic world of {config.frames} frames in {config.out} ...")
     _generate(config)
     print(dataset_summary(open_dataset(config.out, split="all")))

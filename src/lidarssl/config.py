@@ -30,11 +30,13 @@ class GenerateConfig(Schema):
 
     out: Path = Path("data/synthetic")
     frames: int = Field(40, gt=0, description="frames in total, over all sequences")
-    sequences: int = Field(4, gt=0, description="independent scenes; the last one is the val split")
+    frames_per_sequence: int = Field(10, gt=0, description="frames of each independent scene (10 Hz)")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="share of sequences held out as the val split")
     seed: int = 0
     lidar: Literal["nuscenes", "kitti", "pandar64"] = "nuscenes"
     cameras: Literal["nuscenes", "kitti", "none"] = "nuscenes"
-    image_size: tuple[int, int] = Field((480, 270), description="width, height of every camera image")
+    image_size: tuple[int, int] | None = Field(None, description="width, height of every camera; None: preset's")
+    overwrite: bool = Field(False, description="replace a dataset already in `out`")
 
 
 class DataConfig(Schema):
@@ -80,6 +82,7 @@ class TrainerConfig(Schema):
     num_nodes: int = Field(1, gt=0)
     precision: Literal["32-true", "16-mixed", "bf16-mixed", "auto"] = Field(
         "auto", description="auto: 16-mixed on GPU, 32-true on CPU")
+    sync_batchnorm: bool = Field(False, description="synchronise BatchNorm statistics across processes (DDP)")
     progress_bar: bool = True
     log_every: int = Field(10, gt=0, description="log training metrics every this many steps")
 

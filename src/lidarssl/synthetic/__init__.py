@@ -1,0 +1,35 @@
+"""The synthetic driving world: the embedded default dataset of every lidarssl command.
+
+Procedural street scenes built from triangle meshes (road with lane markings, sidewalks, grass,
+buildings, trees, street furniture, parked and moving vehicles, cyclists, pedestrians, road works),
+a spinning multi-beam lidar and a ring of calibrated pinhole cameras, both ray-cast with Embree, and
+the native on-disk layout. Labels are nuScenes-lidarseg raw ids, mapped with the ``nuscenes`` class
+map. Everything is deterministic for a seed.
+
+Public API:
+
+- :class:`SyntheticWorld` ``(seed=0, lidar="nuscenes", cameras="nuscenes", image_size=None,
+  num_frames=40, frame_rate=10.0, ego_speed=None, density=1.0, shadows=True, threads=1)``:
+  one sequence; ``world.scan(i)`` / ``world[i]`` returns a validated :class:`~lidarssl.data.scan.Scan`.
+- :data:`LIDAR_PRESETS`: ``nuscenes`` (HDL-32E-like), ``kitti`` (HDL-64E-like), ``pandar64``.
+- :data:`CAMERA_PRESETS`: ``nuscenes`` (6 cameras, 480x270), ``kitti`` (image_2, 621x188), ``none``.
+- :func:`write_dataset` ``(source, root, num_frames, *, frames_per_sequence=None, val_fraction=0.2,
+  jpeg_quality=95, overwrite=False, threads=None, progress=None) -> Path``: write the native layout.
+- :class:`NativeDataset` ``(root, split="train")``: read it back (``len``, indexing -> Scan,
+  ``class_map``, ``camera_names``, ``index``).
+"""
+
+from lidarssl.synthetic.camera import CAMERA_PRESETS, CameraSpec
+from lidarssl.synthetic.lidar import LIDAR_PRESETS, LidarPreset
+from lidarssl.synthetic.native import NativeDataset, write_dataset
+from lidarssl.synthetic.world import SyntheticWorld
+
+__all__ = [
+    "CAMERA_PRESETS",
+    "LIDAR_PRESETS",
+    "CameraSpec",
+    "LidarPreset",
+    "NativeDataset",
+    "SyntheticWorld",
+    "write_dataset",
+]

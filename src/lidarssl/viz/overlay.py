@@ -46,10 +46,12 @@ def save_overlay(
     idx = idx[np.argsort(-proj.depth[idx])]
     h, w = view.hw
 
-    fig = plt.figure(figsize=(w / 100, h / 100 + 0.6), dpi=100)
-    ax = fig.add_axes([0, 0.6 / (h / 100 + 0.6), 1, h / (h + 60)])
+    zoom = max(1.0, 960 / w)  # small synthetic images are drawn larger so points and legend stay legible
+    fig_w, fig_h, legend_h = w * zoom / 100, h * zoom / 100, 0.6
+    fig = plt.figure(figsize=(fig_w, fig_h + legend_h), dpi=100)
+    ax = fig.add_axes([0, legend_h / (fig_h + legend_h), 1, fig_h / (fig_h + legend_h)])
     ax.imshow(view.image, extent=(0, w, h, 0))  # pixel i spans [i, i+1), as in `project`
-    size = max(1.0, (w / 800) ** 2 * 2)
+    size = max(1.0, (w * zoom / 800) ** 2 * 2)
     if scan.labels is not None and class_names:
         colours = colour_labels(scan.labels[idx], len(class_names)) / 255.0
         present = np.unique(scan.labels[idx])

@@ -1,0 +1,656 @@
+"""Procedural street scenes: a street plan filled with buildings, vegetation, furniture and road users.
+
+:func:`build_scene` draws everything from one seed: the plan (:mod:`~lidarssl.synthetic.layout`),
+building rows with varying setbacks and heights, trees and bushes, lamp posts, signs and traffic
+lights, parked vehicles, a construction zone with barriers and cones, moving cars, trucks, buses,
+motorcycles and cyclists in their lanes, and pedestrians walking on the sidewalks. The result is a
+:class:`Scene`: one static :class:`~lidarssl.synthetic.meshes.MeshLayer` (built into a BVH once per
+sequence), the moving :class:`~lidarssl.synthetic.actors.ActorSet` (rebuilt per timestamp) and the
+ego trajectory.
+
+Frames: the **map frame** is the plan's frame (x along the street, z up, road at z = 0). The scene
+also draws a map-to-global transform (a random heading and an offset of hundreds of metres, like
+nuScenes map coordinates) so that ego poses are not trivially axis-aligned.
+
+Thing classes near the ego path are guaranteed: whatever the layout, the first seconds show cars,
+trucks, buses, pedestrians, cyclists, barriers and traffic cones, plus road, sidewalk, terrain,
+buildings and vegetation: at least 12 of the 16 nuScenes-lidarseg classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from lidarssl.synthetic import objects as obj
+from lidarssl.synthetic.actors import ActorSet, EgoTrajectory
+from lidarssl.synthetic.layout import Band, StreetLayout, generate_layout, ground_mesh
+from lidarssl.synthetic.meshes import MeshBuilder, MeshLayer, pose
+from lidarssl.synthetic.objects import Model
+
+
+@dataclass
+class Scene:
+    """One procedurally generated street with its moving road users and the ego trajectory.
+
+    Attributes:
+        layout: the street plan.
+        static: everything that does not move, map frame.
+        actors: moving road users.
+        ego: the ego vehicle's trajectory.
+        ego_model: the ego vehicle's body (the lidar's self-returns; the roof cameras never see it), or None.
+        sun: (3,) unit vector towards the sun, map frame.
+        map_to_global: (4, 4) rigid transform from the map frame to the global frame of ego poses.
+    """
+
+    layout: StreetLayout
+    static: MeshLayer
+    actors: ActorSet
+    ego: EgoTrajectory
+    ego_model: Model | None
+    sun: np.ndarray
+    map_to_global: np.ndarray
+
+    def dynamic_at(self, t: float, radius: float = np.inf, ego_body: bool = True) -> tuple[MeshLayer, np.ndarray]:
+        """Moving geometry in the map frame at time ``t``, and the bounding box of each moving object.
+
+        Args:
+            t: time in seconds from the start of the sequence.
+            radius: leave out road users farther than this from the ego (they cannot be seen).
+            ego_body: include the ego vehicle's body (the lidar sees its roof; the cameras, mounted
+                on the roof edges looking outwards, do not).
+
+        Returns:
+            The mesh and (K, 2, 3) boxes (min, max).
+        """
+        ego_pose = self.ego.pose(t)
+        layer, boxes = self.actors.at(t, ego_pose[:3, 3], radius)
+        if ego_body and self.ego_model is not None:
+            body = self.ego_model.mesh.transformed(ego_pose)
+            layer = MeshLayer.concatenate([layer, body])
+            box = np.stack([body.vertices.min(axis=0), body.vertices.max(axis=0)])[None]
+            boxes = np.concatenate([boxes, box])
+        return layer, boxes
+
+
+class _Line:
+    """Occupied x intervals along one placement line, so objects never overlap."""
+
+    def __init__(self) -> None:
+        self.taken: list[tuple[float, float]] = []
+
+    def free(self, x0: float, x1: float) -> bool:
+        return all(x1 <= a or x0 >= b for a, b in self.taken)
+
+    def take(self, x0: float, x1: float) -> bool:
+        if not self.free(x0, x1):
+            return False
+        self.taken.append((x0, x1))
+        return True
+
+
+class _Placer:
+    """Accumulates static geometry and moving actors while handing out instance ids."""
+
+    def __init__(self, rng: np.random.Generator, layout: StreetLayout, duration: float) -> None:
+        self.rng = rng
+        self.layout = layout
+        self.duration = duration
+        self.static = MeshBuilder()
+        self.models: list[Model] = []
+        self.starts: list[np.ndarray] = []
+        self.yaws: list[float] = []
+        self.speeds: list[float] = []
+        self.gaits: list[float] = []
+        self.next_instance = 1
+        self.lines: dict[str, _Line] = {}
+        self.static_classes: list[tuple[int, float, float]] = []  # (class, x, y) for the guarantee
+        self.moving_classes: list[int] = []
+
+    def line(self, key: str) -> _Line:
+        return self.lines.setdefault(key, _Line())
+
+    def instance(self) -> int:
+        i = self.next_instance
+        self.next_instance += 1
+        return i
+
+    def variant(self) -> int:
+        return int(self.rng.integers(0, 30000))
+
+    def place(self, model: Model, x: float, y: float, yaw: float, z: float = 0.0) -> None:
+        self.static.add_layer(model.mesh, pose(yaw, (x, y, z)))
+        self.static_classes.append((int(model.mesh.face_class[0]), x, y))
+
+    def move(self, model: Model, x: float, y: float, yaw: float, speed: float, z: float = 0.0, gait: float = 0.0) -> None:
+        self.models.append(model)
+        self.starts.append(np.array([x, y, z]))
+        self.yaws.append(yaw)
+        self.speeds.append(speed)
+        self.gaits.append(gait)
+        self.moving_classes.append(int(model.mesh.face_class[0]))
+
+
+def _building_rows(p: _Placer) -> None:
+    rng, layout = p.rng, p.layout
+    fx0, fx1 = layout.far_range
+    cut = layout.intersection.cut if layout.intersection is not None else None
+    for side in (-1, 1):
+        row = layout.bands_of(side, "buildings")[0]
+        depth_max = row.y1 - row.y0
+        x = fx0 + float(rng.uniform(0, 10))
+        while x < fx1:
+            w = float(rng.uniform(8.0, 30.0))
+            if cut is not None and x + w > cut[0] - 0.5 and x < cut[1] + 0.5:
+                x = cut[1] + 0.5 + float(rng.uniform(0, 3))
+                continue
+            if rng.random() < 0.3:  # a gap: garden, trees, a wall
+                gap = float(rng.uniform(3.0, 14.0))
+                _garden(p, x, min(x + gap, fx1), row, side)
+                x += gap
+                continue
+            u = rng.random()
+            h = float(rng.uniform(4.0, 12.0) if u < 0.6 else rng.uniform(12.0, 26.0) if u < 0.9 else rng.uniform(26.0, 45.0))
+            d = float(rng.uniform(8.0, max(8.5, depth_max)))
+            front = row.y1 if side < 0 else row.y0
+            front += side * float(rng.uniform(0.0, 1.5))  # setback jitter, away from the road
+            yaw = np.pi if side < 0 else 0.0
+            p.place(obj.building(rng, w, d, h, p.variant()), x + w / 2, front, yaw, row.height)
+            x += w + float(rng.uniform(0.0, 1.0))
+
+
+def _garden(p: _Placer, x0: float, x1: float, row: Band, side: int) -> None:
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    if x1 < dx0 or x0 > dx1:
+        return
+    front = row.y1 if side < 0 else row.y0
+    if rng.random() < 0.4:
+        p.place(obj.wall(x1 - x0, float(rng.uniform(0.6, 1.8)), p.variant()), (x0 + x1) / 2, front + side * 0.3, 0.0, row.height)
+    for _ in range(int(rng.integers(0, 3))):
+        x = float(rng.uniform(x0 + 1, max(x0 + 1.1, x1 - 1)))
+        y = front + side * float(rng.uniform(2.0, 8.0))
+        model = obj.tree(rng, p.variant()) if rng.random() < 0.6 else obj.bush(rng, p.variant())
+        p.place(model, x, y, float(rng.uniform(0, 2 * np.pi)), row.height)
+
+
+def _barrier_rows(p: _Placer) -> None:
+    """Rows of barriers fencing off a stretch of sidewalk along the kerb, or lining the median.
+
+    Barriers are common in nuScenes (over 1% of points); a road-works zone alone is too rare.
+    """
+    rng, layout = p.rng, p.layout
+    for _ in range(int(rng.integers(0, 3))):
+        side = int(rng.choice([-1, 1]))
+        x0 = float(rng.uniform(-15.0, 60.0))
+        length = float(rng.uniform(12.0, 45.0))
+        if not layout.x_free(np.array([x0, x0 + length]), 2.0).all():
+            continue
+        walks = layout.bands_of(side, "sidewalk")
+        if layout.median is not None and rng.random() < 0.3:
+            y, z, key = 0.5 * (layout.median[0] + layout.median[1]), layout.kerb_height, "median"
+        elif walks:
+            inner = walks[0].y1 if side < 0 else walks[0].y0
+            y, z, key = inner + side * 0.45, walks[0].height, f"furniture{side}"
+        else:
+            continue
+        if not p.line(key).take(x0 - 0.5, x0 + length + 0.5):
+            continue
+        p.line(f"parking{side}").take(x0, x0 + length)  # no parking in front: the row stays visible
+        x = x0
+        while x < x0 + length:
+            m = obj.barrier(rng, p.instance(), p.variant())
+            p.place(m, x + m.length / 2, y, 0.0, z)
+            x += m.length + float(rng.uniform(0.0, 0.3))
+
+
+def _cone_clusters(p: _Placer) -> None:
+    """A few traffic cones at the road edge: in gaps of the parking lane or on the kerb."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    for _ in range(int(rng.integers(0, 4))):
+        x0 = float(rng.uniform(max(dx0, -20.0), min(dx1, 80.0)))
+        parking = [ln for ln in layout.lanes if ln.direction == 0]
+        n = int(rng.integers(2, 6))
+        if parking and rng.random() < 0.6:
+            lane = parking[int(rng.integers(len(parking)))]
+            side = -1 if lane.center < 0 else 1
+            key, y, z = f"parking{side}", lane.center, 0.0
+        else:
+            side = int(rng.choice([-1, 1]))
+            walks = layout.bands_of(side, "sidewalk")
+            if not walks:
+                continue
+            inner = walks[0].y1 if side < 0 else walks[0].y0
+            key, y, z = f"furniture{side}", inner + side * 0.35, walks[0].height
+        if not layout.x_free(np.array([x0, x0 + 1.2 * n]), 4.0).all() or not p.line(key).take(x0 - 0.5, x0 + 1.2 * n + 0.5):
+            continue
+        for k in range(n):
+            p.place(obj.cone(rng, p.instance(), p.variant()), x0 + 1.2 * k, y + float(rng.normal(0, 0.1)), 0.0, z)
+
+
+def _sidewalk_furniture(p: _Placer, density: float) -> None:
+    """Lamp posts, trees in pits, signs, bollards and bins in a strip along the kerb."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    light_gap = float(rng.uniform(22.0, 35.0))
+    tree_gap = float(rng.uniform(7.0, 16.0)) / max(density, 1e-3)
+    tree_prob = float(rng.uniform(0.3, 1.0))
+    for side in (-1, 1):
+        walks = layout.bands_of(side, "sidewalk")
+        verges = layout.bands_of(side, "verge")
+        host = verges[0] if verges else (walks[0] if walks else None)
+        if host is None:
+            continue
+        inner = host.y1 if side < 0 else host.y0  # edge towards the road
+        y_strip = inner + side * min(0.6, (host.y1 - host.y0) / 3)
+        line = p.line(f"furniture{side}")
+        # Lamp posts at regular spacing, arms over the road.
+        x = dx0 + float(rng.uniform(0, light_gap))
+        while x < dx1:
+            if layout.x_free(x, 1.0) and line.take(x - 0.4, x + 0.4):
+                reach = float(rng.uniform(1.2, 2.5))
+                p.place(obj.street_light(rng, reach), x, y_strip, 0.0 if side < 0 else np.pi, host.height)
+            x += light_gap
+        # Trees in pits (or on the verge).
+        x = dx0 + float(rng.uniform(0, tree_gap))
+        while x < dx1:
+            if rng.random() < tree_prob and layout.x_free(x, 3.0) and line.take(x - 1.0, x + 1.0):
+                y = 0.5 * (host.y0 + host.y1) if verges else y_strip + side * 0.2
+                p.place(obj.tree(rng, p.variant(), street=True), x, y, float(rng.uniform(0, 2 * np.pi)), host.height)
+            x += tree_gap * float(rng.uniform(0.8, 1.2))
+        # A few signs, bollards and bins.
+        for _ in range(int(rng.poisson(0.06 * (dx1 - dx0) * density))):
+            x = float(rng.uniform(dx0, dx1))
+            if not layout.x_free(x, 1.0) or not line.take(x - 0.5, x + 0.5):
+                continue
+            u = rng.random()
+            if u < 0.45:
+                yaw = np.pi if side < 0 else 0.0  # plate faces oncoming traffic of the near lanes
+                p.place(obj.sign_pole(rng, p.variant()), x, y_strip, yaw, host.height)
+            elif u < 0.75:
+                p.place(obj.bollard(p.variant()), x, y_strip, 0.0, host.height)
+            else:
+                p.place(obj.bin_or_box(rng, p.variant()), x, y_strip + side * 0.3, 0.0, host.height)
+
+
+def _lawns(p: _Placer, density: float) -> None:
+    """Trees, bushes and hedges on grass setbacks."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    for band in layout.bands:
+        if band.kind not in ("lawn", "plaza"):
+            continue
+        width = band.y1 - band.y0
+        n = int(rng.poisson((0.05 if band.kind == "lawn" else 0.015) * (dx1 - dx0) * density * min(width, 8) / 4))
+        for _ in range(n):
+            x = float(rng.uniform(dx0, dx1))
+            if not layout.x_free(x, 2.0):
+                continue
+            y = float(rng.uniform(band.y0 + 0.8, max(band.y0 + 0.9, band.y1 - 0.8)))
+            if band.kind == "lawn" and rng.random() < 0.6:
+                by_road = band is layout.bands_of(band.side)[0]  # keep wide crowns off the road
+                model = obj.tree(rng, p.variant(), street=by_road)
+            else:
+                model = obj.bush(rng, p.variant())
+            p.place(model, x, y, float(rng.uniform(0, 2 * np.pi)), band.height)
+        if band.kind == "lawn" and width > 2.0 and rng.random() < 0.3:
+            x0 = float(rng.uniform(dx0, dx1 - 20))
+            length = float(rng.uniform(6, 20))
+            if layout.x_free(np.array([x0, x0 + length]), 1.0).all():
+                inner = band.y1 if band.side < 0 else band.y0
+                p.place(obj.hedge(length, p.variant()), x0 + length / 2, inner + band.side * 0.5, 0.0, band.height)
+
+
+def _parked_vehicles(p: _Placer, density: float) -> None:
+    """Cars, vans, trucks, trailers and motorcycles in the parking lanes."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    for lane in layout.lanes:
+        if lane.direction != 0:
+            continue
+        side = -1 if lane.center < 0 else 1
+        line = p.line(f"parking{side}")
+        x = dx0 + float(rng.uniform(0, 5))
+        yaw0 = 0.0 if side < 0 else np.pi
+        while x < dx1:
+            u = rng.random()
+            inst, var = p.instance(), p.variant()
+            if u < 0.78:
+                model = obj.car(rng, inst, var)
+            elif u < 0.86:
+                model = obj.truck(rng, inst, var)
+            elif u < 0.9:
+                model = obj.trailer(rng, inst, var)
+            elif u < 0.94:
+                model = obj.bus(rng, inst, var)
+            else:
+                model = obj.motorcycle(rng, inst, var, rider=False)
+            L = model.length
+            cx = x + L / 2
+            if layout.x_free(np.array([x, x + L]), 6.0).all() and line.take(x, x + L):
+                y = lane.center + side * float(rng.uniform(-0.1, 0.25))
+                p.place(model, cx, y, yaw0 + float(rng.normal(0, 0.02)))
+            x += L + float(rng.uniform(0.6, 4.0)) + (float(rng.uniform(5, 25)) if rng.random() < 0.25 / density else 0.0)
+
+
+def _construction_zone(p: _Placer) -> tuple[int, float, float] | None:
+    """Barriers, cones, a construction vehicle and workers closing part of a parking lane or lawn."""
+    rng, layout = p.rng, p.layout
+    parking = [ln for ln in layout.lanes if ln.direction == 0]
+    x0 = float(rng.uniform(8.0, 40.0))  # ahead of the ego start, so the first frames show it
+    length = float(rng.uniform(18.0, 32.0))
+    if not layout.x_free(np.array([x0, x0 + length]), 6.0).all():
+        x0 = (layout.intersection.cut[1] + 8.0) if layout.intersection is not None else x0
+    if parking:
+        lane = parking[int(rng.integers(len(parking)))]
+        side = -1 if lane.center < 0 else 1
+        y_edge = lane.y1 if side < 0 else lane.y0  # the lane's edge towards traffic
+        y_mid = lane.center
+    else:
+        bands = [b for b in layout.bands if b.kind in ("lawn", "plaza", "verge")]
+        if not bands:
+            return None
+        band = bands[int(rng.integers(len(bands)))]
+        side = band.side
+        y_edge = band.y1 if side < 0 else band.y0
+        y_mid = (band.y0 + band.y1) / 2
+        y_edge += side * 0.4
+    z = 0.0 if parking else band.height
+    x = x0
+    while x < x0 + length:
+        m = obj.barrier(rng, p.instance(), p.variant())
+        p.place(m, x + m.length / 2, y_edge + side * 0.3, 0.0, z)
+        x += m.length + float(rng.uniform(0.05, 0.4))
+    for k in range(int(rng.integers(3, 7))):  # taper of cones before the zone
+        xc = x0 - 2.0 - 2.2 * k
+        yc = y_edge + side * (0.3 + 0.35 * k)
+        p.place(obj.cone(rng, p.instance(), p.variant()), xc, yc, 0.0, z)
+    for _ in range(int(rng.integers(1, 4))):
+        xc = float(rng.uniform(x0, x0 + length))
+        p.place(obj.cone(rng, p.instance(), p.variant()), xc, y_mid + float(rng.uniform(-0.5, 0.5)), 0.0, z)
+    if parking:  # road works in a lane always have their machine
+        m = obj.construction_vehicle(rng, p.instance(), p.variant())
+        p.place(m, x0 + length / 2, y_mid + side * 0.2, 0.0 if side < 0 else np.pi, z)
+    for _ in range(int(rng.integers(1, 3))):
+        m = obj.pedestrian(rng, p.instance(), p.variant(), cls=obj.WORKER, walking=False)
+        p.place(m, float(rng.uniform(x0 + 1, x0 + 4)), y_mid - side * 0.3, float(rng.uniform(0, 2 * np.pi)), z)
+    return side, x0 - 14.0, x0 + length + 1.0
+
+
+def _traffic(p: _Placer, ego: EgoTrajectory, ego_lane: float, density: float) -> None:
+    """Moving vehicles and cyclists in the driving lanes, never in the ego's way."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    vmin, vmax = ego.speed_range
+    for lane in layout.lanes:
+        if lane.direction == 0:
+            continue
+        is_ego = abs(lane.center - ego_lane) < 1e-6
+        yaw = 0.0 if lane.direction > 0 else np.pi
+        if is_ego:
+            # Ahead: faster than the ego ever drives; behind: slower. Nobody is ever hit.
+            groups = [(ego.x0 + float(rng.uniform(18.0, 30.0)), dx1, vmax + float(rng.uniform(1.0, 4.0)))]
+            if vmin > 3.0:
+                groups.append((dx0, ego.x0 - 14.0, max(0.5, vmin - float(rng.uniform(1.0, 2.5)))))
+        else:
+            speed = float(rng.uniform(4.0, 13.0))
+            travel = speed * p.duration
+            # Cover the region at every moment of the sequence: start upstream by the distance travelled.
+            lo, hi = (dx0 - travel, dx1) if lane.direction > 0 else (dx0, dx1 + travel)
+            groups = [(lo, hi, speed)]
+        for lo, hi, speed in groups:
+            x = lo + float(rng.uniform(0, 10))
+            while x < hi:
+                # One speed per lane group, so nobody drives through anybody; bicycles only when slow.
+                u = rng.random() * (0.93 if speed > 7.0 else 1.0)
+                inst, var = p.instance(), p.variant()
+                if u < 0.72:
+                    m = obj.car(rng, inst, var)
+                elif u < 0.8:
+                    m = obj.truck(rng, inst, var)
+                elif u < 0.87:
+                    m = obj.bus(rng, inst, var)
+                elif u < 0.93:
+                    m = obj.motorcycle(rng, inst, var)
+                else:
+                    m = obj.bicycle(rng, inst, var)
+                y = lane.center + float(rng.normal(0, 0.15))
+                p.move(m, x + m.length / 2, y, yaw, speed)
+                x += m.length + float(rng.uniform(6.0, 30.0)) / density + speed * 0.8
+
+
+def _pedestrians(p: _Placer, density: float) -> None:
+    """People walking along sidewalks and plazas, some standing, a few children."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    for band in layout.bands:
+        if band.kind not in ("sidewalk", "plaza"):
+            continue
+        width = band.y1 - band.y0
+        side = band.side
+        inner = band.y1 if side < 0 else band.y0
+        n = int(rng.poisson(0.08 * (dx1 - dx0) * density * (1.0 if band.kind == "sidewalk" else 0.5)))
+        for _ in range(n):
+            x = float(rng.uniform(dx0, dx1))
+            cls = obj.CHILD if rng.random() < 0.1 else obj.PEDESTRIAN
+            # Walk clear of the furniture strip along the kerb.
+            lo = inner + side * min(1.2, width * 0.45)
+            margin = 1.0 if width >= 3.0 else 0.35  # wide sidewalks keep their outer edge for parked bikes
+            hi = (band.y0 + margin) if side < 0 else (band.y1 - margin)
+            y = float(rng.uniform(min(lo, hi), max(lo, hi)))
+            if rng.random() < 0.75:
+                speed = float(rng.uniform(0.9, 1.6)) * (0.8 if cls == obj.CHILD else 1.0)
+                yaw = 0.0 if rng.random() < 0.5 else np.pi
+                m = obj.pedestrian(rng, p.instance(), p.variant(), cls=cls, walking=True)
+                p.move(m, x, y, yaw, speed, band.height, gait=2 * np.pi * speed / 1.5)
+            elif layout.x_free(x, 0.5):
+                m = obj.pedestrian(rng, p.instance(), p.variant(), cls=cls, walking=False)
+                p.place(m, x, y, float(rng.uniform(0, 2 * np.pi)), band.height)
+
+
+def _parked_bicycles(p: _Placer, density: float) -> None:
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    for band in layout.bands:
+        if band.kind not in ("sidewalk", "plaza") or band.y1 - band.y0 < 3.0 or rng.random() > 0.6 * density:
+            continue
+        x = float(rng.uniform(dx0 + 10, dx1 - 10))
+        if not layout.x_free(np.array([x - 1.0, x + 4.0]), 1.0).all():
+            continue
+        outer = band.y0 + 0.5 if band.side < 0 else band.y1 - 0.5
+        for k in range(int(rng.integers(2, 6))):
+            m = obj.bicycle(rng, p.instance(), p.variant(), rider=False)
+            p.place(m, x + 0.7 * k, outer, np.pi / 2 + float(rng.normal(0, 0.08)), band.height)
+
+
+def _intersection_furniture(p: _Placer) -> None:
+    rng, layout = p.rng, p.layout
+    inter = layout.intersection
+    if inter is None:
+        return
+    ry0, ry1 = layout.road_y
+    bx0, bx1 = inter.box
+    h = layout.kerb_height
+    corners = [(bx0 - 0.6, ry0 - 0.6, -1), (bx1 + 0.6, ry0 - 0.6, -1), (bx0 - 0.6, ry1 + 0.6, 1), (bx1 + 0.6, ry1 + 0.6, 1)]
+    for x, y, side in corners:
+        reach = float(rng.uniform(3.0, 6.0)) if rng.random() < 0.5 else 0.0
+        p.place(obj.traffic_light(rng, reach), x, y, 0.0 if side < 0 else np.pi, h)
+    # Cars waiting on the cross street, in the lane heading to the junction.
+    for side in (-1, 1):
+        n = int(rng.integers(0, 3))
+        for k in range(n):
+            m = obj.car(rng, p.instance(), p.variant())
+            yaw = np.pi / 2 if side < 0 else -np.pi / 2
+            xq = inter.x + (inter.half_width / 2 if side < 0 else -inter.half_width / 2)
+            yq = (ry0 - 9.0 - 6.5 * k) if side < 0 else (ry1 + 9.0 + 6.5 * k)
+            p.place(m, xq, yq, yaw)
+    # People waiting at corners.
+    for x, y, side in corners:
+        if rng.random() < 0.5:
+            m = obj.pedestrian(rng, p.instance(), p.variant(), walking=False)
+            away = np.sign(x - inter.x)  # step back from the junction onto the corner
+            p.place(m, x + away * 1.0, y + side * 1.0, float(rng.uniform(0, 2 * np.pi)), h)
+
+
+def _median_objects(p: _Placer) -> None:
+    rng, layout = p.rng, p.layout
+    if layout.median is None:
+        return
+    dx0, dx1 = layout.x_range
+    y = 0.5 * (layout.median[0] + layout.median[1])
+    w = layout.median[1] - layout.median[0]
+    line = p.line("median")
+    for _ in range(int(rng.poisson(0.04 * (dx1 - dx0)))):
+        x = float(rng.uniform(dx0, dx1))
+        if not layout.x_free(x, 6.0) or not line.take(x - 1.5, x + 1.5):
+            continue
+        if w > 2.0 and rng.random() < 0.5:
+            model = obj.tree(rng, p.variant(), street=True)
+        elif rng.random() < 0.5:
+            model = obj.bush(rng, p.variant())
+        else:
+            model = obj.sign_pole(rng, p.variant())
+        p.place(model, x, y, 0.0, layout.kerb_height)
+
+
+def _near(p: _Placer, ego: EgoTrajectory) -> set[int]:
+    """Classes placed close to the ego's path, or driving or walking past it in the first second."""
+    near = {c for c, x, y in p.static_classes if ego.x0 - 5.0 < x < ego.x0 + 35.0 and abs(y - ego.y0) < 14.0}
+    for t in (0.0, 0.5, 1.0):
+        ex = float(ego.state(t)[0])
+        for cls, start, yaw, speed in zip(p.moving_classes, p.starts, p.yaws, p.speeds):
+            x = start[0] + np.cos(yaw) * speed * t
+            if ex - 15.0 < x < ex + 40.0:
+                near.add(cls)
+    return near
+
+
+def _kerb_spot(p: _Placer, ego: EgoTrajectory, length: float, keep_visible: bool) -> tuple[float, float, float]:
+    """(x, y, z) of a free stretch of ``length`` metres at the right kerb, 15 to 45 m ahead.
+
+    With ``keep_visible``, the parking lane in front is kept free so parked cars do not hide it.
+    """
+    layout = p.layout
+    walks = layout.bands_of(-1, "sidewalk")
+    host = walks[0] if walks else [b for b in layout.bands_of(-1) if b.kind != "buildings"][0]
+    y, z = host.y1 - 0.45, host.height
+    line, parking = p.line("furniture-1"), p.line("parking-1")
+    for x in np.arange(ego.x0 + 15.0, ego.x0 + 45.0, 1.5):
+        x = float(x)
+        if not layout.x_free(np.array([x, x + length]), 1.0).all() or not line.free(x, x + length):
+            continue
+        if keep_visible and not parking.free(x - 1.0, x + length + 1.0):
+            continue
+        line.take(x, x + length)
+        if keep_visible:
+            parking.take(x - 1.0, x + length + 1.0)
+        return x, y, z
+    return ego.x0 + 20.0, y, z  # crowded: stand among the furniture
+
+
+def _guarantee_road_works(p: _Placer, ego: EgoTrajectory) -> None:
+    """Barriers and cones close ahead, before parked cars are placed, with no parked car in front."""
+    near = _near(p, ego)
+    if obj.BARRIER in near and obj.TRAFFIC_CONE in near:
+        return
+    rng = p.rng
+    x, y, z = _kerb_spot(p, ego, 10.0, keep_visible=True)
+    for k in range(3):
+        p.place(obj.cone(rng, p.instance(), p.variant()), x + 0.3 + 1.2 * k, y, 0.0, z)
+    for k in range(2):
+        p.place(obj.barrier(rng, p.instance(), p.variant()), x + 5.0 + 2.5 * k, y - 0.1, 0.0, z)
+
+
+def _guarantee(p: _Placer, ego: EgoTrajectory) -> None:
+    """Add the road users a few frames must show, close ahead of the ego, if the draw left them out.
+
+    Missing vehicles come towards the ego in the opposite lanes; a missing bicycle or pedestrian
+    waits at the right kerb.
+    """
+    rng, layout = p.rng, p.layout
+    near = _near(p, ego)
+    opposite = layout.lanes_of(-1)
+    for cls, make, x in ((obj.CAR, obj.car, 30.0), (obj.TRUCK, obj.truck, 45.0), (obj.BUS, obj.bus, 62.0)):
+        if cls not in near:
+            lane = opposite[int(rng.integers(len(opposite)))]
+            p.move(make(rng, p.instance(), p.variant()), ego.x0 + x, lane.center, np.pi, float(rng.uniform(3.0, 7.0)))
+    if obj.BICYCLE not in near:
+        x, y, z = _kerb_spot(p, ego, 1.0, keep_visible=False)
+        p.place(obj.bicycle(rng, p.instance(), p.variant(), rider=False), x + 0.5, y - 0.5, np.pi / 2, z)
+    if not near & {obj.PEDESTRIAN, obj.CHILD, obj.WORKER}:
+        x, y, z = _kerb_spot(p, ego, 1.0, keep_visible=False)
+        p.place(obj.pedestrian(rng, p.instance(), p.variant(), walking=False), x + 0.5, y - 0.6, 0.0, z)
+
+
+def build_scene(
+    seed: int | np.random.Generator,
+    duration: float,
+    detail_range: float = 80.0,
+    ego_speed: float | None = None,
+    ego_body: bool = True,
+    density: float = 1.0,
+) -> Scene:
+    """Draw one street scene and the ego trajectory through it.
+
+    Args:
+        seed: integer seed or generator; the same seed gives the same scene.
+        duration: length of the sequence in seconds (the street is made long enough).
+        detail_range: how far around the ego path objects are placed (about the lidar range).
+        ego_speed: mean ego speed in m/s; drawn in 3.5..7 m/s when None.
+        ego_body: include the ego vehicle's body (lidar self-returns, visible in cameras).
+        density: multiplier on the number of trees, furniture, parked cars and people.
+
+    Returns:
+        The scene.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    speed = float(rng.uniform(3.5, 7.0)) if ego_speed is None else float(ego_speed)
+    amp = float(rng.uniform(0.0, min(1.5, 0.3 * speed)))
+    path = (0.0, speed * duration + amp * duration + 5.0)
+    layout = generate_layout(rng, path, detail=detail_range, far=detail_range + 80.0)
+    fwd = layout.forward_lanes()
+    # Usually the inner lane when there are two (the outer one may hold cyclists and buses).
+    ego_lane = fwd[-1] if len(fwd) == 1 or rng.random() < 0.7 else fwd[0]
+    ego = EgoTrajectory(
+        x0=0.0, y0=ego_lane.center + float(rng.normal(0, 0.1)), speed=speed, speed_amp=amp,
+        speed_freq=2 * np.pi / float(rng.uniform(6.0, 14.0)), speed_phase=float(rng.uniform(0, 2 * np.pi)),
+        sway=float(rng.uniform(0.0, 0.25)), sway_freq=2 * np.pi / float(rng.uniform(5.0, 12.0)),
+        sway_phase=float(rng.uniform(0, 2 * np.pi)),
+    )
+
+    p = _Placer(rng, layout, duration)
+    p.static.add_layer(ground_mesh(layout, rng))
+    _building_rows(p)
+    _barrier_rows(p)
+    _sidewalk_furniture(p, density)
+    _lawns(p, density)
+    zone = _construction_zone(p) if rng.random() < 0.75 else None
+    if zone is not None:  # parked cars and cone clusters keep out of the zone
+        p.line(f"parking{zone[0]}").take(zone[1], zone[2])
+    _cone_clusters(p)
+    _guarantee_road_works(p, ego)
+    _parked_vehicles(p, density)
+    _intersection_furniture(p)
+    _median_objects(p)
+    _parked_bicycles(p, density)
+    _pedestrians(p, density)
+    _traffic(p, ego, ego_lane.center, density)
+    _guarantee(p, ego)
+
+    actors = ActorSet.build(p.models, np.array(p.starts).reshape(-1, 3), np.array(p.yaws), np.array(p.speeds), np.array(p.gaits))
+    sun_el = np.deg2rad(float(rng.uniform(25.0, 65.0)))
+    sun_az = float(rng.uniform(0, 2 * np.pi))
+    sun = np.array([np.cos(sun_el) * np.cos(sun_az), np.cos(sun_el) * np.sin(sun_az), np.sin(sun_el)])
+    heading = float(rng.uniform(-np.pi, np.pi))
+    offset = (float(rng.uniform(200, 2000)), float(rng.uniform(200, 2000)), 0.0)
+    return Scene(
+        layout=layout,
+        static=p.static.build(),
+        actors=actors,
+        ego=ego,
+        ego_model=obj.ego_body() if ego_body else None,
+        sun=sun,
+        map_to_global=pose(heading, offset),
+    )
