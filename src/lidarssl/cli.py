@@ -21,9 +21,15 @@ __all__ = ["main"]
 def _generate(config: GenerateConfig, quiet: bool = False) -> Path:
     from lidarssl.synthetic import write_dataset
 
+    tty = sys.stdout.isatty()
+
     def progress(done: int, total: int) -> None:
-        if not quiet:
+        if quiet:
+            return
+        if tty:
             print(f"\rwriting frame {done}/{total}", end="" if done < total else "\n", flush=True)
+        elif done == total or done % max(1, total // 10) == 0:
+            print(f"writing frame {done}/{total}", flush=True)
 
     world = {"seed": config.seed, "lidar": config.lidar, "cameras": config.cameras, "image_size": config.image_size}
     write_dataset(world, config.out, config.frames, frames_per_sequence=config.frames_per_sequence,
@@ -158,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lidarssl {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and cut short: not an error
+        sys.stderr.close()
     return 0
 
 
