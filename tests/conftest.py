@@ -20,3 +20,13 @@ def real_root() -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A labelled synthetic world without cameras: 3 sequences of 2 frames, the last one is val."""
+    from lidarssl.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("tiny_world")
+    write_dataset({"seed": 7, "lidar": "nuscenes", "cameras": "none"}, root, 6, frames_per_sequence=2, val_fraction=0.34)
+    return root

@@ -17,6 +17,8 @@ from lidarssl.data.geometry import (
     occluded,
     project,
     project_scan,
+    quaternion_to_rotation,
+    rotation_to_quaternion,
     voxelize,
 )
 from lidarssl.data.scan import CameraView, Scan
@@ -292,3 +294,23 @@ def test_knn_errors() -> None:
         knn(np.zeros((2, 3)), np.zeros((3, 3)), 4)
     with pytest.raises(DataError, match="k >= 1"):
         knn(np.zeros((2, 3)), np.zeros((3, 3)), 0)
+
+
+# --- quaternions ----------------------------------------------------------------------------------------------------
+
+
+@FAST
+@given(seed=st.integers(0, 2**32 - 1))
+def test_quaternions_match_scipy_and_round_trip(seed: int) -> None:
+    q = np.random.default_rng(seed).normal(size=4)
+    q /= np.linalg.norm(q)
+    R = quaternion_to_rotation(q)  # (w, x, y, z); scipy's order is (x, y, z, w)
+    np.testing.assert_allclose(R, Rotation.from_quat([*q[1:], q[0]]).as_matrix(), atol=1e-12)
+    np.testing.assert_allclose(rotation_to_quaternion(R), q * np.sign(q[0]), atol=1e-12)
+
+
+@pytest.mark.parametrize("axis", [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0]])
+def test_half_turns_keep_their_quaternion(axis: list[int]) -> None:
+    # trace -1: the branch that divides by the largest diagonal term keeps these exact
+    R = Rotation.from_rotvec(np.pi * np.array(axis) / np.linalg.norm(axis)).as_matrix()
+    np.testing.assert_allclose(quaternion_to_rotation(rotation_to_quaternion(R)), R, atol=1e-12)

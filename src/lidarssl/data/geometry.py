@@ -26,6 +26,8 @@ __all__ = [
     "occluded",
     "project",
     "project_scan",
+    "quaternion_to_rotation",
+    "rotation_to_quaternion",
     "voxelize",
 ]
 
@@ -120,6 +122,45 @@ def project(
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < W) & (uv[:, 1] >= 0) & (uv[:, 1] < H)
     valid = front & (depth > min_depth) & inside
     return Projection(uv=uv, depth=depth, valid=valid)
+
+
+def quaternion_to_rotation(q: np.ndarray | list[float]) -> np.ndarray:
+    """(3, 3) rotation matrix of the quaternion ``q = (w, x, y, z)``, normalised first.
+
+    This is the Hamilton convention used by nuScenes and PandaSet: ``R @ p`` rotates ``p`` by ``q``.
+    """
+    w, x, y, z = np.asarray(q, dtype=np.float64) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def rotation_to_quaternion(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion ``(w, x, y, z)`` with ``w >= 0`` of a (3, 3) rotation matrix.
+
+    The inverse of :func:`quaternion_to_rotation` (up to the sign of ``q``, which describes the same rotation).
+    It branches on the largest diagonal term so that the square root never takes a tiny argument, which keeps
+    every rotation, half-turns included, accurate to machine precision.
+    """
+    m = _as_array("R", R, (3, 3))
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(1.0 + trace)
+        q = [s / 4, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s]
+    elif m[0, 0] > m[1, 1] and m[0, 0] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[0, 0] - m[1, 1] - m[2, 2])
+        q = [(m[2, 1] - m[1, 2]) / s, s / 4, (m[0, 1] + m[1, 0]) / s, (m[0, 2] + m[2, 0]) / s]
+    elif m[1, 1] > m[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + m[1, 1] - m[0, 0] - m[2, 2])
+        q = [(m[0, 2] - m[2, 0]) / s, (m[0, 1] + m[1, 0]) / s, s / 4, (m[1, 2] + m[2, 1]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + m[2, 2] - m[0, 0] - m[1, 1])
+        q = [(m[1, 0] - m[0, 1]) / s, (m[0, 2] + m[2, 0]) / s, (m[1, 2] + m[2, 1]) / s, s / 4]
+    q = np.asarray(q)
+    q = -q if q[0] < 0 else q
+    return q / np.linalg.norm(q)
 
 
 def backproject(uv: np.ndarray, depth: np.ndarray, K: np.ndarray, lidar_to_cam: np.ndarray) -> np.ndarray:

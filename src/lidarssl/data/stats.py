@@ -26,6 +26,8 @@ def detect_format(root: Path) -> str:
     """The format of the dataset folder ``root``, from its layout."""
     if (root / "index.json").is_file():
         return "synthetic"
+    if any(root.glob("v1.0-*/sample_data.json")):
+        return "nuscenes"
     if (root / "dataset" / "sequences").is_dir() or (root / "sequences").is_dir():
         return "semantickitti"
     if (root / "training" / "velodyne").is_dir() or (root / "testing" / "velodyne").is_dir():
@@ -35,9 +37,9 @@ def detect_format(root: Path) -> str:
     if not root.exists():
         raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
     raise DataError(
-        f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, SemanticKITTI sequences/, "
-        f"KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); write a synthetic one with "
-        f"`lidarssl generate out={root}`"
+        f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, nuScenes v1.0-*/sample_data.json, "
+        f"SemanticKITTI sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); write a synthetic "
+        f"one with `lidarssl generate out={root}`"
     )
 
 
@@ -47,7 +49,7 @@ def open_dataset(root: str | Path, split: str | None = None, **options: object) 
     Args:
         root: dataset folder.
         split: split name; ``None`` for the reader's default (all frames of a synthetic world).
-        **options: reader options (e.g. ``sensor="pandargt"`` for PandaSet).
+        **options: reader options (e.g. ``sensor="pandargt"`` for PandaSet, ``sweeps=10`` for nuScenes).
     """
     root = Path(root)
     fmt = detect_format(root)

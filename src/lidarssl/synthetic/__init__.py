@@ -17,12 +17,17 @@ Public API:
   jpeg_quality=95, overwrite=False, threads=None, progress=None) -> Path``: write the native layout.
 - :class:`NativeDataset` ``(root, split="train")``: read it back (``len``, indexing -> Scan,
   ``class_map``, ``camera_names``, ``index``).
+- :func:`write_nuscenes`, :func:`write_semantickitti`, :func:`write_pandaset` ``(source, root, num_frames,
+  *, frames_per_sequence=None, val_fraction=0.2, threads=None, progress=None, ...) -> Path``: the same
+  sequences in the nuScenes, SemanticKITTI and PandaSet layouts, read back by
+  :mod:`lidarssl.data.formats` (see :mod:`lidarssl.synthetic.writers`).
 """
 
 from lidarssl.synthetic.camera import CAMERA_PRESETS, CameraSpec
 from lidarssl.synthetic.lidar import LIDAR_PRESETS, LidarPreset
 from lidarssl.synthetic.native import NativeDataset, write_dataset
 from lidarssl.synthetic.world import SyntheticWorld
+from lidarssl.synthetic.writers import write_nuscenes, write_pandaset, write_semantickitti
 
 __all__ = [
     "CAMERA_PRESETS",
@@ -32,4 +37,7 @@ __all__ = [
     "NativeDataset",
     "SyntheticWorld",
     "write_dataset",
+    "write_nuscenes",
+    "write_pandaset",
+    "write_semantickitti",
 ]

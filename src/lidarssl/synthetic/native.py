@@ -34,14 +34,12 @@ last, so an interrupted run never leaves a half-written frame behind a valid ind
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import os
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -49,44 +47,18 @@ from PIL import Image
 from lidarssl.data.labels import ClassMap, load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import ConfigError, DataError
+from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, atomic_file, encode_image, write_atomic
 from lidarssl.synthetic.world import SyntheticWorld
 
 FORMAT = "lidarssl-synthetic"
 VERSION = 1
 SPLITS = ("train", "val", "all")
 
-#: Called after each written frame with (frames written, frames in total).
-ProgressFn = Callable[[int, int], None]
-
 _HOW_TO_FIX = "create it with `lidarssl generate --out {root}` (or lidarssl.synthetic.write_dataset)"
-
-
-@contextmanager
-def _atomic(path: Path) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path``; rename it onto ``path`` only if the block succeeds."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _stem(frame_id: str) -> str:
     return frame_id.replace("/", "_")
-
-
-def _sequence_plan(num_frames: int, per_sequence: int, val_fraction: float) -> list[tuple[int, str]]:
-    """(frames, split) per sequence: at least two sequences so that val exists, val last."""
-    n_seq = max(1, math.ceil(num_frames / per_sequence))
-    if n_seq < 2 and num_frames >= 2:
-        n_seq = 2
-    base, extra = divmod(num_frames, n_seq)
-    counts = [base + (k < extra) for k in range(n_seq)]
-    n_val = 0 if n_seq < 2 else min(n_seq - 1, max(1, round(n_seq * val_fraction)))
-    return [(c, "val" if k >= n_seq - n_val else "train") for k, c in enumerate(counts)]
 
 
 def write_dataset(
@@ -125,19 +97,8 @@ def write_dataset(
         DataError: ``root`` already holds a dataset and ``overwrite`` is False.
         ConfigError: invalid parameters.
     """
-    if num_frames < 1:
-        raise ConfigError(f"num_frames must be >= 1, got {num_frames}")
-    if isinstance(source, SyntheticWorld):
-        world0 = source
-    else:
-        try:
-            world0 = SyntheticWorld(**dict(source))
-        except TypeError as e:  # an unknown or missing parameter name
-            raise ConfigError(f"bad generator parameters {sorted(source)}: {e}") from None
-    params = world0.params
-    per_seq = int(frames_per_sequence or params["num_frames"])
-    if per_seq < 1:
-        raise ConfigError(f"frames_per_sequence must be >= 1, got {per_seq}")
+    gen = Generation(source, num_frames, frames_per_sequence=frames_per_sequence, val_fraction=val_fraction,
+                     threads=threads)
     root = Path(root)
     index_path = root / "index.json"
     if index_path.exists():
@@ -145,64 +106,37 @@ def write_dataset(
             raise DataError(f"{index_path}: a dataset already exists here; choose another folder or overwrite it")
         _remove_listed(root, index_path)
     (root / "lidar").mkdir(parents=True, exist_ok=True)
-    for name in world0.camera_names:
+    for name in gen.world0.camera_names:
         (root / "cameras" / name).mkdir(parents=True, exist_ok=True)
 
-    plan = _sequence_plan(num_frames, per_seq, val_fraction)
-    frames: list[dict[str, Any]] = []
-    sequences: list[dict[str, Any]] = []
-    if threads is None:
-        threads = source.threads if isinstance(source, SyntheticWorld) else 0
-    n_threads = threads
-    done = 0
-    for k, (count, split) in enumerate(plan):
-        seq_params = {**params, "seed": params["seed"] + k, "num_frames": per_seq}
-        reuse = k == 0 and per_seq == params["num_frames"] and isinstance(source, SyntheticWorld)
-        world = source if reuse else SyntheticWorld(**seq_params, threads=n_threads)
-        sequences.append({"id": k, "seed": seq_params["seed"], "split": split, "num_frames": count})
-        saved_threads = world.threads
-        world.threads = n_threads
-        try:
-            for i in range(count):
-                frames.append(_write_frame(world, i, root, split, k, jpeg_quality))
-                done += 1
-                if progress is not None:
-                    progress(done, num_frames)
-        finally:
-            world.threads = saved_threads
-            if not reuse:
-                world.close()
-
+    frames = [_write_frame(f, root, jpeg_quality) for f in gen.frames(progress)]
     index = {
         "format": FORMAT,
         "version": VERSION,
-        "generator": {**params, "num_frames": per_seq},
-        "seed": params["seed"],
+        "generator": gen.generator_params,
+        "seed": gen.params["seed"],
         "class_map": "nuscenes",
-        "lidar": params["lidar"],
+        "lidar": gen.params["lidar"],
         "lidar_frame": "x forward, y left, z up; sweeps treated as instantaneous",
-        "cameras": world0.camera_names,
-        "image_size": {c.name: [c.width, c.height] for c in world0.cameras},
-        "sequences": sequences,
+        "cameras": gen.world0.camera_names,
+        "image_size": {c.name: [c.width, c.height] for c in gen.world0.cameras},
+        "sequences": [asdict(seq) for seq in gen.sequences],
         "frames": frames,
     }
-    with _atomic(index_path) as f:
+    with atomic_file(index_path) as f:
         f.write(json.dumps(index, indent=1).encode())
         f.flush()
         os.fsync(f.fileno())
     return index_path
 
 
-def _write_frame(world: SyntheticWorld, i: int, root: Path, split: str, sequence: int, quality: int) -> dict[str, Any]:
-    scan = world.scan(i)
+def _write_frame(frame: Frame, root: Path, quality: int) -> dict[str, Any]:
+    scan = frame.scan
     stem = _stem(scan.frame_id)
     cams: dict[str, str] = {}
     for view in scan.cameras:
         rel = f"cameras/{view.name}/{stem}.jpg"
-        buf = io.BytesIO()
-        Image.fromarray(view.image).save(buf, format="JPEG", quality=quality)
-        with _atomic(root / rel) as f:
-            f.write(buf.getvalue())
+        write_atomic(root / rel, encode_image(view.image, "JPEG", quality))
         cams[view.name] = rel
     rel_lidar = f"lidar/{stem}.npz"
     arrays = {
@@ -219,12 +153,12 @@ def _write_frame(world: SyntheticWorld, i: int, root: Path, split: str, sequence
         "cam_lidar_to_cam": np.array([v.lidar_to_cam for v in scan.cameras], np.float64).reshape(-1, 4, 4),
         "cam_timestamp": np.array([v.timestamp for v in scan.cameras], np.float64),
     }
-    with _atomic(root / rel_lidar) as f:
+    with atomic_file(root / rel_lidar) as f:
         np.savez(f, **arrays)
     return {
         "id": scan.frame_id,
-        "sequence": sequence,
-        "split": split,
+        "sequence": frame.sequence.id,
+        "split": frame.sequence.split,
         "timestamp": scan.timestamp,
         "num_points": len(scan),
         "lidar": rel_lidar,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from lidarssl.data.formats._common import FrameReader, user_cache_dir
 from lidarssl.data.formats.kitti import KITTIObject
+from lidarssl.data.formats.nuscenes import NuScenes
 from lidarssl.data.formats.pandaset import PandaSet
 from lidarssl.data.formats.semantickitti import SemanticKITTI
 
@@ -16,6 +17,7 @@ READERS: dict[str, type[FrameReader]] = {
     "semantickitti": SemanticKITTI,
     "kitti": KITTIObject,
     "pandaset": PandaSet,
+    "nuscenes": NuScenes,
 }
 
-__all__ = ["READERS", "FrameReader", "KITTIObject", "PandaSet", "SemanticKITTI", "user_cache_dir"]
+__all__ = ["READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI", "user_cache_dir"]

@@ -19,6 +19,7 @@ from typing import ClassVar, Literal
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from lidarssl.data.geometry import quaternion_to_rotation
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan, check_rigid
 from lidarssl.errors import DataError
@@ -31,6 +32,8 @@ INDEX_DIRNAME = ".lidarssl_index"
 
 # A calibration rotation farther than this from orthonormal (max |R^T R - I|) is wrong, not noisy text.
 _REPAIR_TOL = 1e-2
+# A pose quaternion whose norm is farther than this from 1 is wrong, not rounded text (tables print ~16 digits).
+_QUATERNION_TOL = 1e-3
 
 
 # --- frame index -------------------------------------------------------------------------------------------------
@@ -85,8 +88,9 @@ class FrameReader:
     """Base of the dataset readers: a frame list built once and cached as JSON, indexing and the class map.
 
     A subclass sets ``reader_name`` and ``splits``, checks its layout in ``__init__`` before calling
-    :meth:`_open_index`, and implements :meth:`_list_frames` and :meth:`_read`. A frame is a list of
-    strings (``["00", "000000"]``), so the index stays plain JSON.
+    :meth:`_open_index`, and implements :meth:`_list_frames` and :meth:`_read`. A frame is a list of plain
+    JSON values, usually strings (``["00", "000000"]``); a reader whose frames need more than file names to be
+    read (nuScenes: resolved calibration records) stores them there too, so the index stays plain JSON.
 
     The index lives in ``cache_dir`` when one is given. Otherwise it is ``<root>/.lidarssl_index/<name>.json``,
     or, when the dataset folder is read-only, the same name in a per-user folder keyed by the root's path
@@ -106,12 +110,16 @@ class FrameReader:
             raise DataError(f"{self.reader_name}: unknown split '{split}'; choose one of {list(self.splits)}")
         self.split = split
         self.frames: list[list[str]] = []
+        self.shared: dict = {}  # JSON data all frames refer to, cached with them (set by _list_frames)
         self.index_path: Path | None = None  # where the frame index was read from or written to
 
     # Subclass hooks ----------------------------------------------------------------------------------------------
 
     def _list_frames(self) -> tuple[list[list[str]], list[Path]]:
-        """Scan the disk: the frames of this split, and the folders whose contents the list depends on."""
+        """Scan the disk: the frames of this split, and the folders whose contents the list depends on.
+
+        Data that many frames refer to (nuScenes calibrations) may go into :attr:`shared` instead of every frame.
+        """
         raise NotImplementedError
 
     def _read(self, frame: list[str]) -> Scan:
@@ -145,10 +153,11 @@ class FrameReader:
                 doc = self._load_index(path)
                 if doc is not None and self._is_current(doc, header):
                     self.frames = doc["frames"]
+                    self.shared = doc.get("shared", {})
                     self.index_path = path
                     return
         frames, watched = self._list_frames()
-        doc = {**header, "fingerprint": _fingerprint(self.root, watched), "frames": frames}
+        doc = {**header, "fingerprint": _fingerprint(self.root, watched), "shared": self.shared, "frames": frames}
         self.frames = frames
         self.index_path = None
         for path in candidates:
@@ -217,15 +226,27 @@ def read_points(path: Path, columns: int = 4) -> np.ndarray:
     return np.fromfile(path, dtype="<f4").reshape(-1, columns)
 
 
-def read_uint32_labels(path: Path, num_points: int) -> np.ndarray:
-    """Read one little-endian uint32 label per point and check the count against the scan's."""
+def read_labels(path: Path, num_points: int, dtype: str = "<u4") -> np.ndarray:
+    """Read one label of ``dtype`` per point and check the count against the scan's.
+
+    Args:
+        path: raw binary label file (SemanticKITTI ``.label``: ``"<u4"``; nuScenes-lidarseg ``.bin``: ``"u1"``).
+        num_points: points in the scan the labels belong to.
+        dtype: numpy dtype of one label.
+    """
+    dt = np.dtype(dtype)
     size = require_file(path, "label file").stat().st_size
-    if size % 4 or size // 4 != num_points:
+    if size % dt.itemsize or size // dt.itemsize != num_points:
         raise DataError(
-            f"{path}: holds {size / 4:g} uint32 labels but its scan has {num_points} points; "
+            f"{path}: holds {size / dt.itemsize:g} {dt.name} labels but its scan has {num_points} points; "
             "the label file belongs to another scan or is truncated"
         )
-    return np.fromfile(path, dtype="<u4")
+    return np.fromfile(path, dtype=dt)
+
+
+def read_uint32_labels(path: Path, num_points: int) -> np.ndarray:
+    """Read one little-endian uint32 label per point and check the count against the scan's."""
+    return read_labels(path, num_points, "<u4")
 
 
 def read_image(path: Path) -> np.ndarray:
@@ -277,6 +298,36 @@ def translation(t: Iterable[float]) -> np.ndarray:
     """The (4, 4) transform that adds ``t`` to a point."""
     T = np.eye(4)
     T[:3, 3] = list(t)
+    return T
+
+
+def pose_from_quaternion(t: Iterable[float], q: Iterable[float], source: str, what: str) -> np.ndarray:
+    """(4, 4) rigid transform of a translation ``t`` and a unit quaternion ``q = (w, x, y, z)``.
+
+    nuScenes (``translation``/``rotation``) and PandaSet (``position``/``heading``) store poses this way.
+
+    Args:
+        t: 3 numbers.
+        q: 4 numbers, scalar first.
+        source: file the pose was read from, for error messages.
+        what: which pose or record it is, for error messages.
+
+    Raises:
+        DataError: wrong sizes, non-finite values, or a quaternion whose norm is not 1 (it would scale
+            points: not a rotation).
+    """
+    try:
+        t_arr = np.asarray(list(t), dtype=np.float64).reshape(3)
+        q_arr = np.asarray(list(q), dtype=np.float64).reshape(4)
+    except (TypeError, ValueError) as e:
+        raise DataError(f"{source}: {what} needs a translation of 3 numbers and a rotation quaternion of 4 "
+                        f"(w, x, y, z) ({e})") from e
+    norm = float(np.linalg.norm(q_arr))
+    if not np.all(np.isfinite(t_arr)) or not np.isfinite(norm) or abs(norm - 1) > _QUATERNION_TOL:
+        raise DataError(f"{source}: {what} quaternion {q_arr.tolist()} has norm {norm:.4f}, not 1: not a rotation "
+                        f"(translation {t_arr.tolist()})")
+    T = translation(t_arr)
+    T[:3, :3] = quaternion_to_rotation(q_arr)
     return T
 
 

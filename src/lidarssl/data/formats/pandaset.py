@@ -31,6 +31,7 @@ from lidarssl.data.formats._common import (
     MissingCamera,
     check_choice,
     invert_rigid,
+    pose_from_quaternion,
     read_camera_image,
     require_file,
     translation,
@@ -57,20 +58,10 @@ def pose_matrix(pose: dict, source: Path) -> np.ndarray:
     """(4, 4) transform of a PandaSet pose ``{position: {x, y, z}, heading: {w, x, y, z}}``."""
     try:
         t = [float(pose["position"][k]) for k in "xyz"]
-        w, x, y, z = (float(pose["heading"][k]) for k in "wxyz")
+        q = [float(pose["heading"][k]) for k in "wxyz"]
     except (KeyError, TypeError, ValueError) as e:
         raise DataError(f"{source}: pose entries need position {{x, y, z}} and heading {{w, x, y, z}} ({e})") from e
-    norm = np.sqrt(w * w + x * x + y * y + z * z)
-    if not np.isfinite(norm) or abs(norm - 1) > 1e-3:
-        raise DataError(f"{source}: heading quaternion {[w, x, y, z]} has norm {norm:.4f}, not 1: not a rotation")
-    w, x, y, z = w / norm, x / norm, y / norm, z / norm
-    T = translation(t)
-    T[:3, :3] = [
-        [1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
-        [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
-        [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)],
-    ]
-    return T
+    return pose_from_quaternion(t, q, str(source), "heading")
 
 
 def _read_json(path: Path, what: str) -> object:
