@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from lidarssl.config import GenerateConfig, load_config, parse_overrides, to_yaml
+from lidarssl.config import GenerateConfig, SegmentationConfig, list_recipes, load_config, parse_overrides, to_yaml
 from lidarssl.errors import ConfigError
 
 
@@ -49,3 +49,15 @@ def test_missing_recipe_and_malformed_override(tmp_path: Path):
         load_config(GenerateConfig, tmp_path / "nope.yaml")
     with pytest.raises(ConfigError, match="override 'frames' must look like key=value"):
         load_config(GenerateConfig, None, ["frames"])
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_shipped_recipe_validates(name: str):
+    schema = GenerateConfig if name.startswith("world-") else SegmentationConfig
+    cfg = load_config(schema, name)
+    assert cfg == load_config(schema, Path(__file__).parents[1] / "configs" / f"{name}.yaml")  # repo configs/ is the same
+
+
+def test_unknown_recipe_lists_shipped_ones():
+    with pytest.raises(ConfigError, match="nope: recipe file not found; shipped recipes: .*seg-wi-synthetic"):
+        load_config(SegmentationConfig, "nope")

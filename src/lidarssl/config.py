@@ -8,6 +8,7 @@ the key, the recipe file and, for unknown keys, the valid ones.
 
 from __future__ import annotations
 
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -16,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from lidarssl.errors import ConfigError
 
-__all__ = ["Schema", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
+__all__ = ["Schema", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
 
 
 class Schema(BaseModel):
@@ -158,6 +159,23 @@ def _explain(schema: type[BaseModel], err: ValidationError, where: str) -> Confi
     return ConfigError(f"{where}: " + "; ".join(lines))
 
 
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``lidarssl/configs`` (also reachable as ``configs/`` in a clone)."""
+    return sorted(p.name.removesuffix(".yaml") for p in resources.files("lidarssl.configs").iterdir()
+                  if p.name.endswith(".yaml"))
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe file: ``path`` itself, else the shipped recipe of that name (``seg-wi-synthetic``)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = resources.files("lidarssl.configs") / f"{path.name.removesuffix('.yaml')}.yaml"
+    if shipped.is_file():
+        return Path(str(shipped))
+    raise ConfigError(f"{path}: recipe file not found; shipped recipes: {', '.join(list_recipes())}")
+
+
 def load_config(schema: type[S], path: str | Path | None = None, overrides: list[str] | None = None) -> S:
     """Read ``path`` (optional), apply ``overrides`` and validate against ``schema``.
 
@@ -172,10 +190,8 @@ def load_config(schema: type[S], path: str | Path | None = None, overrides: list
     data: dict[str, Any] = {}
     where = "overrides"
     if path is not None:
-        path = Path(path)
+        path = resolve_recipe(path)
         where = str(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: recipe file not found")
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:

@@ -1,0 +1,149 @@
+"""Lidar semantic segmentation: a backbone, a per-point head, and three ways to train them.
+
+* ``scratch``: backbone and head train from random initialisation;
+* ``probe``: linear probing; the backbone is frozen and kept in eval mode (its norm statistics too), only
+  the head trains;
+* ``finetune``: the backbone starts from pretrained weights and trains with layer-wise learning-rate decay.
+
+Evaluation scores **every original point**: points the backbone dropped take the prediction of their
+nearest kept point (see :class:`~lidarssl.downstream.data.SegmentationSamples`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lidarssl.losses import lovasz_softmax
+from lidarssl.metrics import ConfusionMatrix, iou_per_class, mean_accuracy, miou, overall_accuracy
+from lidarssl.models.backbones.base import Backbone, Batch
+from lidarssl.optim import param_groups, warmup_cosine
+
+__all__ = ["SegmentationModule", "Mode"]
+
+Mode = Literal["scratch", "probe", "finetune"]
+
+
+class SegmentationModule(L.LightningModule):
+    """Backbone + BatchNorm/linear head, trained with cross-entropy + Lovász-softmax.
+
+    Args:
+        backbone: any backbone of the registry (per-point features out).
+        class_names: names of the training classes.
+        mode: ``scratch``, ``probe`` or ``finetune``.
+        lr: peak learning rate (AdamW).
+        weight_decay: AdamW weight decay of parameters of rank >= 2.
+        warmup_epochs: linear warmup length, in epochs (may be fractional).
+        min_lr: learning rate at the end of the cosine decay.
+        layer_decay: layer-wise learning-rate decay in ``finetune`` mode (1 = none).
+        lovasz_weight: weight of the Lovász-softmax term.
+        ignore_index: training id of unlabelled points.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        class_names: tuple[str, ...],
+        mode: Mode = "scratch",
+        lr: float = 1e-3,
+        weight_decay: float = 3e-3,
+        warmup_epochs: float = 1.0,
+        min_lr: float = 1e-5,
+        layer_decay: float = 1.0,
+        lovasz_weight: float = 1.0,
+        ignore_index: int = 255,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone"])
+        self.backbone = backbone
+        self.class_names = tuple(class_names)
+        # Zero-initialised linear head behind a BatchNorm, as ScaLR's downstream head: a linear probe that
+        # starts from uniform predictions whatever the scale of the backbone's features.
+        self.head = nn.Sequential(nn.BatchNorm1d(backbone.out_channels), nn.Linear(backbone.out_channels, len(class_names)))
+        nn.init.zeros_(self.head[1].weight)
+        nn.init.zeros_(self.head[1].bias)
+        if mode == "probe":
+            self.backbone.requires_grad_(False)
+            self.backbone.eval()
+        self.val_confusion = ConfusionMatrix(len(class_names), ignore_index)
+        self.last_confusion: np.ndarray | None = None
+
+    def train(self, mode: bool = True) -> SegmentationModule:
+        super().train(mode)
+        if self.hparams.mode == "probe":
+            self.backbone.eval()  # frozen features: norm layers keep their pretrained statistics
+        return self
+
+    def on_train_epoch_start(self) -> None:
+        self.train()  # Lightning restores saved modes rather than calling train(): apply the probe rule
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits (sum M, num_classes) of the kept points."""
+        return self.head(self.backbone(batch))
+
+    def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        ignore = self.hparams.ignore_index
+        loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore)
+        if self.hparams.lovasz_weight:
+            loss = loss + self.hparams.lovasz_weight * lovasz_softmax(logits.float().softmax(1), labels, ignore)
+        return loss
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss = self._loss(self(batch), batch["labels"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
+                 batch_size=int(batch["offsets"].shape[0] - 1))
+        return loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        logits = self(batch)
+        self.log("val/loss", self._loss(logits, batch["labels"]), batch_size=int(batch["offsets"].shape[0] - 1),
+                 sync_dist=True)
+        pred = logits.argmax(1)[batch["nearest"]]  # every original point takes its nearest kept point's class
+        self.val_confusion.update(pred, batch["point_labels"])
+
+    def on_validation_epoch_start(self) -> None:
+        self.val_confusion.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        conf = torch.from_numpy(self.val_confusion.compute()).to(self.device)
+        if self.trainer.world_size > 1:
+            torch.distributed.all_reduce(conf)
+        conf_np = conf.cpu().numpy()
+        self.last_confusion = conf_np
+        self.log_dict({"val/mIoU": 100 * miou(conf_np), "val/oAcc": 100 * overall_accuracy(conf_np),
+                       "val/mAcc": 100 * mean_accuracy(conf_np)}, prog_bar=True)
+        for name, iou in zip(self.class_names, iou_per_class(conf_np)):
+            if not np.isnan(iou):
+                self.log(f"val_iou/{name}", 100 * float(iou))
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        head = [(f"head.{n}", p) for n, p in self.head.named_parameters()]
+        if hp.mode == "probe":
+            named, layer_of, depth = head, None, 0
+        else:
+            named = [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()] + head
+            depth = getattr(self.backbone, "num_layers", 0) + 1
+            layer_of = self._layer_of if hp.mode == "finetune" and hp.layer_decay < 1 else None
+        groups = param_groups(named, hp.weight_decay, layer_of, depth, hp.layer_decay)
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        per_epoch = total / max(1, self.trainer.max_epochs)
+        scheduler = warmup_cosine(optimizer, total, int(round(hp.warmup_epochs * per_epoch)), hp.min_lr / hp.lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _layer_of(self, name: str) -> int:
+        """Depth of a parameter for layer-wise decay: the backbone says for its own, the head is on top."""
+        if name.startswith("backbone."):
+            layer_id = getattr(self.backbone, "layer_id", None)
+            if layer_id is None:
+                raise ValueError(f"{type(self.backbone).__name__} defines no layer_id(); use layer_decay=1")
+            return layer_id(name.removeprefix("backbone."))
+        return getattr(self.backbone, "num_layers", 0) + 1

@@ -1,0 +1,131 @@
+"""``lidarssl train | probe | finetune | evaluate``: one segmentation run, from recipe to IoU table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader
+
+from lidarssl.checkpoints import atomic_write, load_state_dict_strict, load_weights, save_weights
+from lidarssl.config import SegmentationConfig
+from lidarssl.data.stats import open_dataset
+from lidarssl.data.transforms import PointAugment
+from lidarssl.downstream.data import EpochSampler, SegmentationCollate, SegmentationSamples
+from lidarssl.downstream.segmentation import Mode, SegmentationModule
+from lidarssl.errors import CheckpointError, ConfigError
+from lidarssl.metrics import format_iou_table, iou_per_class, miou
+from lidarssl.models.backbones import BackboneSpec, create_backbone
+from lidarssl.runs import build_trainer, check_fresh, last_checkpoint, write_run_info
+
+__all__ = ["SegmentationData", "SegmentationResult", "run_segmentation", "evaluate_run"]
+
+
+class SegmentationData(L.LightningDataModule):
+    """Train and val loaders over a dataset root, sharded by rank with a (seed, epoch) order."""
+
+    def __init__(self, config: SegmentationConfig, spec: BackboneSpec) -> None:
+        super().__init__()
+        self.config, self.spec = config, spec
+        self.train_set = open_dataset(config.data.root, split=config.data.train_split)
+        self.val_set = open_dataset(config.data.root, split=config.data.val_split)
+        self.class_map = self.train_set.class_map
+
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        cfg = self.config
+        samples = SegmentationSamples(dataset, self.spec.prep, train=train, seed=cfg.seed,
+                                      augment=PointAugment() if cfg.augment else None)
+        trainer = self.trainer
+        sampler = EpochSampler(len(dataset), shuffle=train, seed=cfg.seed,
+                               rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+        workers = cfg.data.num_workers
+        return DataLoader(samples, batch_size=cfg.trainer.batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=SegmentationCollate(self.spec.prep), persistent_workers=workers > 0)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, train=False)
+
+
+@dataclass
+class SegmentationResult:
+    """Final validation scores of a run (percent) and where its files are."""
+
+    out: Path
+    miou: float
+    iou: dict[str, float]
+    table: str
+
+
+def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
+    if mode == "scratch":
+        return
+    if path is None:
+        raise ConfigError(f"mode '{mode}' needs pretrained=PATH (a backbone .safetensors written by pretrain or train)")
+    state, meta = load_weights(path)
+    if meta.get("backbone") not in (None, spec.name):
+        raise CheckpointError(f"{path}: weights of backbone '{meta.get('backbone')}', but the recipe builds "
+                              f"'{spec.name}'; set backbone.name={meta.get('backbone')}")
+    load_state_dict_strict(spec.model, state, str(path))
+
+
+def _scaled_lr(config: SegmentationConfig) -> float:
+    t = config.trainer
+    return config.optim.lr * t.batch_size * t.devices * t.num_nodes * t.accumulate / config.optim.base_batch
+
+
+def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False) -> SegmentationResult:
+    """Train (scratch), linear-probe or finetune a backbone on ``config.data`` and evaluate every epoch.
+
+    The run directory ``config.out`` receives the config, logs, per-epoch checkpoints, the final
+    ``backbone.safetensors`` and ``metrics.json``.
+    """
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    out = config.out
+    ckpt = last_checkpoint(out) if resume else None
+    if not resume:
+        check_fresh(out)
+    spec = create_backbone(config.backbone.name, **config.backbone.options)
+    _load_pretrained(spec, config.pretrained, mode)
+    data = SegmentationData(config, spec)
+    o = config.optim
+    module = SegmentationModule(spec.model, data.class_map.classes, mode=mode, lr=_scaled_lr(config),
+                                weight_decay=o.weight_decay, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr,
+                                layer_decay=o.layer_decay, lovasz_weight=o.lovasz_weight,
+                                ignore_index=data.class_map.ignore_index)
+    trainer = build_trainer(out, o.epochs, config.trainer)
+    if trainer.is_global_zero:
+        write_run_info(out, config, config.seed)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    return _finish(out, module, spec, data.class_map.classes, trainer)
+
+
+def _finish(out: Path, module: SegmentationModule, spec: BackboneSpec, class_names: tuple[str, ...],
+            trainer: L.Trainer) -> SegmentationResult:
+    conf = module.last_confusion
+    if conf is None:
+        raise CheckpointError(f"{out}: the run finished without a validation pass")
+    ious = {n: round(100 * float(v), 2) for n, v in zip(class_names, iou_per_class(conf)) if not np.isnan(v)}
+    result = SegmentationResult(out=out, miou=100 * miou(conf), iou=ious, table=format_iou_table(conf, class_names))
+    if trainer.is_global_zero:
+        save_weights(out / "backbone.safetensors", spec.model.state_dict(),
+                     {"backbone": spec.name, "mode": module.hparams.mode})
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(
+            json.dumps({"mIoU": round(result.miou, 2), "iou": ious, "confusion": conf.tolist()}, indent=2)))
+    return result
+
+
+def evaluate_run(config: SegmentationConfig, checkpoint: Path | None = None) -> SegmentationResult:
+    """Score a run's checkpoint (its ``last.ckpt`` by default) on the val split of ``config.data``."""
+    ckpt = checkpoint or last_checkpoint(config.out)
+    spec = create_backbone(config.backbone.name, **config.backbone.options)
+    data = SegmentationData(config, spec)
+    module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model, weights_only=False)
+    trainer = build_trainer(config.out / "eval", 1, config.trainer)
+    trainer.validate(module, datamodule=data)
+    return _finish(config.out / "eval", module, spec, data.class_map.classes, trainer)

@@ -1,0 +1,175 @@
+"""Run directories and the Lightning pieces every training command shares.
+
+A run directory holds ``config.yaml`` (the resolved recipe), ``env.json`` (versions, git commit, seed,
+command line), ``metrics.csv``, TensorBoard logs under ``tensorboard/`` and ``checkpoints/`` with one
+checkpoint per epoch plus ``last.ckpt``, each written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from pydantic import BaseModel
+
+from lidarssl.checkpoints import atomic_write
+from lidarssl.config import TrainerConfig, to_yaml
+from lidarssl.errors import CheckpointError
+
+__all__ = ["write_run_info", "last_checkpoint", "check_fresh", "build_trainer", "RNGState", "EpochCSV"]
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_run_info(out: Path, config: BaseModel, seed: int) -> None:
+    """Write the resolved config and the environment of this run into ``out``."""
+    import lightning
+
+    import lidarssl
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(config)))
+    env = {
+        "lidarssl": getattr(lidarssl, "__version__", "unknown"), "git_commit": _git_commit(), "seed": seed,
+        "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None, "argv": sys.argv,
+    }
+    atomic_write(out / "env.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=2)))
+
+
+def last_checkpoint(out: Path) -> Path:
+    """The checkpoint ``--resume`` continues from, or an error saying what is missing."""
+    path = out / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise CheckpointError(f"{out}: no checkpoint to resume from (expected {path}); start the run without --resume")
+    return path
+
+
+def check_fresh(out: Path) -> None:
+    """Refuse to start a new run over one that has checkpoints: its results would be overwritten."""
+    if (out / "checkpoints").is_dir() and any((out / "checkpoints").iterdir()):
+        raise CheckpointError(f"{out} already holds checkpoints of a run; pass --resume to continue it, "
+                              "or choose another out=")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, made atomic: a run killed while saving keeps its previous file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+class RNGState(L.Callback):
+    """Keeps torch's global generator in checkpoints (drop path and dropout draw from it), so a resumed run
+    continues the random stream of the uninterrupted one. Data randomness is seeded per sample instead."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint["torch_rng_state"] = torch.get_rng_state()
+
+    def on_load_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if "torch_rng_state" in checkpoint:
+            torch.set_rng_state(checkpoint["torch_rng_state"])
+
+
+class EpochCSV(L.Callback):
+    """One row per epoch in ``metrics.csv``: epoch, step, learning rate and every epoch-level metric.
+
+    The file is rewritten atomically each epoch; rows of epochs that a resumed run repeats are replaced,
+    so the file always matches the checkpoints.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _rows(self) -> list[dict[str, str]]:
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="") as f:
+            return list(csv.DictReader(f))
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step,
+               "lr": trainer.optimizers[0].param_groups[-1]["lr"] if trainer.optimizers else ""}
+        metrics = trainer.callback_metrics
+        # keep epoch-level values only: skip per-step ones and the bare name of an on_step+on_epoch metric
+        row |= {k: f"{float(v):.6g}" for k, v in sorted(metrics.items())
+                if not k.endswith("_step") and f"{k}_epoch" not in metrics}
+        rows = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch] + [row]
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write(self.path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+
+class RankAgreement(L.Callback):
+    """After training under DDP, check that every rank holds the same weights (parameters and buffers).
+
+    Ranks drift apart only through a bug (an unsynchronised buffer, a rank-dependent branch); this turns
+    such drift into an error instead of a silently wrong checkpoint. Rank 0 writes the per-rank checksums
+    to ``ranks.json``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.world_size == 1:
+            return
+        state = module.state_dict()
+        checksum = torch.stack([v.double().sum() for v in state.values() if v.is_floating_point()]).sum()
+        gathered = [float(x) for x in trainer.strategy.all_gather(checksum.to(module.device)).reshape(-1)]
+        if trainer.is_global_zero:
+            atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps({"checksums": gathered})))
+        if any(abs(g - gathered[0]) > 1e-9 * max(1.0, abs(gathered[0])) for g in gathered):
+            raise RuntimeError(f"DDP ranks ended with different weights: checksums {gathered}")
+
+
+def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
+    """A Trainer writing into run directory ``out``: per-epoch atomic checkpoints, CSV and TensorBoard logs."""
+    gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    precision = cfg.precision if cfg.precision != "auto" else ("16-mixed" if gpu else "32-true")
+    distributed = cfg.devices * cfg.num_nodes > 1
+    checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
+                                 save_top_k=-1, every_n_epochs=1, save_last=True)
+    return L.Trainer(
+        default_root_dir=out,
+        max_epochs=epochs,
+        accelerator="gpu" if gpu else "cpu",
+        devices=cfg.devices,
+        num_nodes=cfg.num_nodes,
+        strategy="ddp" if distributed else "auto",
+        precision=precision,
+        accumulate_grad_batches=cfg.accumulate,
+        sync_batchnorm=cfg.sync_batchnorm and distributed,
+        callbacks=[checkpoint, RNGState(), EpochCSV(out / "metrics.csv"), RankAgreement(out / "ranks.json"),
+                   *(extra_callbacks or [])],
+        logger=TensorBoardLogger(out, name="tensorboard", version=""),
+        plugins=[AtomicCheckpointIO()],
+        log_every_n_steps=cfg.log_every,
+        enable_progress_bar=cfg.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,  # a sanity pass would draw from the RNG before a resumed epoch
+        use_distributed_sampler=False,  # our EpochSampler shards by rank with a (seed, epoch) order
+    )
