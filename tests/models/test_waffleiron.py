@@ -4,6 +4,7 @@ batch invariance, checkpointing, preprocessing and its errors."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,7 +12,14 @@ import torch
 import torch.nn.functional as F
 
 from lidarssl.errors import ConfigError, DataError
-from lidarssl.models.backbones import WaffleIron, WaffleIronPrep, WaffleIronSegmenter, create_backbone, list_backbones
+from lidarssl.models.backbones import (
+    BackboneSpec,
+    WaffleIron,
+    WaffleIronPrep,
+    WaffleIronSegmenter,
+    create_backbone,
+    list_backbones,
+)
 from lidarssl.models.backbones import waffleiron as wi
 from lidarssl.models.backbones.waffleiron_prep import knn_with_self
 
@@ -20,7 +28,7 @@ SMALL_FOV = {"fov_min": (-20.0, -20.0, -4.0), "fov_max": (20.0, 20.0, 6.0), "gri
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():  # noqa: ANN202
+def _one_thread() -> Iterator[None]:
     """These tensors are tiny: threads gain nothing, and on a busy machine their barriers cost seconds."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -38,12 +46,12 @@ def planes_scan(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[n
     return points, rng.uniform(0, 100, n).astype(np.float32)
 
 
-def small_spec(**overrides: object):
+def small_spec(**overrides: object) -> BackboneSpec:
     torch.manual_seed(0)
     return create_backbone("waffleiron_4_32", **{**SMALL_FOV, **overrides})
 
 
-def sample(spec, seed: int, n: int, shift: float = 0.0) -> dict[str, np.ndarray]:
+def sample(spec: BackboneSpec, seed: int, n: int, shift: float = 0.0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     return spec.prep(*planes_scan(rng, n, shift), rng)
 
@@ -55,8 +63,8 @@ def _expected_layout(c_in: int, c: int, k: int, depth: int, layernorm: bool) -> 
     """The original segmenter's state_dict (design note, section 2), in order."""
 
     def bn(prefix: str, n: int) -> list[tuple[str, tuple[int, ...]]]:
-        stats = [(f"{prefix}.running_mean", (n,)), (f"{prefix}.running_var", (n,)), (f"{prefix}.num_batches_tracked", ())]
-        return [(f"{prefix}.weight", (n,)), (f"{prefix}.bias", (n,)), *stats]
+        names = ("weight", "bias", "running_mean", "running_var")
+        return [*((f"{prefix}.{name}", (n,)) for name in names), (f"{prefix}.num_batches_tracked", ())]
 
     def norm(prefix: str) -> list[tuple[str, tuple[int, ...]]]:
         return [(f"{prefix}.weight", (c,)), (f"{prefix}.bias", (c,))] if layernorm else bn(prefix, c)
@@ -71,23 +79,24 @@ def _expected_layout(c_in: int, c: int, k: int, depth: int, layernorm: bool) -> 
     for d in range(depth):
         p = f"waffleiron.channel_mix.{d}"
         keys += [*norm(f"{p}.norm"), (f"{p}.mlp.0.weight", (c, c, 1)), (f"{p}.mlp.0.bias", (c,)),
-                 (f"{p}.mlp.2.weight", (c, c, 1)), (f"{p}.mlp.2.bias", (c,)), (f"{p}.scale.weight", (c, 1, 1))]  # fmt: skip
+                 (f"{p}.mlp.2.weight", (c, c, 1)), (f"{p}.mlp.2.bias", (c,)),
+                 (f"{p}.scale.weight", (c, 1, 1))]  # fmt: skip
     for d in range(depth):
         p = f"waffleiron.spatial_mix.{d}"
         keys += [*norm(f"{p}.norm"), (f"{p}.ffn.0.weight", (c, 1, 3, 3)), (f"{p}.ffn.0.bias", (c,)),
-                 (f"{p}.ffn.2.weight", (c, 1, 3, 3)), (f"{p}.ffn.2.bias", (c,)), (f"{p}.scale.weight", (c, 1, 1))]  # fmt: skip
+                 (f"{p}.ffn.2.weight", (c, 1, 3, 3)), (f"{p}.ffn.2.bias", (c,)),
+                 (f"{p}.scale.weight", (c, 1, 1))]  # fmt: skip
     return keys + [("classif.weight", (k, c, 1)), ("classif.bias", (k,))]
 
 
 @pytest.mark.parametrize("layernorm", [False, True])
 def test_state_dict_layout_is_the_originals(layernorm: bool) -> None:
-    model = WaffleIronSegmenter(num_classes=4, in_channels=5, channels=8, depth=3, grid_shapes=SMALL_GRIDS, layernorm=layernorm)
+    config = {"in_channels": 5, "channels": 8, "depth": 3, "grid_shapes": SMALL_GRIDS, "layernorm": layernorm}
+    model = WaffleIronSegmenter(num_classes=4, **config)
     got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     assert got == _expected_layout(5, 8, 4, 3, layernorm)
     # An original-layout state dict loads strictly into a fresh model.
-    WaffleIronSegmenter(num_classes=4, channels=8, depth=3, grid_shapes=SMALL_GRIDS, layernorm=layernorm).load_state_dict(
-        model.state_dict(), strict=True
-    )
+    WaffleIronSegmenter(num_classes=4, **config).load_state_dict(model.state_dict(), strict=True)
 
 
 def test_layer_ids_follow_scalr_layer_decay() -> None:
@@ -103,7 +112,11 @@ def test_layer_ids_follow_scalr_layer_decay() -> None:
 
 @pytest.mark.parametrize(
     ("name", "exact", "published"),
-    [("waffleiron_48_256", 6_835_732, 6.84e6), ("waffleiron_48_384", 15_119_636, 15.1e6), ("waffleiron_48_768", 59_435_540, 59.4e6)],
+    [
+        ("waffleiron_48_256", 6_835_732, 6.84e6),
+        ("waffleiron_48_384", 15_119_636, 15.1e6),
+        ("waffleiron_48_768", 59_435_540, 59.4e6),
+    ],
 )
 def test_parameter_counts_match_the_published_sizes(name: str, exact: int, published: float) -> None:
     with torch.device("meta"):
@@ -140,7 +153,8 @@ def reference_forward(model: WaffleIron, feats: torch.Tensor, nbrs: torch.Tensor
         grid = F.conv2d(grid.view(1, c, gh, gw), sm.ffn[0].weight, sm.ffn[0].bias, padding=1, groups=c)
         grid = F.conv2d(F.relu(grid), sm.ffn[2].weight, sm.ffn[2].bias, padding=1, groups=c)
         x = x + F.conv1d(grid.flatten(2), sm.scale.weight, groups=c)[:, :, cell]
-        y = F.conv1d(F.relu(F.conv1d(norm(cm.norm, x), cm.mlp[0].weight, cm.mlp[0].bias)), cm.mlp[2].weight, cm.mlp[2].bias)
+        y = F.relu(F.conv1d(norm(cm.norm, x), cm.mlp[0].weight, cm.mlp[0].bias))
+        y = F.conv1d(y, cm.mlp[2].weight, cm.mlp[2].bias)
         x = x + F.conv1d(y, cm.scale.weight, groups=c)
     return x[0].T
 
@@ -227,10 +241,23 @@ def test_forward_backward_on_a_small_scene() -> None:
     batch = spec.collate(samples)
     out = spec.model.train()(batch)
     assert out.shape == (sum(len(s["kept"]) for s in samples), spec.model.out_channels)
-    assert torch.equal(batch["batch_index"], torch.repeat_interleave(torch.arange(2), torch.tensor([len(s["kept"]) for s in samples])))
+    sizes = torch.tensor([len(s["kept"]) for s in samples])
+    assert torch.equal(batch["batch_index"], torch.repeat_interleave(torch.arange(2), sizes))
     out.square().mean().backward()
     for name, p in spec.model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_runs_under_autocast() -> None:
+    spec = small_spec()
+    batch = spec.collate([sample(spec, 3, 800)])
+    model = spec.model.train()
+    full = model(batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = model(batch)
+        half.float().square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    torch.testing.assert_close(half.float(), full, rtol=0.05, atol=0.05)
 
 
 def test_segmenter_gives_logits_per_kept_point() -> None:

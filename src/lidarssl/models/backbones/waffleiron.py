@@ -20,6 +20,7 @@ checkpoints (and ScaLR's) load with ``strict=True``. The computation is reorgani
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import fields
@@ -154,10 +155,30 @@ class Plane(NamedTuple):
 
 # ------------------------------------------------------------------------------ memory-lean autograd ops
 
-# Under CUDA autocast the custom ops below run in float32 (their chunked loops mix stored and
-# recomputed tensors, which must share a dtype); the GEMMs of channel mixing still autocast.
-_fp32_under_autocast = torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
-_same_autocast_in_backward = torch.amp.custom_bwd(device_type="cuda")
+
+def _apply_fp32(function: type[torch.autograd.Function], *args: Any) -> torch.Tensor:
+    """``function.apply(*args)``, in float32 with autocast off when autocast is on.
+
+    The custom ops below mix stored and recomputed tensors, which must share a dtype; under autocast
+    they run in float32 while the GEMMs of channel mixing still run in half precision.
+    """
+    device = next(a.device for a in args if isinstance(a, torch.Tensor))
+    if not torch.is_autocast_enabled(device.type):
+        return function.apply(*args)
+    args = tuple(a.float() if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    with torch.autocast(device.type, enabled=False):
+        return function.apply(*args)
+
+
+def _autocast_off(backward: Callable[..., Any]) -> Callable[..., Any]:
+    """Run a custom op's backward with autocast off (``loss.backward()`` may sit inside autocast)."""
+
+    @functools.wraps(backward)
+    def wrapper(ctx: Any, grad: torch.Tensor) -> Any:
+        with torch.autocast(grad.device.type, enabled=False):
+            return backward(ctx, grad)
+
+    return wrapper
 
 
 def _running_average_factor(bn: _BatchNorm) -> float:
@@ -178,7 +199,6 @@ class _Normalize(torch.autograd.Function):
     """
 
     @staticmethod
-    @_fp32_under_autocast
     def forward(  # type: ignore[override]
         ctx: Any,
         x: torch.Tensor,
@@ -192,7 +212,8 @@ class _Normalize(torch.autograd.Function):
         if layer:
             x_hat, _, invstd = torch.native_layer_norm(x, (x.shape[-1],), None, None, eps)
         else:
-            x_hat, _, invstd = torch.native_batch_norm(x, None, None, running_mean, running_var, batch_stats, factor, eps)
+            running = (running_mean, running_var)
+            x_hat, _, invstd = torch.native_batch_norm(x, None, None, *running, batch_stats, factor, eps)
             if not batch_stats:
                 invstd = (running_var + eps).rsqrt()  # type: ignore[operator]
         ctx.save_for_backward(x_hat, invstd)
@@ -200,7 +221,7 @@ class _Normalize(torch.autograd.Function):
         return x_hat
 
     @staticmethod
-    @_same_autocast_in_backward
+    @_autocast_off
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x_hat, invstd = ctx.saved_tensors
         grad = grad.contiguous()
@@ -225,13 +246,13 @@ def normalize(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
     Follows ``nn.BatchNorm1d`` (batch or running statistics, running-stat updates) and ``nn.LayerNorm``.
     """
     if isinstance(norm, nn.LayerNorm):
-        return _Normalize.apply(x, None, None, True, 0.0, norm.eps, True)
+        return _apply_fp32(_Normalize, x, None, None, True, 0.0, norm.eps, True)
     assert isinstance(norm, _BatchNorm)
     batch_stats = norm.training or norm.running_mean is None
     track = not norm.training or norm.track_running_stats
     factor = _running_average_factor(norm)
     running = (norm.running_mean, norm.running_var) if track else (None, None)
-    return _Normalize.apply(x, *running, batch_stats, factor, norm.eps, False)
+    return _apply_fp32(_Normalize, x, *running, batch_stats, factor, norm.eps, False)
 
 
 def norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -260,7 +281,6 @@ class _NeighborMaxPool(torch.autograd.Function):
     """
 
     @staticmethod
-    @_fp32_under_autocast
     def forward(  # type: ignore[override]
         ctx: Any,
         r: torch.Tensor,
@@ -287,7 +307,7 @@ class _NeighborMaxPool(torch.autograd.Function):
         return out
 
     @staticmethod
-    @_same_autocast_in_backward
+    @_autocast_off
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         r, w1, gamma, beta, w2, mean, invstd, arg = ctx.saved_tensors
         grad_out = grad_out.contiguous()
@@ -303,8 +323,9 @@ class _NeighborMaxPool(torch.autograd.Function):
         for s in range(0, p, step):
             rc = r[s : s + step]
             v = F.relu_(F.linear(rc, w1a, shift)).flatten(0, 1)  # recomputed, (rows, C)
-            g_w = torch.zeros_like(v).view(-1, k, v.shape[1])
-            g_w = g_w.scatter_(1, arg[s : s + step].long().unsqueeze(1), grad_out[s : s + step].unsqueeze(1)).flatten(0, 1)
+            g_w = torch.zeros_like(v).view(-1, k, v.shape[1])  # max's backward: grad to the arg-max neighbour
+            g_w = g_w.scatter_(1, arg[s : s + step].long().unsqueeze(1), grad_out[s : s + step].unsqueeze(1))
+            g_w = g_w.flatten(0, 1)
             grad_w2 += g_w.T @ v
             g_z = torch.ops.aten.threshold_backward(g_w @ w2, v, 0.0)  # grad of the BN output
             sum_gz += g_z.sum(0)
@@ -318,7 +339,8 @@ class _NeighborMaxPool(torch.autograd.Function):
             # BatchNorm backward subtracts k0 + u_hat * k1 from a * g_z; push that through u = W1 r.
             n = p * k
             k0, k1 = (a * grad_beta / n).double(), (a * grad_gamma / n).double()
-            w1s, shift_hat = (w1 * invstd.unsqueeze(1)).double(), (-mean * invstd).double()  # u_hat = r w1s^T + shift_hat
+            # u_hat = r w1s^T + shift_hat
+            w1s, shift_hat = (w1 * invstd.unsqueeze(1)).double(), (-mean * invstd).double()
             sum_r, rr = r64.sum(0), r64.T @ r64
             sum_uhat_r = w1s @ rr + shift_hat.unsqueeze(1) * sum_r
             grad_w1 -= (k0.unsqueeze(1) * sum_r + k1.unsqueeze(1) * sum_uhat_r).to(w1.dtype)
@@ -351,7 +373,7 @@ def neighbor_max_pool(r: torch.Tensor, conv_a: PointConv2d, bn: PointBatchNorm2d
         else:
             mean, var = bn.running_mean, bn.running_var
         mean, invstd = mean.to(r.dtype), (var + bn.eps).rsqrt().to(r.dtype)
-    return _NeighborMaxPool.apply(r, w1, bn.weight, bn.bias, w2, mean, invstd, batch_stats)
+    return _apply_fp32(_NeighborMaxPool, r, w1, bn.weight, bn.bias, w2, mean, invstd, batch_stats)
 
 
 def _as_rows(grid: torch.Tensor) -> torch.Tensor:
@@ -382,7 +404,6 @@ class _GridMix(torch.autograd.Function):
     """
 
     @staticmethod
-    @_fp32_under_autocast
     def forward(  # type: ignore[override]
         ctx: Any,
         x_hat: torch.Tensor,
@@ -413,7 +434,7 @@ class _GridMix(torch.autograd.Function):
         return out
 
     @staticmethod
-    @_same_autocast_in_backward
+    @_autocast_off
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
         x_hat, gamma, beta, w1, b1, w2, *stored = ctx.saved_tensors
         plane: Plane = ctx.plane
@@ -534,7 +555,7 @@ class SpatialMix(nn.Module):
         w2, b2 = conv2.weight * gain.view(-1, 1, 1, 1), conv2.bias * gain
         small_grid = plane.num_cells <= _STORE_GRIDS_UP_TO * x.shape[0]
         store = torch.is_grad_enabled() and (small_grid or not self.recompute_grid)
-        y = _GridMix.apply(normalize(self.norm, x), gamma, beta, conv1.weight, conv1.bias, w2, b2, plane, store)
+        y = _apply_fp32(_GridMix, normalize(self.norm, x), gamma, beta, conv1.weight, conv1.bias, w2, b2, plane, store)
         return _add_residual(x, y, keep)
 
 
@@ -669,7 +690,7 @@ class WaffleIron(Backbone):
         raise ValueError(f"'{param_name}' is not a parameter name of {type(self).__name__}")
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        """Features (sum M, C) of a collated batch (``feats``, ``neighbors``, ``cells``, ``batch_index``, ``offsets``)."""
+        """Features (sum M, C) of a batch from :meth:`WaffleIronPrep.collate`."""
         missing = [k for k in ("feats", "neighbors", "cells", "batch_index", "offsets") if k not in batch]
         if missing:
             raise DataError(f"WaffleIron batch lacks {missing}; build it with WaffleIronPrep.collate")
@@ -700,7 +721,9 @@ _MODEL_OPTIONS = ("layernorm", "drop_path", "checkpointing")
 _PREP_OPTIONS = tuple(f.name for f in fields(WaffleIronPrep))
 
 
-def _waffleiron_spec(name: str, depth: int, channels: int, layernorm: bool, overrides: dict[str, object]) -> BackboneSpec:
+def _waffleiron_spec(
+    name: str, depth: int, channels: int, layernorm: bool, overrides: dict[str, object]
+) -> BackboneSpec:
     """Build a preset's module and preprocessing from one set of options, so their grids agree."""
     unknown = sorted(set(overrides) - set(_MODEL_OPTIONS) - set(_PREP_OPTIONS))
     if unknown:

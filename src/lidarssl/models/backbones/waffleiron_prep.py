@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from lidarssl.data.geometry import voxelize
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.models.backbones.base import Batch, Sample, collate_common
 
@@ -32,24 +33,6 @@ def plane_axes(dropped_axis: int) -> tuple[int, int]:
     """The two axes (a, b) of the plane that projects ``dropped_axis`` away: 2 -> (x, y), 1 -> (x, z), 0 -> (y, z)."""
     a, b = (ax for ax in range(3) if ax != dropped_axis)
     return a, b
-
-
-def _voxel_subsample(points: np.ndarray, voxel_size: float, rng: np.random.Generator | None) -> np.ndarray:
-    """Sorted indices of one point per occupied voxel: a random one with ``rng``, else the first one.
-
-    TODO(lead): switch to ``lidarssl.data.geometry.voxelize`` once it lands.
-    """
-    q = np.floor(points / voxel_size).astype(np.int64)
-    q -= q.min(axis=0)
-    dims = q.max(axis=0) + 1
-    # One int64 key per voxel makes np.unique 1-D (much faster than axis=0); the crop bounds the extent.
-    key = (q[:, 0] * dims[1] + q[:, 1]) * dims[2] + q[:, 2]
-    if rng is None:
-        _, first = np.unique(key, return_index=True)
-        return np.sort(first)
-    order = rng.permutation(len(points))
-    _, first = np.unique(key[order], return_index=True)
-    return np.sort(order[first])
 
 
 @dataclass(frozen=True)
@@ -111,8 +94,8 @@ class WaffleIronPrep:
         """Preprocess one scan (see :class:`~lidarssl.models.backbones.base.Preprocessor`).
 
         Returns:
-            ``feats`` (M, 5) float32 ``[intensity, x, y, z, radius]``; ``cells`` (M, P) int64 cell of each
-            point on each of the P planes (row * W + col); ``neighbors`` (M, K + 1) int64 with the point
+            ``feats`` (M, 5) float32 ``[intensity, x, y, z, radius]``; ``cells`` (M, n_planes) int64 cell
+            of each point on each plane's grid (row * W + col); ``neighbors`` (M, K + 1) int64 with the point
             itself in column 0; ``kept`` (M,) int64 sorted indices into ``points``.
 
         Raises:
@@ -132,10 +115,10 @@ class WaffleIronPrep:
                 f"no point of the scan ({len(points)} points) lies strictly inside the field of view "
                 f"fov_min={list(self.fov_min)}, fov_max={list(self.fov_max)}; check the FOV and the point frame"
             )
-        # Crop before subsampling: cheaper, bounds the voxel keys, and keeps an inside point for every
-        # voxel that straddles the FOV border.
+        # Crop before subsampling: cheaper, and a voxel that straddles the FOV border keeps an inside point.
         if self.voxel_size is not None:
-            kept = kept[_voxel_subsample(points[kept], self.voxel_size, rng)]
+            voxels = voxelize(points[kept], self.voxel_size, mode="first" if rng is None else "random", rng=rng)
+            kept = kept[np.sort(voxels.kept)]
         xyz = points[kept].astype(np.float32, copy=False)
         feats = np.empty((len(kept), len(FEATURE_NAMES)), dtype=np.float32)
         feats[:, 0] = (intensity[kept] - self.intensity_mean) / self.intensity_std
@@ -149,7 +132,7 @@ class WaffleIronPrep:
         }
 
     def cells(self, xyz: np.ndarray) -> np.ndarray:
-        """(M, P) int64 flat cell index ``row * W + col`` of each point on each plane's grid."""
+        """(M, n_planes) int64 flat cell index ``row * W + col`` of each point on each plane's grid."""
         xyz = xyz.astype(np.float64)
         out = np.empty((len(xyz), len(self.dim_proj)), dtype=np.int64)
         lo, hi = np.asarray(self.fov_min), np.asarray(self.fov_max)
@@ -167,7 +150,7 @@ class WaffleIronPrep:
 
         Returns:
             :data:`~lidarssl.models.backbones.base.COMMON_KEYS` plus ``feats`` (sum M, 5) float32,
-            ``neighbors`` (sum M, K + 1) int64 row indices into the batch, and ``cells`` (sum M, P) int64 with
+            ``neighbors`` (sum M, K + 1) int64 row indices into the batch, and ``cells`` (sum M, n_planes) int64 with
             sample b's cells offset by ``b * H * W`` so each sample owns its own grid on every plane.
         """
         batch = collate_common(samples)
