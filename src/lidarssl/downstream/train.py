@@ -102,19 +102,19 @@ def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = Fals
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
-    return _finish(out, module, spec, data.class_map.classes, trainer)
+    if trainer.is_global_zero:
+        save_weights(out / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name, "mode": mode})
+    return _finish(out, module, data.class_map.classes, trainer)
 
 
-def _finish(out: Path, module: SegmentationModule, spec: BackboneSpec, class_names: tuple[str, ...],
-            trainer: L.Trainer) -> SegmentationResult:
+def _finish(out: Path, module: SegmentationModule, class_names: tuple[str, ...], trainer: L.Trainer) -> SegmentationResult:
+    """Scores of the module's last validation pass, also written to ``out/metrics.json``."""
     conf = module.last_confusion
     if conf is None:
         raise CheckpointError(f"{out}: the run finished without a validation pass")
     ious = {n: round(100 * float(v), 2) for n, v in zip(class_names, iou_per_class(conf)) if not np.isnan(v)}
     result = SegmentationResult(out=out, miou=100 * miou(conf), iou=ious, table=format_iou_table(conf, class_names))
     if trainer.is_global_zero:
-        save_weights(out / "backbone.safetensors", spec.model.state_dict(),
-                     {"backbone": spec.name, "mode": module.hparams.mode})
         atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(
             json.dumps({"mIoU": round(result.miou, 2), "iou": ious, "confusion": conf.tolist()}, indent=2)))
     return result
@@ -125,7 +125,7 @@ def evaluate_run(config: SegmentationConfig, checkpoint: Path | None = None) -> 
     ckpt = checkpoint or last_checkpoint(config.out)
     spec = create_backbone(config.backbone.name, **config.backbone.options)
     data = SegmentationData(config, spec)
-    module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model, weights_only=False)
+    module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model, weights_only=True)
     trainer = build_trainer(config.out / "eval", 1, config.trainer)
     trainer.validate(module, datamodule=data)
-    return _finish(config.out / "eval", module, spec, data.class_map.classes, trainer)
+    return _finish(config.out / "eval", module, data.class_map.classes, trainer)
