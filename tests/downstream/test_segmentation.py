@@ -68,6 +68,7 @@ def test_probe_trains_only_the_head(scratch_run: Path, tiny_world: Path, tmp_pat
 
 def test_probe_needs_pretrained_weights_of_the_same_backbone(scratch_run: Path, tiny_world: Path, tmp_path: Path):
     assert main(["probe", *_config(tiny_world, tmp_path / "a")]) == 2
+    assert main(["train", *_config(tiny_world, tmp_path / "c"), f"pretrained={scratch_run / 'backbone.safetensors'}"]) == 2
     cfg = load_config(SegmentationConfig, None, _config(tiny_world, tmp_path / "b", "backbone.name=waffleiron_12_64",
                                                          f"pretrained={scratch_run / 'backbone.safetensors'}"))
     from lidarssl.errors import CheckpointError

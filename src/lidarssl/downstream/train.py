@@ -64,6 +64,8 @@ class SegmentationResult:
 
 def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
     if mode == "scratch":
+        if path is not None:
+            raise ConfigError(f"pretrained={path} is for probe and finetune; `lidarssl train` starts from scratch")
         return
     if path is None:
         raise ConfigError(f"mode '{mode}' needs pretrained=PATH (a backbone .safetensors written by pretrain or train)")
