@@ -15,15 +15,6 @@ from lidarssl.models.sparse import functional as SF
 TINY = ["minkunet_tiny", "spvcnn_tiny", "voxelnet_tiny"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and OpenMP barriers stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def planes_scan(rng: np.random.Generator, n: int = 1500) -> tuple[np.ndarray, np.ndarray]:
     """Points on a ground plane, two walls and a slanted roof, plus a few far outside every test grid."""
     k = n // 4

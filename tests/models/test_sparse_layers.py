@@ -14,15 +14,6 @@ SHAPE = (7, 9, 8)  # (Z, Y, X), odd and even sizes on purpose
 BATCH = 2
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from threads, and OpenMP barriers stall when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def random_sites(seed: int, density: float = 0.25, channels: int = 3) -> SparseTensor:
     """A float64 sparse tensor with random active sites and features."""
     g = torch.Generator().manual_seed(seed)

@@ -4,7 +4,6 @@ batch invariance, checkpointing, preprocessing and its errors."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -25,15 +24,6 @@ from lidarssl.models.backbones.waffleiron_prep import knn_with_self
 
 SMALL_GRIDS = ((16, 16), (16, 4), (16, 4))
 SMALL_FOV = {"fov_min": (-20.0, -20.0, -4.0), "fov_max": (20.0, 20.0, 6.0), "grid_shapes": SMALL_GRIDS}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """These tensors are tiny: threads gain nothing, and on a busy machine their barriers cost seconds."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def planes_scan(rng: np.random.Generator, n: int, shift: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
