@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from machine import cpu_name
 
 #: Presets used by the tests, then the full presets of the seed projects.
 DEFAULT_PRESETS = (
@@ -97,12 +97,7 @@ def measure(
 
 def machine(threads: int) -> str:
     """One line describing the CPU, torch, threads and the load when the run started."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_name()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     return (
         f"CPU: {model}, {os.cpu_count()} cores, load average {load}; torch {torch.__version__}, "

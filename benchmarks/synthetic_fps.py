@@ -17,15 +17,7 @@ import platform
 import time
 
 from lidarssl.synthetic import SyntheticWorld
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one (Linux), else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
+from machine import cpu_name
 
 
 def measure(frames: int, seed: int, cameras: str, threads: int) -> dict[str, float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -22,18 +21,10 @@ import sys
 import time
 
 import torch
+from machine import cpu_name
 
 HEIGHT, WIDTH = 224, 416
 SLOW = {"dinov2_vitg14": 1}  # teachers timed with fewer steps: name -> steps
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo where there is one (Linux), else the architecture."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def worker(name: str, steps: int, batch: int) -> dict[str, object]:
