@@ -69,7 +69,7 @@ class SegmentationModule(L.LightningModule):
         nn.init.zeros_(self.head[1].bias)
         if mode == "probe":
             self.backbone.requires_grad_(False)
-            self.backbone.eval()
+            self.backbone.eval()  # Lightning keeps each module's mode (it never calls train() at fit start)
         self.val_confusion = ConfusionMatrix(len(class_names), ignore_index)
         self.last_confusion: np.ndarray | None = None
 
@@ -78,9 +78,6 @@ class SegmentationModule(L.LightningModule):
         if self.hparams.mode == "probe":
             self.backbone.eval()  # frozen features: norm layers keep their pretrained statistics
         return self
-
-    def on_train_epoch_start(self) -> None:
-        self.train()  # Lightning restores saved modes rather than calling train(): apply the probe rule
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits (sum M, num_classes) of the kept points."""
