@@ -80,7 +80,8 @@ class SegmentationSamples(TorchDataset):
         sample["labels"] = scan.labels[sample["kept"]]
         if not self.train:
             sample["point_labels"] = scan.labels
-            sample["nearest"] = knn(scan.points, scan.points[sample["kept"]], k=1)[1][:, 0]
+            # one thread: this runs inside DataLoader workers, which already use the cores
+            sample["nearest"] = knn(scan.points, scan.points[sample["kept"]], k=1, workers=1)[1][:, 0]
         return sample
 
 
