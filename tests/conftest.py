@@ -30,3 +30,26 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny_world")
     write_dataset({"seed": 7, "lidar": "nuscenes", "cameras": "none"}, root, 6, frames_per_sequence=2, val_fraction=0.34)
     return root
+
+
+@pytest.fixture(scope="session")
+def nuscenes_keyframe(real_root: Path):
+    """The real nuScenes keyframe of shared/data/real: 34,688 points and 6 cameras with the full calibration."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from lidarssl.data.scan import CameraView, Scan
+
+    root = real_root / "nuscenes"
+    calib = json.loads((root / "calib" / "ca9a282c9e77460f8360f564131a8af5.json").read_text())
+    raw = np.fromfile(root / calib["lidar"]["file"], np.float32).reshape(-1, 5)
+    cams = [
+        CameraView(name=name, image=np.asarray(Image.open(root / c["file"]).convert("RGB")),
+                   K=np.array(c["camera_intrinsic"]), lidar_to_cam=np.array(c["lidar2cam"]),
+                   timestamp=c["timestamp_us"] * 1e-6, source=str(root / c["file"]))
+        for name, c in calib["cameras"].items()
+    ]
+    return Scan(points=raw[:, :3].copy(), intensity=raw[:, 3].copy(), ring=raw[:, 4].astype(np.int64),
+                source=calib["lidar"]["file"], dataset="nuscenes", cameras=cams)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PointAugment"]
+__all__ = ["PointAugment", "apply_affine"]
 
 
 @dataclass(frozen=True)
@@ -20,14 +20,21 @@ class PointAugment:
         rotate: rotate by an angle drawn uniformly in [-pi, pi).
         flip: flip x, y or both, each with probability 1/4 (no flip 1/4), as ScaLR does.
         scale: (low, high) range of the isotropic scale factor, or ``None``.
+        translate: ``(std, limit)`` of a horizontal translation drawn per axis from N(0, std) clipped to
+            ±limit metres (NCLR's pose perturbation), or ``None``.
     """
 
     rotate: bool = True
     flip: bool = True
     scale: tuple[float, float] | None = (0.9, 1.1)
+    translate: tuple[float, float] | None = None
 
-    def __call__(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Augmented copy of (N, 3) ``points``."""
+    def matrix(self, rng: np.random.Generator) -> np.ndarray:
+        """Draw one augmentation as a (4, 4) affine matrix acting on homogeneous points (no translation).
+
+        Methods that pair points with pixels fold this matrix into the camera extrinsics, so the pairs
+        stay valid after the points move.
+        """
         M = np.eye(3)
         if self.rotate:
             a = rng.uniform(-np.pi, np.pi)
@@ -37,4 +44,18 @@ class PointAugment:
             M = np.diag([-1.0 if which & 1 else 1.0, -1.0 if which & 2 else 1.0, 1.0]) @ M
         if self.scale is not None:
             M = rng.uniform(*self.scale) * M
-        return (points @ M.T.astype(np.float32)).astype(np.float32)
+        A = np.eye(4)
+        A[:3, :3] = M
+        if self.translate is not None:
+            std, limit = self.translate
+            A[:2, 3] = np.clip(rng.normal(0.0, std, 2), -limit, limit)
+        return A
+
+    def __call__(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Augmented copy of (N, 3) ``points``."""
+        return apply_affine(self.matrix(rng), points)
+
+
+def apply_affine(A: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """``points`` (N, 3) moved by the (4, 4) affine ``A``, as float32."""
+    return (points @ A[:3, :3].T.astype(np.float32) + A[:3, 3].astype(np.float32)).astype(np.float32)

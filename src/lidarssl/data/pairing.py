@@ -1,0 +1,215 @@
+"""Point-pixel pairs for image-to-lidar training, kept valid through the augmentations.
+
+Points are paired with pixels in the scan's own geometry (:func:`~lidarssl.data.geometry.project`), then every
+augmentation moves the pairs together with what it changes:
+
+* a point-cloud augmentation ``A`` (rotation, flips, scaling, translation; a (4, 4) affine acting on the points)
+  is folded into each view's extrinsic, ``lidar_to_cam @ inv(A)``, so the augmented points project where the
+  original ones did;
+* a per-image resized crop (SLidR: 224x416, random area and aspect) or a whole-image resize (ScaLR) maps the
+  continuous pixel coordinates by ``(uv - corner) * scale`` and the intrinsics by the same affine; the image
+  and its superpixels are cropped and resized together (bilinear and nearest);
+* a horizontal flip maps ``u -> W - u`` and the intrinsics with it (fx turns negative: the camera is mirrored).
+
+So after any augmentation each paired point projects, through the view's ``K`` and ``lidar_to_cam``, onto its
+paired pixel; ``tests/data/test_pairing.py`` checks this on the real nuScenes sample. Pixel ``(row, col)``
+covers ``[col, col + 1) x [row, row + 1)`` in continuous coordinates, as everywhere in lidarssl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+from pydantic import Field
+
+from lidarssl.config import Schema
+from lidarssl.data.geometry import occluded, project
+from lidarssl.data.scan import Scan
+from lidarssl.errors import ConfigError, DataError
+
+__all__ = ["PairingConfig", "PairedViews", "pair_views", "drop_cuboid"]
+
+
+class PairingConfig(Schema):
+    """Which pixels each point is paired with, and how images are augmented.
+
+    ``crop_size`` (SLidR) and ``resize`` (ScaLR) are exclusive; with neither, images keep their size (all
+    cameras of a scan must then share one size to be batched).
+    """
+
+    cameras: Literal["all", "one"] = Field("all", description="pair with every camera, or one drawn per scan")
+    min_depth: float = Field(1.0, ge=0, description="points at this camera depth or nearer are not paired (m)")
+    occlusion: bool = Field(False, description="drop points hidden behind a nearer point (z-buffer test)")
+    occlusion_window: int = Field(5, ge=1, description="z-buffer neighbourhood in pixels (odd)")
+    crop_size: tuple[int, int] | None = Field(None, description="[H, W] of SLidR's random resized crop")
+    crop_area: tuple[float, float] = Field((0.3, 1.0), description="range of the crop's share of the image area")
+    crop_aspect: tuple[float, float] = Field((14 / 9, 17 / 9), description="range of the crop's width / height")
+    crop_min_pairs: int = Field(1024, ge=0, description="a crop is redrawn (up to 10 times) until it keeps this "
+                                "many pairs or crop_keep_fraction of them")
+    crop_keep_fraction: float = Field(0.75, ge=0, le=1)
+    resize: tuple[int, int] | None = Field(None, description="[H, W] every whole image is resized to (ScaLR)")
+    flip: float = Field(0.0, ge=0, le=1, description="probability of a horizontal flip of each image")
+
+    def model_post_init(self, _context: object) -> None:
+        if self.crop_size is not None and self.resize is not None:
+            raise ConfigError("pairing: crop_size and resize are exclusive (a crop is already resized); set one")
+        if self.occlusion_window % 2 == 0:
+            raise ConfigError(f"pairing.occlusion_window must be odd, got {self.occlusion_window}")
+
+    @property
+    def augments_images(self) -> bool:
+        """Whether image content depends on random draws (then image features cannot be cached)."""
+        return self.crop_size is not None or self.flip > 0
+
+
+@dataclass
+class PairedViews:
+    """The camera views of one scan after augmentation, and the point-pixel pairs between them.
+
+    Attributes:
+        names: camera name of each view.
+        images: (V, H, W, 3) uint8 RGB, augmented.
+        K: (V, 3, 3) intrinsics of the augmented images.
+        lidar_to_cam: (V, 4, 4) transform from the **augmented** points to each camera (affine when the
+            augmentation scales).
+        point: (P,) int64 index of each paired point in the scan.
+        view: (P,) int64 view of each pair.
+        uv: (P, 2) float64 continuous pixel coordinates (u = column, v = row) in the augmented image.
+        superpixels: (V, H, W) uint16 segment ids of the augmented images, when given.
+    """
+
+    names: list[str]
+    images: np.ndarray
+    K: np.ndarray
+    lidar_to_cam: np.ndarray
+    point: np.ndarray
+    view: np.ndarray
+    uv: np.ndarray
+    superpixels: np.ndarray | None = None
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """(P, 2) int64 ``(row, col)`` of each pair's pixel."""
+        return np.floor(self.uv[:, ::-1]).astype(np.int64)
+
+
+def _crop_box(cfg: PairingConfig, hw: tuple[int, int], uv: np.ndarray, rng: np.random.Generator) -> tuple[float, float, float, float]:
+    """``(x0, y0, w, h)`` of a random resized crop keeping enough pairs (SLidR's rule)."""
+    H, W = hw
+    box = (0.0, 0.0, float(W), float(H))
+    for _ in range(10):
+        area = rng.uniform(*cfg.crop_area) * H * W
+        aspect = np.exp(rng.uniform(*np.log(cfg.crop_aspect)))
+        w, h = min(W, np.sqrt(area * aspect)), min(H, np.sqrt(area / aspect))
+        x0, y0 = rng.uniform(0, W - w), rng.uniform(0, H - h)
+        box = (x0, y0, w, h)
+        inside = int(np.count_nonzero((uv[:, 0] >= x0) & (uv[:, 0] < x0 + w) & (uv[:, 1] >= y0) & (uv[:, 1] < y0 + h)))
+        if inside >= cfg.crop_min_pairs or inside >= cfg.crop_keep_fraction * len(uv):
+            break
+    return box
+
+
+def _resample(array: np.ndarray, box: tuple[float, float, float, float], size_hw: tuple[int, int], nearest: bool) -> np.ndarray:
+    """``array``'s region ``box`` (x0, y0, w, h) resized to ``size_hw`` (PIL: pixel i spans [i, i + 1))."""
+    x0, y0, w, h = box
+    H, W = size_hw
+    if (x0, y0, w, h) == (0.0, 0.0, float(array.shape[1]), float(array.shape[0])) and (H, W) == array.shape[:2]:
+        return array
+    if nearest:  # PIL's 16-bit mode keeps superpixel ids exactly
+        img = Image.fromarray(array.astype(np.uint16))
+        out = img.resize((W, H), Image.Resampling.NEAREST, box=(x0, y0, x0 + w, y0 + h))
+        return np.asarray(out, dtype=np.uint16)
+    img = Image.fromarray(array)
+    return np.asarray(img.resize((W, H), Image.Resampling.BILINEAR, box=(x0, y0, x0 + w, y0 + h)))
+
+
+def pair_views(
+    scan: Scan,
+    config: PairingConfig,
+    A: np.ndarray | None = None,
+    rng: np.random.Generator | None = None,
+    superpixels: list[np.ndarray] | None = None,
+) -> PairedViews:
+    """Pair the scan's points with pixels of its cameras and augment the images.
+
+    Args:
+        scan: the scan, in its own (unaugmented) geometry.
+        config: pairing and image augmentation settings.
+        A: (4, 4) affine point augmentation already applied to the points the backbone sees (identity if None).
+        rng: random generator for the camera choice, crops and flips; ``None``: no random image augmentation
+            (the first camera when ``cameras: one``).
+        superpixels: one (H, W) id map per camera of ``scan.cameras``, augmented with the images.
+
+    Raises:
+        DataError: the scan has no camera, or cameras of different sizes without crop or resize.
+    """
+    if not scan.cameras:
+        raise DataError(f"{scan.source}: scan has no camera views; image-to-lidar pairing needs cameras")
+    if superpixels is not None and len(superpixels) != len(scan.cameras):
+        raise DataError(f"{scan.source}: {len(superpixels)} superpixel maps for {len(scan.cameras)} cameras")
+    A = np.eye(4) if A is None else np.asarray(A, dtype=np.float64)
+    A_inv = np.linalg.inv(A)
+    chosen = range(len(scan.cameras))
+    if config.cameras == "one":
+        chosen = [int(rng.integers(len(scan.cameras))) if rng is not None else 0]
+    names, images, Ks, extrinsics, points, views, uvs, sps = [], [], [], [], [], [], [], []
+    for v, c in enumerate(chosen):
+        cam = scan.cameras[c]
+        proj = project(scan.points, cam.K, cam.lidar_to_cam, cam.hw, config.min_depth)
+        valid = proj.valid
+        if config.occlusion:
+            valid = valid & ~occluded(proj.uv, proj.depth, valid, cam.hw, config.occlusion_window)
+        idx = np.flatnonzero(valid)
+        uv = proj.uv[idx]
+        H, W = cam.hw
+        out_hw = config.crop_size or config.resize or (H, W)
+        box = (0.0, 0.0, float(W), float(H))
+        if config.crop_size is not None and rng is not None:
+            box = _crop_box(config, cam.hw, uv, rng)
+        x0, y0, w, h = box
+        scale = np.array([out_hw[1] / w, out_hw[0] / h])
+        uv = (uv - [x0, y0]) * scale
+        # intrinsics of the cropped and resized image: the same affine map of pixel coordinates
+        S = np.array([[scale[0], 0, -x0 * scale[0]], [0, scale[1], -y0 * scale[1]], [0, 0, 1]])
+        K = S @ cam.K
+        image = _resample(cam.image, box, out_hw, nearest=False)
+        sp = _resample(superpixels[c], box, out_hw, nearest=True) if superpixels is not None else None
+        if rng is not None and config.flip > 0 and rng.uniform() < config.flip:
+            uv[:, 0] = out_hw[1] - uv[:, 0]
+            K = np.array([[-1, 0, out_hw[1]], [0, 1, 0], [0, 0, 1]]) @ K
+            image = image[:, ::-1]
+            sp = sp[:, ::-1] if sp is not None else None
+        inside = (uv[:, 0] >= 0) & (uv[:, 0] < out_hw[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < out_hw[0])
+        names.append(cam.name)
+        images.append(np.ascontiguousarray(image))
+        Ks.append(K)
+        extrinsics.append(cam.lidar_to_cam @ A_inv)
+        points.append(idx[inside])
+        views.append(np.full(int(inside.sum()), v, np.int64))
+        uvs.append(uv[inside])
+        if sp is not None:
+            sps.append(np.ascontiguousarray(sp))
+    sizes = {im.shape for im in images}
+    if len(sizes) > 1:
+        raise DataError(f"{scan.source}: cameras have different image sizes {sorted(sizes)}; set pairing.resize "
+                        "or pairing.crop_size so the views can be batched")
+    return PairedViews(names=names, images=np.stack(images), K=np.stack(Ks), lidar_to_cam=np.stack(extrinsics),
+                       point=np.concatenate(points).astype(np.int64), view=np.concatenate(views),
+                       uv=np.concatenate(uvs), superpixels=np.stack(sps) if sps else None)
+
+
+def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 0.2) -> np.ndarray:
+    """SLidR's DropCuboids: a (N,) keep mask removing a random cuboid centred on a random point.
+
+    Each side is drawn in ``U(0, max_side)`` times the cloud's extent along that axis.
+    """
+    if len(points) == 0:
+        return np.ones(0, bool)
+    extent = points.max(0) - points.min(0)
+    half = rng.uniform(0, max_side, 3) * extent / 2
+    centre = points[rng.integers(len(points))]
+    inside = np.all(np.abs(points - centre) <= half, axis=1)
+    return ~inside

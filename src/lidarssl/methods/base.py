@@ -1,0 +1,155 @@
+"""The base of every pretext method, and the method registry.
+
+A method is a LightningModule that owns the student backbone, its own heads and its loss. It declares
+
+* ``Options``: a schema of its own settings (``method.options`` in a recipe), so a typo names the valid keys;
+* :meth:`PretrainMethod.builders`: the sample builders its batches need (pairs and images, queries, ...);
+* :meth:`PretrainMethod.losses`: named loss terms of a batch, summed into the training loss.
+
+The base does the rest the same way for all: optimiser and schedule, logging every term, stopping on a
+non-finite loss with the batch named, and keeping a frozen teacher out of checkpoints (it is rebuilt from
+its weights file; a checkpoint holds only what training changes).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+from torch import nn
+
+from lidarssl.config import Schema
+from lidarssl.errors import ConfigError
+from lidarssl.methods.config import PretrainConfig, PretrainOptimConfig
+from lidarssl.methods.data import SampleBuilder
+from lidarssl.models.backbones.base import Backbone, Batch
+from lidarssl.models.teachers.base import Teacher
+from lidarssl.optim import param_groups, warmup_cosine
+
+__all__ = ["PretrainMethod", "register_method", "method_class", "list_methods", "point_head"]
+
+_METHODS: dict[str, type[PretrainMethod]] = {}
+
+
+def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
+    """Class decorator: make a method available to recipes under ``cls.name``."""
+    if cls.name in _METHODS:
+        raise ValueError(f"method '{cls.name}' is registered twice")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def method_class(name: str) -> type[PretrainMethod]:
+    """The method registered as ``name``."""
+    import lidarssl.methods  # noqa: F401  (registers the built-in methods)
+
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method '{name}'; known methods: {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def list_methods() -> list[str]:
+    import lidarssl.methods  # noqa: F401
+
+    return sorted(_METHODS)
+
+
+def point_head(in_channels: int, out_channels: int) -> nn.Module:
+    """The projection of backbone features into a method's embedding space (dropped after pretraining)."""
+    return nn.Linear(in_channels, out_channels)
+
+
+class PretrainMethod(L.LightningModule, ABC):
+    """Base of the pretext methods.
+
+    Args:
+        backbone: the student.
+        options: the method's ``Options`` (validated).
+        optim: optimiser settings; ``lr`` is already scaled to the global batch.
+        teacher: frozen image teacher, for methods that use one.
+        loss_scope: ``process`` or ``global`` (see :func:`lidarssl.methods.contrastive.gather_across_processes`).
+    """
+
+    name: ClassVar[str]
+    Options: ClassVar[type[Schema]]
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, backbone: Backbone, options: Schema, optim: PretrainOptimConfig,
+                 teacher: Teacher | None = None, loss_scope: str = "process") -> None:
+        super().__init__()
+        if self.needs_teacher and teacher is None:
+            raise ConfigError(f"method '{self.name}' needs an image teacher; set `teacher:` in the recipe")
+        self.backbone = backbone
+        self.options = options
+        self.optim = optim
+        self.loss_scope = loss_scope
+        self.teacher = teacher.freeze() if teacher is not None else None
+
+    # -- what subclasses provide ----------------------------------------------------------------------------
+
+    @classmethod
+    def parse_options(cls, options: Mapping[str, Any]) -> Schema:
+        """Validate ``method.options`` of a recipe against the method's schema."""
+        from pydantic import ValidationError
+
+        try:
+            return cls.Options.model_validate(dict(options))
+        except ValidationError as err:
+            keys = ", ".join(cls.Options.model_fields)
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            raise ConfigError(f"method.options of '{cls.name}': {problems} (valid keys: {keys})") from None
+
+    @classmethod
+    @abstractmethod
+    def builders(cls, config: PretrainConfig, options: Schema) -> list[SampleBuilder]:
+        """The sample builders this method's batches need."""
+
+    @abstractmethod
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms of a batch; the training loss is their sum."""
+
+    # -- shared behaviour ------------------------------------------------------------------------------------
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        terms = self.losses(batch)
+        loss = torch.stack([t.float() for t in terms.values()]).sum()
+        if not torch.isfinite(loss):
+            detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
+            raise FloatingPointError(f"non-finite pretraining loss at epoch {self.current_epoch}, batch {batch_idx} "
+                                     f"({detail}); lower optim.lr or check the data of this batch")
+        size = int(batch["offsets"].shape[0] - 1)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
+        if len(terms) > 1:
+            self.log_dict({f"train/{k}": v.detach() for k, v in terms.items()}, on_step=False, on_epoch=True,
+                          batch_size=size)
+        return loss
+
+    def trainable(self) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters that training changes (the teacher's are frozen)."""
+        return [(n, p) for n, p in self.named_parameters() if p.requires_grad and not n.startswith("teacher.")]
+
+    def configure_optimizers(self):
+        o = self.optim
+        groups = param_groups(self.trainable(), o.weight_decay)
+        if o.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=o.lr)
+        total = max(1, self.trainer.estimated_stepping_batches)
+        warmup = int(round(o.warmup_epochs * total / max(1, self.trainer.max_epochs)))
+        scheduler = warmup_cosine(optimizer, total, warmup, o.min_lr / o.lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # -- the teacher stays out of checkpoints -----------------------------------------------------------------
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        state = super().state_dict(*args, **kwargs)
+        return {k: v for k, v in state.items() if not k.startswith("teacher.")}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        if self.teacher is not None:  # the teacher comes from its weights file, not the checkpoint
+            state_dict = {**state_dict, **{f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -1,0 +1,87 @@
+"""``lidarssl pretrain`` recipes: data, backbone, teacher, pairing, method, optimiser and trainer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from lidarssl.config import BackboneConfig, Schema, TrainerConfig
+from lidarssl.data.pairing import PairingConfig
+from lidarssl.data.transforms import PointAugment
+
+__all__ = ["PretrainConfig", "TeacherConfig", "MethodConfig", "PretrainOptimConfig", "AugmentConfig", "PretrainDataConfig"]
+
+
+class PretrainDataConfig(Schema):
+    """The unlabelled scans to pretrain on (labels are never read)."""
+
+    root: Path = Field(Path("data/synthetic"), description="dataset root, recognised by its layout")
+    split: str = Field("train", description="split name (named splits such as SLidR's 600 scenes included)")
+    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
+    superpixel_cache: Path | None = Field(None, description="folder of `lidarssl prepare superpixels` (else computed on the fly)")
+    teacher_cache: Path | None = Field(None, description="folder of `lidarssl prepare teacher-features` (ScaLR)")
+
+
+class TeacherConfig(Schema):
+    """A frozen image teacher of the registry (`lidarssl.models.teachers`)."""
+
+    name: str = "dinov2_vits14"
+    weights: Path | None = Field(None, description="official weights file; null: randomly initialised (tests, demo)")
+    image_size: tuple[int, int] | None = Field(None, description="[H, W] the teacher resizes images to")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class MethodConfig(Schema):
+    """The pretext method and its own options (checked against the method's schema)."""
+
+    name: Literal["ppkt", "slidr", "stslidr", "scalr", "also", "nclr"] = "scalr"
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class AugmentConfig(Schema):
+    """Point-cloud augmentation drawn per scan; cameras and rays follow it."""
+
+    rotate: bool = True
+    flip: bool = True
+    scale: tuple[float, float] | None = (0.9, 1.1)
+    translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
+    drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
+
+    def point_augment(self) -> PointAugment:
+        return PointAugment(rotate=self.rotate, flip=self.flip, scale=self.scale, translate=self.translate)
+
+
+class PretrainOptimConfig(Schema):
+    """SGD (SLidR) or AdamW (ScaLR, ALSO, NCLR) with per-iteration warmup and cosine decay.
+
+    ``lr`` is meant for ``base_batch`` scans per step and is scaled linearly with the global batch.
+    """
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: float = Field(2e-3, gt=0)
+    base_batch: int = Field(8, gt=0)
+    weight_decay: float = Field(0.03, ge=0)
+    momentum: float = Field(0.9, ge=0, description="SGD only")
+    dampening: float = Field(0.1, ge=0, description="SGD only")
+    epochs: int = Field(25, gt=0)
+    warmup_epochs: float = Field(0.0, ge=0)
+    min_lr: float = Field(1e-5, ge=0)
+
+
+class PretrainConfig(Schema):
+    """``lidarssl pretrain``: self-supervised pretraining of a backbone."""
+
+    out: Path = Field(Path("runs/pretrain"), description="run directory")
+    seed: int = 0
+    data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
+    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
+    teacher: TeacherConfig | None = Field(default_factory=TeacherConfig)
+    pairing: PairingConfig = Field(default_factory=PairingConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    loss_scope: Literal["process", "global"] = Field(
+        "process", description="contrastive negatives from this process's batch, or gathered from all processes")
+    optim: PretrainOptimConfig = Field(default_factory=PretrainOptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)

@@ -1,0 +1,57 @@
+"""What the image-to-lidar methods share: teacher features at the paired pixels, and a trainable pixel head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lidarssl.models.backbones.base import Batch
+from lidarssl.models.teachers.base import Teacher
+
+__all__ = ["sample_maps", "PixelHead", "teacher_maps"]
+
+
+def sample_maps(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+    """Bilinear samples (P, C) of per-view feature maps at continuous pixel positions.
+
+    A map (C, h, w) covers its image (H, W) edge to edge, so pixel position ``u`` sits at ``u * w / W`` in
+    map units (cell centres at +0.5): the same as upsampling the map to the image and reading the pixel.
+
+    Args:
+        maps: (V, C, h, w) features of the views of a batch.
+        view: (P,) view of each pair.
+        uv: (P, 2) continuous pixel coordinates (u = column, v = row) in images of size ``image_hw``.
+        image_hw: (H, W) of the images the pairs refer to.
+    """
+    H, W = image_hw
+    grid = torch.stack([2 * uv[:, 0] / W - 1, 2 * uv[:, 1] / H - 1], dim=1).to(maps.dtype)
+    out = maps.new_empty(len(view), maps.shape[1])
+    for v in torch.unique(view).tolist():
+        rows = torch.nonzero(view == v).squeeze(1)
+        g = grid[rows].view(1, 1, -1, 2)
+        out[rows] = F.grid_sample(maps[v : v + 1], g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
+    return out
+
+
+def teacher_maps(teacher: Teacher, batch: Batch) -> torch.Tensor:
+    """The frozen teacher's features (V, C, h, w) of the batch's images: from the feature cache when the
+    batch carries them, else computed now (without gradients)."""
+    if "teacher_maps" in batch:
+        return batch["teacher_maps"].float()
+    return teacher(batch["images"].permute(0, 3, 1, 2))
+
+
+class PixelHead(nn.Module):
+    """SLidR's trainable 2D head: a 1x1 convolution of frozen teacher features to the embedding width,
+    bilinear upsampling to the image size, and L2 normalisation per pixel."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, out_channels, 1)
+
+    def forward(self, features: torch.Tensor, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
+        x = self.proj(features)
+        if image_hw is not None:
+            x = F.interpolate(x, size=image_hw, mode="bilinear", align_corners=False)
+        return F.normalize(x, dim=1)

@@ -1,0 +1,133 @@
+"""``lidarssl pretrain`` and ``lidarssl prepare teacher-features``: from recipe to a pretrained backbone file."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lidarssl.checkpoints import save_weights
+from lidarssl.data.stats import open_dataset
+from lidarssl.downstream.data import EpochSampler
+from lidarssl.errors import ConfigError
+from lidarssl.methods.base import PretrainMethod, method_class
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.methods.data import PretrainCollate, PretrainSamples, SampleBuilder
+from lidarssl.methods.teacher_cache import TeacherFeatureCache, fill_cache, teacher_cache_key
+from lidarssl.models.backbones import BackboneSpec, create_backbone
+from lidarssl.models.teachers import create_teacher
+from lidarssl.models.teachers.base import Teacher
+from lidarssl.runs import build_trainer, check_fresh, last_checkpoint, write_run_info
+
+__all__ = ["run_pretraining", "build_teacher", "teacher_cache", "prepare_teacher_features", "PretrainResult"]
+
+
+def build_teacher(config: PretrainConfig) -> Teacher:
+    """The recipe's frozen teacher; a random one (no weights file) is drawn from the run's seed, so the
+    online teacher and the one that filled a feature cache are the same network."""
+    t = config.teacher
+    if t is None:
+        raise ConfigError("this method needs an image teacher: set `teacher:` in the recipe")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return create_teacher(t.name, weights=t.weights, image_size=t.image_size, **t.options).freeze()
+
+
+def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
+    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size."""
+    if config.data.teacher_cache is None:
+        return None
+    if config.teacher is None or config.pairing.resize is None:
+        raise ConfigError("data.teacher_cache needs a teacher and a fixed image size (pairing.resize: [H, W])")
+    key = teacher_cache_key(config.teacher.name, config.teacher.weights, config.seed, config.pairing.resize)
+    return TeacherFeatureCache(config.data.teacher_cache, key)
+
+
+class PretrainData(L.LightningDataModule):
+    """The training loader: scans as pretraining samples, a (seed, epoch) order sharded by rank."""
+
+    def __init__(self, config: PretrainConfig, spec: BackboneSpec, builders: list[SampleBuilder]) -> None:
+        super().__init__()
+        self.config, self.spec, self.builders = config, spec, builders
+        self.dataset = open_dataset(config.data.root, split=config.data.split)
+
+    def train_dataloader(self) -> DataLoader:
+        cfg = self.config
+        samples = PretrainSamples(self.dataset, self.spec.prep, self.builders, seed=cfg.seed,
+                                  augment=cfg.augment.point_augment(), drop_cuboid=cfg.augment.drop_cuboid)
+        trainer = self.trainer
+        sampler = EpochSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
+                               rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+        workers = cfg.data.num_workers
+        return DataLoader(samples, batch_size=cfg.trainer.batch_size, sampler=sampler, num_workers=workers,
+                          collate_fn=PretrainCollate(self.spec.prep, self.builders), persistent_workers=workers > 0)
+
+
+@dataclass
+class PretrainResult:
+    """Where a pretraining run wrote its backbone, and its last epoch's mean loss."""
+
+    out: Path
+    backbone: Path
+    loss: float
+
+
+def build_method(config: PretrainConfig) -> tuple[PretrainMethod, BackboneSpec, list[SampleBuilder]]:
+    """The recipe's method module (with backbone and teacher), its backbone preset and sample builders."""
+    cls = method_class(config.method.name)
+    options = cls.parse_options(config.method.options)
+    spec = create_backbone(config.backbone.name, **config.backbone.options)
+    teacher = build_teacher(config) if cls.needs_teacher else None
+    t = config.trainer
+    optim = config.optim.model_copy(update={
+        "lr": config.optim.lr * t.batch_size * t.devices * t.num_nodes * t.accumulate / config.optim.base_batch})
+    module = cls(spec.model, options, optim, teacher=teacher, loss_scope=config.loss_scope)
+    return module, spec, cls.builders(config, options)
+
+
+def run_pretraining(config: PretrainConfig, resume: bool = False) -> PretrainResult:
+    """Pretrain ``config.backbone`` with ``config.method``; writes the run directory and ``backbone.safetensors``,
+    which ``lidarssl probe`` and ``lidarssl finetune`` load as ``pretrained=``."""
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    out = config.out
+    ckpt = last_checkpoint(out) if resume else None
+    if not resume:
+        check_fresh(out)
+    module, spec, builders = build_method(config)
+    data = PretrainData(config, spec, builders)
+    trainer = build_trainer(out, config.optim.epochs, config.trainer)
+    if trainer.is_global_zero:
+        write_run_info(out, config, config.seed)
+    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    path = out / "backbone.safetensors"
+    if trainer.is_global_zero:
+        save_weights(path, spec.model.state_dict(), {"backbone": spec.name, "method": config.method.name,
+                                                     "epochs": config.optim.epochs})
+    loss = trainer.callback_metrics.get("train/loss_epoch")
+    return PretrainResult(out=out, backbone=path, loss=float(loss) if loss is not None else float("nan"))
+
+
+def prepare_teacher_features(config: PretrainConfig, batch_size: int = 8,
+                             progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Fill the recipe's teacher feature cache for every camera image of ``data.split``; resumable."""
+    from lidarssl.data.pairing import pair_views
+
+    cache = teacher_cache(config)
+    if cache is None:
+        raise ConfigError("the recipe sets no data.teacher_cache folder to fill")
+    teacher = build_teacher(config)
+    dataset = open_dataset(config.data.root, split=config.data.split)
+    every_camera = config.pairing.model_copy(update={"cameras": "all"})
+
+    def images_of(i: int):
+        scan = dataset[i]
+        views = pair_views(scan, every_camera)
+        return scan, views.names, views.images
+
+    cache.write_info({"teacher": config.teacher.name, "weights": str(config.teacher.weights),
+                      "image_size": list(config.pairing.resize), "seed": config.seed})
+    return fill_cache(cache, teacher, images_of, len(dataset), batch_size, progress)

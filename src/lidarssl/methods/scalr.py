@@ -1,0 +1,47 @@
+"""ScaLR: distillation of frozen teacher features (DINOv2) into point features through a head."""
+
+from __future__ import annotations
+
+import torch
+from pydantic import Field
+
+from lidarssl.config import Schema
+from lidarssl.methods.base import PretrainMethod, point_head, register_method
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.methods.contrastive import scalr_loss
+from lidarssl.methods.data import PairBuilder
+from lidarssl.methods.image import sample_maps, teacher_maps
+from lidarssl.models.backbones.base import Batch
+
+__all__ = ["ScaLR"]
+
+
+class ScaLROptions(Schema):
+    """ScaLR has no options of its own: the head width is the teacher's feature width."""
+
+
+@register_method
+class ScaLR(PretrainMethod):
+    """Each paired point's head output is pulled toward the teacher feature at its pixel: mean over pairs
+    of ``|| k/|k| - q/|q| ||`` (unsquared). Images are resized whole (``pairing.resize``) and not augmented,
+    so the teacher's features can come from a disk cache (``data.teacher_cache``)."""
+
+    name = "scalr"
+    Options = ScaLROptions
+    needs_teacher = True
+
+    def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
+        super().__init__(backbone, options, optim, teacher, loss_scope)
+        self.head = point_head(backbone.out_channels, self.teacher.out_channels)
+
+    @classmethod
+    def builders(cls, config: PretrainConfig, options: Schema) -> list:
+        from lidarssl.methods.pretrain import teacher_cache
+
+        return [PairBuilder(config.pairing, teacher_cache=teacher_cache(config))]
+
+    def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        k = self.head(self.backbone(batch)[batch["pair_row"]])
+        maps = teacher_maps(self.teacher, batch)
+        q = sample_maps(maps, batch["pair_view"], batch["pair_uv"], tuple(batch["images"].shape[1:3]))
+        return {"distill": scalr_loss(k, q)}

@@ -1,0 +1,121 @@
+"""A disk cache of frozen-teacher features, for methods whose images are not augmented (ScaLR).
+
+A frozen teacher maps the same image to the same features every epoch, so they are computed once
+(``lidarssl prepare teacher-features RECIPE``), stored in half precision as one ``.npy`` per camera image,
+and memory-mapped by the DataLoader workers during pretraining: the teacher's forward pass, by far the most
+expensive part of a ScaLR step on a ViT-L, leaves the training loop.
+
+Files live under ``<cache_dir>/<key>/<frame_id>/<camera>.npy``; the key names the teacher, its weights and
+the image size, so a cache is never read with other settings.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lidarssl.checkpoints import atomic_write
+from lidarssl.data.scan import Scan
+from lidarssl.errors import DataError
+
+__all__ = ["TeacherFeatureCache", "teacher_cache_key"]
+
+
+def teacher_cache_key(name: str, weights: Path | None, seed: int, image_hw: tuple[int, int]) -> str:
+    """Cache folder name: teacher, weights file (or the seed of a random teacher) and image size."""
+    origin = f"{Path(weights).stem}-{Path(weights).stat().st_size}" if weights is not None else f"random{seed}"
+    return f"{name}-{origin}-{image_hw[0]}x{image_hw[1]}"
+
+
+def _safe_parts(frame_id: str, camera: str) -> tuple[str, ...]:
+    parts = (*frame_id.split("/"), camera)
+    if any(p in ("", ".", "..") for p in parts):
+        raise DataError(f"frame id '{frame_id}' / camera '{camera}' cannot name a cache file")
+    return parts
+
+
+class TeacherFeatureCache:
+    """Teacher feature maps (C, h, w) float16 per (frame, camera) image.
+
+    Args:
+        cache_dir: root folder of teacher caches.
+        key: see :func:`teacher_cache_key`.
+    """
+
+    def __init__(self, cache_dir: str | Path, key: str) -> None:
+        self.root = Path(cache_dir) / key
+
+    def path(self, frame_id: str, camera: str) -> Path:
+        return self.root.joinpath(*_safe_parts(frame_id, camera)).with_suffix(".npy")
+
+    def save(self, frame_id: str, camera: str, features: torch.Tensor | np.ndarray) -> None:
+        array = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, np.float16)
+        path = self.path(frame_id, camera)
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.save would append .npy to a temporary name
+                np.save(f, array)
+
+        atomic_write(path, write)
+
+    def has(self, frame_id: str, camera: str) -> bool:
+        return self.path(frame_id, camera).is_file()
+
+    def load_for(self, scan: Scan, camera: str) -> np.ndarray:
+        """The memory-mapped (C, h, w) map of ``scan``'s ``camera``, or an error saying how to make it."""
+        path = self.path(scan.frame_id, camera)
+        if not path.is_file():
+            raise DataError(f"{path}: teacher features of frame '{scan.frame_id}' camera '{camera}' are not cached; "
+                            "run `lidarssl prepare teacher-features RECIPE` with this recipe first")
+        return np.load(path, mmap_mode="r")
+
+    def write_info(self, info: dict) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.root / "cache.json", lambda tmp: Path(tmp).write_text(json.dumps(info, indent=2)))
+
+
+def fill_cache(cache: TeacherFeatureCache, teacher: torch.nn.Module, images_of: Callable[[int], tuple[Scan, list[str], np.ndarray]],
+               count: int, batch_size: int = 8, progress: Callable[[int, int], None] | None = None) -> dict[str, int]:
+    """Compute the features of every image not yet cached; resumable (done files are skipped).
+
+    Args:
+        cache: where to write.
+        teacher: the frozen teacher (called on uint8 (B, 3, H, W) images).
+        images_of: frame index -> (scan, camera names, (V, H, W, 3) uint8 images as the method sees them).
+        count: number of frames.
+        batch_size: images per teacher forward pass.
+        progress: called with (frames done, frames).
+    """
+    computed = skipped = 0
+    pending: list[tuple[str, str, np.ndarray]] = []
+
+    def flush() -> None:
+        nonlocal computed
+        if not pending:
+            return
+        images = torch.from_numpy(np.stack([p[2] for p in pending])).permute(0, 3, 1, 2)
+        with torch.no_grad():
+            features = teacher(images)
+        for (frame_id, camera, _), f in zip(pending, features):
+            cache.save(frame_id, camera, f)
+        computed += len(pending)
+        pending.clear()
+
+    for i in range(count):
+        scan, names, images = images_of(i)
+        for name, image in zip(names, images):
+            if cache.has(scan.frame_id, name):
+                skipped += 1
+                continue
+            pending.append((scan.frame_id, name, image))
+            if len(pending) >= batch_size:
+                flush()
+        if progress is not None:
+            progress(i + 1, count)
+    flush()
+    return {"computed": computed, "skipped": skipped}
