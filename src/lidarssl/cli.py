@@ -71,15 +71,30 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from lidarssl.data.stats import dataset_summary, open_dataset
+    from lidarssl.data.stats import dataset_summary, open_dataset, split_summary
     from lidarssl.viz.overlay import save_overlay
 
-    dataset = open_dataset(args.dataset, split=args.split)
+    dataset = open_dataset(args.dataset, split=args.split, format=args.format)
     print(dataset_summary(dataset, max_frames=args.max_frames))
+    print(split_summary(args.dataset, format=args.format))
     if args.overlay is not None:
         scan = dataset[args.frame]
         path = save_overlay(scan, args.overlay, camera=args.camera, class_names=dataset.class_map.classes)
         print(f"overlay of frame {scan.frame_id} saved to {path}")
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from lidarssl.config import parse_overrides
+    from lidarssl.data.prepare import PrepareJob, run_target
+    from lidarssl.errors import DataError
+
+    job = PrepareJob(target=args.target, root=args.root, split=args.split, workers=args.workers,
+                     refresh=args.refresh, options=parse_overrides(args.options))
+    problems = run_target(job)
+    if problems:
+        rerun = " ".join(["lidarssl prepare", args.target, f"--root {args.root}"] +
+                         ([f"--split {args.split}"] if args.split else []))
+        raise DataError(f"{problems} problem files in {args.root} (listed above); restore them, then rerun `{rerun}`")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -138,14 +153,35 @@ def _parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_evaluate)
 
     info = sub.add_parser("info", help="summarise a dataset: frames, points, classes, cameras")
-    info.add_argument("dataset", type=Path, help="dataset root: synthetic, SemanticKITTI, KITTI or PandaSet layout")
-    info.add_argument("--split", default=None, help="split name (default: the reader's default split)")
+    info.add_argument("dataset", type=Path, help="dataset root: synthetic, nuScenes, SemanticKITTI, SemanticPOSS, "
+                      "KITTI or PandaSet layout")
+    info.add_argument("--split", default=None, help="split name, e.g. train, val, train@1%%, train@10%%-scenes, "
+                      "parametrizing (default: the reader's default split)")
+    info.add_argument("--format", default=None, help="dataset format instead of recognising it by its layout "
+                      "(synthetic, nuscenes, semantickitti, semanticposs, kitti, pandaset)")
     info.add_argument("--max-frames", type=int, default=None, help="summarise at most this many frames")
     info.add_argument("--overlay", type=Path, default=None, metavar="PNG",
                       help="save a camera image with the lidar points projected onto it, coloured by class")
     info.add_argument("--frame", type=int, default=0, help="frame index for --overlay")
     info.add_argument("--camera", default=None, help="camera for --overlay (default: the first)")
     info.set_defaults(func=cmd_info)
+
+    from lidarssl.data.prepare import PREPARE_TARGETS
+
+    prep = sub.add_parser("prepare", help="build a dataset's frame index once and check its files",
+                          description="Build the frame index of every split and check that every file it refers to "
+                          "exists with a plausible size (exit code 2 when some do not). Resumable: rerun it after an "
+                          f"interruption. Targets: {', '.join(PREPARE_TARGETS)}.")
+    prep.add_argument("target", metavar="TARGET", help=f"one of: {', '.join(PREPARE_TARGETS)} "
+                      "(auto: recognise the dataset layout)")
+    prep.add_argument("--root", type=Path, required=True, help="dataset folder")
+    prep.add_argument("--split", default=None, help="one split (named splits included); default: all of them")
+    prep.add_argument("--workers", type=int, default=4, help="threads checking files (default 4)")
+    prep.add_argument("--refresh", action="store_true", help="rebuild the indexes and check every file again")
+    prep.add_argument("options", nargs="*", metavar="key=value",
+                      help="target options right after TARGET, e.g. reader options: "
+                      "`lidarssl prepare pandaset sensor=pandargt --root PATH`")
+    prep.set_defaults(func=cmd_prepare)
 
     demo = sub.add_parser("demo", help="the main job on the built-in synthetic world")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes")

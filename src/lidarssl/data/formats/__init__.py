@@ -11,13 +11,16 @@ from lidarssl.data.formats.kitti import KITTIObject
 from lidarssl.data.formats.nuscenes import NuScenes
 from lidarssl.data.formats.pandaset import PandaSet
 from lidarssl.data.formats.semantickitti import SemanticKITTI
+from lidarssl.data.formats.semanticposs import SemanticPOSS
 
 #: Reader class of each format name.
 READERS: dict[str, type[FrameReader]] = {
     "semantickitti": SemanticKITTI,
+    "semanticposs": SemanticPOSS,
     "kitti": KITTIObject,
     "pandaset": PandaSet,
     "nuscenes": NuScenes,
 }
 
-__all__ = ["READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI", "user_cache_dir"]
+__all__ = ["READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI", "SemanticPOSS",
+           "user_cache_dir"]

@@ -249,19 +249,50 @@ def read_uint32_labels(path: Path, num_points: int) -> np.ndarray:
     return read_labels(path, num_points, "<u4")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An (H, W, 3) uint8 RGB image."""
+#: Image scales readers can decode at: JPEG's DCT scaling decodes straight to 1/2, 1/4 or 1/8 of the size.
+IMAGE_SCALES = (1.0, 0.5, 0.25, 0.125)
+
+
+def image_reduction(scale: float) -> int:
+    """The integer factor ``1 / scale`` of an image scale, checked to be one of :data:`IMAGE_SCALES`."""
+    if scale not in IMAGE_SCALES:
+        raise DataError(f"'image_scale' must be one of {list(IMAGE_SCALES)}, got {scale}")
+    return round(1 / scale)
+
+
+def reduce_intrinsics(K: np.ndarray, reduce: int) -> np.ndarray:
+    """Intrinsics of an image shrunk by the integer factor ``reduce`` (pixel ``c`` covers ``[c, c + 1)``, so
+    image coordinates simply divide by ``reduce``)."""
+    if reduce == 1:
+        return K
+    out = np.array(K, dtype=np.float64)
+    out[:2] /= reduce
+    return out
+
+
+def read_image(path: Path, reduce: int = 1) -> np.ndarray:
+    """An (H, W, 3) uint8 RGB image, optionally shrunk by ``reduce`` (1, 2, 4 or 8) to ``ceil(W / reduce)``.
+
+    A JPEG is decoded directly at the reduced size (DCT scaling: ~2.5x faster at 1/2 for 1600x900), which is
+    what a consumer that resizes the image anyway needs; other formats are box-filtered after decoding.
+    """
     try:
         with Image.open(path) as im:
+            if reduce > 1:
+                w, h = im.size
+                if w >= reduce and h >= reduce:
+                    im.draft("RGB", (w // reduce, h // reduce))  # JPEG only; other formats ignore it
+                if im.size != (-(-w // reduce), -(-h // reduce)):
+                    im = im.reduce(reduce)
             return np.asarray(im.convert("RGB"))
     except (OSError, UnidentifiedImageError) as e:
         raise DataError(f"{path}: cannot read the image ({e})") from e
 
 
-def read_camera_image(path: Path, on_missing: MissingCamera) -> np.ndarray | None:
+def read_camera_image(path: Path, on_missing: MissingCamera, reduce: int = 1) -> np.ndarray | None:
     """The image at ``path``; when it is absent, a DataError (``"error"``) or a warning and ``None`` (``"skip"``)."""
     if path.is_file():
-        return read_image(path)
+        return read_image(path, reduce)
     if on_missing == "skip":
         warnings.warn(f"{path}: camera image not found; skipping this camera", stacklevel=3)
         return None

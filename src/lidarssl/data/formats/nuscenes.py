@@ -33,11 +33,13 @@ from lidarssl.data.formats._common import (
     FrameReader,
     MissingCamera,
     check_choice,
+    image_reduction,
     invert_rigid,
     pose_from_quaternion,
     read_camera_image,
     read_labels,
     read_points,
+    reduce_intrinsics,
     require_file,
 )
 from lidarssl.data.labels import load_class_map
@@ -133,6 +135,9 @@ class NuScenes(FrameReader):
         with_images: attach the cameras.
         cameras: which cameras to attach.
         on_missing_camera: ``"error"``, or ``"skip"`` to warn and leave out a missing image.
+        image_scale: 1, 0.5, 0.25 or 0.125: decode the JPEGs at that fraction of their size (JPEG's DCT scaling,
+            much faster than decoding then resizing), with the intrinsics scaled to match. For consumers that
+            resize the images down anyway (image teachers at 224-448 pixels high).
         cache_dir: folder for the frame index (see :class:`~lidarssl.data.formats._common.FrameReader`).
         refresh: rebuild the frame index even if a valid one is cached.
     """
@@ -152,6 +157,7 @@ class NuScenes(FrameReader):
         with_images: bool = True,
         cameras: tuple[str, ...] = CAMERAS,
         on_missing_camera: MissingCamera = "error",
+        image_scale: float = 1.0,
         cache_dir: str | Path | None = None,
         refresh: bool = False,
     ) -> None:
@@ -169,6 +175,7 @@ class NuScenes(FrameReader):
         self.with_labels = with_labels and self.version != "v1.0-test"
         self.with_images = with_images
         self.on_missing_camera = check_choice("on_missing_camera", on_missing_camera, ("error", "skip"))
+        self.image_reduce = image_reduction(image_scale)
         self.class_map = load_class_map("nuscenes")
         self.scene_names = self._split_scenes(split, custom)
         self._open_index(cache_dir, refresh)
@@ -401,11 +408,11 @@ class NuScenes(FrameReader):
                 return None
             raise DataError(f"{message} (pass on_missing_camera='skip' to read the scan without it)")
         path = self.root / entry["file"]
-        image = read_camera_image(path, self.on_missing_camera)
+        image = read_camera_image(path, self.on_missing_camera, self.image_reduce)
         if image is None:
             return None
         # lidar -> global at the lidar time, then global -> camera through the ego pose at the camera time
         lidar_to_cam = invert_rigid(self._sensor_to_global(entry)) @ lidar_to_global
-        K = np.array(self.shared["calibrated_sensor"][entry["calib"]]["K"])
+        K = reduce_intrinsics(np.array(self.shared["calibrated_sensor"][entry["calib"]]["K"]), self.image_reduce)
         return CameraView(name=name, image=image, K=K, lidar_to_cam=lidar_to_cam,
                           timestamp=entry["timestamp"] * 1e-6, source=str(path))

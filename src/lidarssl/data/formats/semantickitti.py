@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -80,6 +81,11 @@ class SemanticKITTI(FrameReader):
 
     reader_name = "semantickitti"
     splits = tuple(SPLITS)
+    #: Sequences of each split; a reader of the same layout (SemanticPOSS) swaps this table and its class map
+    #: (``labels/<reader_name>.yaml``).
+    split_sequences: ClassVar[dict[str, tuple[str, ...]]] = SPLITS
+    title: ClassVar[str] = "SemanticKITTI"
+    layout: ClassVar[str] = _LAYOUT
 
     def __init__(
         self,
@@ -94,31 +100,31 @@ class SemanticKITTI(FrameReader):
     ) -> None:
         super().__init__(root, split)
         self.sequences_dir = self.find_sequences(self.root)
-        self.class_map = load_class_map("semantickitti")
+        self.class_map = load_class_map(self.reader_name)
         self.with_labels = with_labels and split != "test"
         self.with_images = with_images
         self.on_missing_camera = check_choice("on_missing_camera", on_missing_camera, ("error", "skip"))
         self._sequences: dict[str, _Sequence] = {}
         self._open_index(cache_dir, refresh)
 
-    @staticmethod
-    def find_sequences(root: Path) -> Path:
+    @classmethod
+    def find_sequences(cls, root: Path) -> Path:
         """The ``sequences`` folder under ``root``; a DataError describing the layout when there is none."""
         for candidate in (root / "dataset" / "sequences", root / "sequences"):
             if candidate.is_dir():
                 return candidate
-        raise DataError(f"{root}: not a SemanticKITTI folder; expected {_LAYOUT}")
+        raise DataError(f"{root}: not a {cls.title} folder; expected {cls.layout}")
 
     def _list_frames(self) -> tuple[list[list[str]], list[Path]]:
         frames, watched = [], [self.sequences_dir]
-        for seq in SPLITS[self.split]:
+        for seq in self.split_sequences[self.split]:
             velodyne = self.sequences_dir / seq / "velodyne"
             watched.append(velodyne)
             if velodyne.is_dir():
                 frames += [[seq, p.stem] for p in sorted(velodyne.glob("*.bin"))]
         if not frames:
             raise DataError(f"{self.sequences_dir}: no scans of split '{self.split}' (sequences "
-                            f"{', '.join(SPLITS[self.split])}); expected {_LAYOUT}")
+                            f"{', '.join(self.split_sequences[self.split])}); expected {self.layout}")
         return frames, watched
 
     # Per-sequence files ------------------------------------------------------------------------------------------
@@ -208,7 +214,7 @@ class SemanticKITTI(FrameReader):
                                           timestamp=timestamp, source=str(image_path)))
 
         return Scan(
-            points=raw[:, :3].copy(), intensity=raw[:, 3].copy(), source=str(scan_path), dataset="semantickitti",
+            points=raw[:, :3].copy(), intensity=raw[:, 3].copy(), source=str(scan_path), dataset=self.reader_name,
             frame_id=f"{seq_name}/{stem}", timestamp=timestamp, raw_labels=raw_labels, labels=labels,
             instance=instance, ego_pose=ego_pose, cameras=cameras,
         )

@@ -1,0 +1,49 @@
+"""SemanticPOSS reader: Pandora 40-beam scans of Peking University's campus with per-point semantic labels.
+
+SemanticPOSS ships in the SemanticKITTI layout (six sequences, 00-05)::
+
+    <root>/dataset/sequences/XX/velodyne/NNNNNN.bin   float32 x 4: x, y, z, remission
+                                 labels/NNNNNN.label  uint32 per point: semantic id (low 16 bits), instance (high 16)
+                                 calib.txt, poses.txt, times.txt   optional, as in SemanticKITTI
+
+so it is read by the SemanticKITTI reader with another split table and class map; only the labels tell the
+two apart (every SemanticPOSS id is at most 22, while a SemanticKITTI scan holds road, 40, and the like).
+"""
+
+from __future__ import annotations
+
+from lidarssl.data.formats.semantickitti import SemanticKITTI
+
+#: Sequences of each split. The dataset defines no official split; this is the common one (the SemanticPOSS
+#: paper's, and ALSO/NCLR's downstream configs): sequence 03 held out for validation, the rest for training.
+SPLITS: dict[str, tuple[str, ...]] = {
+    "train": ("00", "01", "02", "04", "05"),
+    "val": ("03",),
+    "all": ("00", "01", "02", "03", "04", "05"),
+}
+
+#: Largest raw semantic id of SemanticPOSS (22, ground); layout detection uses it.
+MAX_RAW_ID = 22
+
+_LAYOUT = "<root>/dataset/sequences/0X/velodyne/NNNNNN.bin with labels/NNNNNN.label (sequences 00-05)"
+
+
+class SemanticPOSS(SemanticKITTI):
+    """SemanticPOSS scans as :class:`~lidarssl.data.scan.Scan`.
+
+    Everything but the splits and the labels is :class:`~lidarssl.data.formats.SemanticKITTI`'s (same files,
+    same options). Labels map the raw ids through ``labels/semanticposs.yaml`` to 13 classes; a raw id that
+    SemanticPOSS does not define is an error naming the label file.
+
+    Args:
+        root: dataset folder (``<root>/dataset/sequences`` or ``<root>/sequences``).
+        split: ``"train"`` (00, 01, 02, 04, 05), ``"val"`` (03) or ``"all"``.
+        **options: those of :class:`~lidarssl.data.formats.SemanticKITTI` (``with_labels``, ``with_images``,
+            ``on_missing_camera``, ``cache_dir``, ``refresh``).
+    """
+
+    reader_name = "semanticposs"
+    splits = tuple(SPLITS)
+    split_sequences = SPLITS
+    title = "SemanticPOSS"
+    layout = _LAYOUT
