@@ -53,9 +53,17 @@ def test_missing_recipe_and_malformed_override(tmp_path: Path):
 
 @pytest.mark.parametrize("name", list_recipes())
 def test_every_shipped_recipe_validates(name: str):
-    schema = GenerateConfig if name.startswith("world-") else SegmentationConfig
+    from lidarssl.methods import method_class
+    from lidarssl.methods.config import PretrainConfig
+
+    kind = name.split("-")[0]
+    schema = {"world": GenerateConfig, "seg": SegmentationConfig, "probe": SegmentationConfig,
+              "finetune": SegmentationConfig}.get(kind, PretrainConfig)
     cfg = load_config(schema, name)
     assert cfg == load_config(schema, Path(__file__).parents[1] / "configs" / f"{name}.yaml")  # repo configs/ is the same
+    if schema is PretrainConfig:
+        assert cfg.method.name == kind  # recipes are named <method>-<backbone>-<dataset>
+        method_class(kind).parse_options(cfg.method.options)  # the method's own options validate too
 
 
 def test_unknown_recipe_lists_shipped_ones():

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, to_yaml
+from lidarssl.methods.config import PretrainConfig
 from lidarssl.errors import LidarSSLError
 
 __all__ = ["main"]
@@ -60,6 +61,19 @@ def _segmentation(mode: str):
         print(f"run directory: {result.out}")
 
     return run
+
+
+def cmd_pretrain(args: argparse.Namespace) -> None:
+    from lidarssl.methods.config import PretrainConfig
+    from lidarssl.methods.pretrain import run_pretraining
+
+    config = load_config(PretrainConfig, args.recipe, args.overrides)
+    if args.print_config:
+        print(to_yaml(config), end="")
+        return
+    result = run_pretraining(config, resume=args.resume)
+    print(f"pretrained {config.backbone.name} with {config.method.name}: last epoch loss {result.loss:.4f}")
+    print(f"backbone weights: {result.backbone}  (lidarssl probe RECIPE pretrained={result.backbone})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -146,6 +160,14 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
         p.set_defaults(func=_segmentation(mode))
 
+    pre = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (PPKT, SLidR, ST-SLidR, "
+                         "ScaLR, ALSO, NCLR)", description="Pretrain a backbone without labels; writes "
+                         "backbone.safetensors for probe and finetune. Keys: "
+                         f"{', '.join(PretrainConfig.model_fields)} (see --print-config).")
+    recipe_args(pre)
+    pre.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+    pre.set_defaults(func=cmd_pretrain)
+
     ev = sub.add_parser("evaluate", help="score a run's checkpoint on the val split, every original point")
     ev.add_argument("run", type=Path, help="run directory (holds config.yaml and checkpoints/)")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of the run's config")
@@ -168,10 +190,12 @@ def _parser() -> argparse.ArgumentParser:
 
     from lidarssl.data.prepare import PREPARE_TARGETS
 
-    prep = sub.add_parser("prepare", help="build a dataset's frame index once and check its files",
-                          description="Build the frame index of every split and check that every file it refers to "
-                          "exists with a plausible size (exit code 2 when some do not). Resumable: rerun it after an "
-                          f"interruption. Targets: {', '.join(PREPARE_TARGETS)}.")
+    prep = sub.add_parser("prepare", help="index and check a dataset, or cache superpixels or teacher features",
+                          description="Dataset targets build the frame index of every split and check that every "
+                          "file it refers to exists with a plausible size (exit code 2 when some do not). "
+                          "`superpixels` caches SLIC maps of every camera image (preset=, cache=); `teacher-features` "
+                          "caches a frozen teacher's features for a pretraining recipe (recipe=). All are resumable: "
+                          f"rerun after an interruption. Targets: {', '.join(PREPARE_TARGETS)}.")
     prep.add_argument("target", metavar="TARGET", help=f"one of: {', '.join(PREPARE_TARGETS)} "
                       "(auto: recognise the dataset layout)")
     prep.add_argument("--root", type=Path, required=True, help="dataset folder")

@@ -352,9 +352,66 @@ def _dataset_target(fmt: str) -> Callable[[PrepareJob], int]:
     return run
 
 
+def _progress(log: Callable[[str], None], what: str) -> Callable[[int, int], None]:
+    """A progress callback logging about every tenth of the frames."""
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            log(f"{what}: frame {done}/{total}")
+
+    return report
+
+
+def _superpixels_target(job: PrepareJob) -> int:
+    """SLIC superpixels of every camera image (options: preset=slic150_fast, cache=cache/superpixels)."""
+    from lidarssl.data.superpixels import prepare_superpixels, superpixel_preset
+
+    options = dict(job.options)
+    params = superpixel_preset(str(options.pop("preset", "slic150_fast")))
+    cache = Path(options.pop("cache", "cache/superpixels"))
+    if options:
+        raise DataError(f"prepare superpixels: unknown option(s) {sorted(options)}; options: preset, cache")
+    counts = prepare_superpixels(job.root, job.split, cache, params, job.workers, _progress(job.log, "superpixels"))
+    job.log(f"superpixels {params.key()} in {cache}: {counts['computed']} computed, {counts['skipped']} already cached")
+    return 0
+
+
+def _teacher_features_target(job: PrepareJob) -> int:
+    """Frozen-teacher features of every camera image, for the pretraining recipe given as recipe=PATH (the
+    recipe's data.teacher_cache, teacher and pairing.resize); further key=value options override the recipe."""
+    from lidarssl.config import load_config
+    from lidarssl.methods.config import PretrainConfig
+    from lidarssl.methods.pretrain import prepare_teacher_features
+
+    options = dict(job.options)
+    recipe = options.pop("recipe", None)
+    if recipe is None:
+        raise DataError("prepare teacher-features needs the pretraining recipe: recipe=PATH (e.g. recipe=scalr-wi-synthetic)")
+    overrides = [f"data.root={job.root}"] + ([f"data.split={job.split}"] if job.split else [])
+    overrides += [f"{k}={v}" for k, v in _flatten(options)]
+    config = load_config(PretrainConfig, recipe, overrides)
+    counts = prepare_teacher_features(config, progress=_progress(job.log, "teacher features"))
+    job.log(f"teacher features in {config.data.teacher_cache}: {counts['computed']} computed, "
+            f"{counts['skipped']} already cached")
+    return 0
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out += _flatten(value, f"{prefix}{key}.")
+        else:
+            out.append((f"{prefix}{key}", json.dumps(value) if not isinstance(value, str) else value))
+    return out
+
+
 #: ``lidarssl prepare <target>``: target name -> function of a :class:`PrepareJob` returning the problem count.
-#: Add a target by adding an entry (e.g. ``PREPARE_TARGETS["superpixels"] = prepare_superpixels``).
-PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {name: _dataset_target(name) for name in DATASET_TARGETS}
+PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
+    **{name: _dataset_target(name) for name in DATASET_TARGETS},
+    "superpixels": _superpixels_target,
+    "teacher-features": _teacher_features_target,
+}
 
 
 def run_target(job: PrepareJob) -> int:

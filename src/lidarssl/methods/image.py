@@ -30,7 +30,8 @@ def sample_maps(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor, image_
     for v in torch.unique(view).tolist():
         rows = torch.nonzero(view == v).squeeze(1)
         g = grid[rows].view(1, 1, -1, 2)
-        out[rows] = F.grid_sample(maps[v : v + 1], g, mode="bilinear", padding_mode="border", align_corners=False)[0, :, 0].T
+        sampled = F.grid_sample(maps[v : v + 1], g, mode="bilinear", padding_mode="border", align_corners=False)
+        out[rows] = sampled[0, :, 0].T.to(out.dtype)  # grid_sample runs in float32 under autocast
     return out
 
 

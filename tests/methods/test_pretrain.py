@@ -1,0 +1,100 @@
+"""`pretrain` then `probe` for every image-to-lidar method on a tiny synthetic world with cameras."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from lidarssl.config import SegmentationConfig, load_config
+from lidarssl.errors import ConfigError, DataError
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.methods.pretrain import build_method, prepare_teacher_features, run_pretraining, teacher_cache
+
+TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
+                 "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
+IMAGE_METHODS = {
+    "ppkt": ["teacher.name=resnet50", "pairing.crop_size=[48,80]", "pairing.flip=0.5", "method.options.max_pairs=512"],
+    "slidr": ["teacher.name=resnet50", "pairing.crop_size=[48,80]", "pairing.flip=0.5",
+              "method.options.superpixels=slic30_fast"],
+    "stslidr": ["teacher.name=resnet50", "pairing.crop_size=[48,80]", "method.options.superpixels=slic30_fast",
+                "augment.drop_cuboid=0.2"],
+    "scalr": ["teacher.name=dino_vits16", "pairing.resize=[48,96]", "pairing.cameras=one"],
+}
+
+
+@pytest.fixture(scope="module")
+def camera_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 labelled frames with 6 small cameras: 2 sequences, the last is val."""
+    from lidarssl.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("camera_world")
+    write_dataset({"seed": 1, "lidar": "nuscenes", "cameras": "nuscenes", "image_size": (160, 90)}, root, 4,
+                  frames_per_sequence=2, val_fraction=0.5)
+    return root
+
+
+def _config(root: Path, out: Path, method: str, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [
+        f"out={out}", f"data.root={root}", "data.num_workers=0", f"method.name={method}", *TINY_BACKBONE,
+        "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false", *IMAGE_METHODS.get(method, []), *extra])
+
+
+@pytest.mark.parametrize("method", IMAGE_METHODS)
+def test_pretrain_then_probe(camera_world: Path, tmp_path: Path, method: str):
+    result = run_pretraining(_config(camera_world, tmp_path / "pre", method))
+    assert np.isfinite(result.loss)
+    with safe_open(str(result.backbone), "pt") as f:
+        keys = list(f.keys())
+        meta = f.metadata()
+    assert keys and not any(k.startswith(("teacher.", "head.", "pixel_head.")) for k in keys)
+    assert '"method": "' + method in meta["lidarssl"]
+    ckpt = torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])  # the frozen teacher is never saved
+    assert any(k.startswith("head.") for k in ckpt["state_dict"])  # the heads are
+    probe = load_config(SegmentationConfig, None, [
+        f"data.root={camera_world}", f"out={tmp_path / 'probe'}", f"pretrained={result.backbone}", "data.num_workers=0",
+        *TINY_BACKBONE, "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false"])
+    from lidarssl.downstream.train import run_segmentation
+
+    scores = run_segmentation(probe, mode="probe")
+    assert 0 <= scores.miou <= 100
+
+
+def test_teacher_cache_gives_the_online_loss(camera_world: Path, tmp_path: Path):
+    online = _config(camera_world, tmp_path / "a", "scalr")
+    cached = _config(camera_world, tmp_path / "b", "scalr", f"data.teacher_cache={tmp_path / 'cache'}")
+    counts = prepare_teacher_features(cached)
+    assert counts == {"computed": 12, "skipped": 0}  # 2 train frames x 6 cameras
+    assert prepare_teacher_features(cached) == {"computed": 0, "skipped": 12}  # resumable: nothing redone
+    losses = []
+    for cfg in (online, cached):
+        torch.manual_seed(0)
+        module, spec, builders = build_method(cfg)
+        from lidarssl.data.stats import open_dataset
+        from lidarssl.methods.data import PretrainCollate, PretrainSamples
+
+        samples = PretrainSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0,
+                                  augment=cfg.augment.point_augment())
+        batch = PretrainCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
+        assert ("teacher_maps" in batch) == (cfg is cached)
+        losses.append(float(module.losses(batch)["distill"]))
+    assert losses[0] == pytest.approx(losses[1], abs=2e-3)  # half-precision cache
+
+
+def test_cache_refuses_augmented_images(camera_world: Path, tmp_path: Path):
+    cfg = _config(camera_world, tmp_path, "scalr", "pairing.flip=0.5", f"data.teacher_cache={tmp_path / 'c'}")
+    with pytest.raises(DataError, match="cached teacher features need deterministic images"):
+        build_method(cfg)
+    key = teacher_cache(cfg).root.name
+    assert key == "dino_vits16-random0-48x96"
+
+
+def test_bad_method_options_name_the_valid_keys(camera_world: Path, tmp_path: Path):
+    with pytest.raises(ConfigError, match=r"method.options of 'ppkt': .*max_pair.*valid keys: dim, temperature, max_pairs"):
+        build_method(_config(camera_world, tmp_path, "ppkt", "method.options.max_pair=3"))
+    with pytest.raises(ConfigError, match="unknown key 'method.nme'"):
+        _config(camera_world, tmp_path, "ppkt", "method.nme=x")
