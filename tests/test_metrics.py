@@ -132,6 +132,13 @@ def test_format_iou_table() -> None:
     assert lines[0].split() == ["class", "IoU"]
     rows = {line.split()[0]: line.split()[1] for line in lines[2:6]}
     assert rows == {"car": "66.7", "pedestrian": "33.3", "road": "50.0", "vegetation": "-"}
-    assert lines[-1] == "mIoU 50.0  oAcc 66.7  mAcc 72.2"
+    assert [line.split() for line in lines[-3:]] == [["mIoU", "50.0"], ["oAcc", "66.7"], ["mAcc", "72.2"]]
+    # several runs side by side, one column each
+    other = ConfusionMatrix(4)
+    other.update(TARGET, TARGET)
+    both = format_iou_table({"pretrained": other, "random": cm}, ["car", "pedestrian", "road", "vegetation"]).splitlines()
+    assert both[0].split() == ["class", "pretrained", "random"]
+    assert both[2].split() == ["car", "100.0", "66.7"]
+    assert both[-3].split() == ["mIoU", "100.0", "50.0"]
     with pytest.raises(DataError, match="2 class names given for a confusion matrix of 4 classes"):
         format_iou_table(cm, ["car", "road"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, to_yaml
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.errors import LidarSSLError
+from lidarssl.errors import ConfigError, LidarSSLError
 
 __all__ = ["main"]
 
@@ -111,22 +111,57 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         raise DataError(f"{problems} problem files in {args.root} (listed above); restore them, then rerun `{rerun}`")
 
 
-def cmd_demo(args: argparse.Namespace) -> None:
-    from lidarssl.downstream.train import run_segmentation
+def _demo_overrides(items: list[str]) -> dict[str, list[str]]:
+    """Demo overrides by stage: ``world.frames=8``, ``pretrain.optim.epochs=2``, ``probe.optim.lr=0.02``."""
+    stages: dict[str, list[str]] = {"world": [], "pretrain": [], "probe": []}
+    for item in items:
+        stage, _, rest = item.partition(".")
+        if stage not in stages or not rest:
+            raise ConfigError(f"demo override '{item}' must start with world., pretrain. or probe. "
+                              "(e.g. pretrain.optim.epochs=2)")
+        stages[stage].append(rest)
+    return stages
 
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    import torch
+
+    from lidarssl.checkpoints import save_weights
+    from lidarssl.data.stats import open_dataset
+    from lidarssl.downstream.train import run_segmentation
+    from lidarssl.methods.pretrain import prepare_teacher_features, run_pretraining
+    from lidarssl.metrics import format_iou_table
+    from lidarssl.models.backbones import create_backbone
+
+    stages = _demo_overrides(args.overrides)
+    out = args.out
     world = load_config(GenerateConfig, "world-nuscenes", [
-        f"out={args.out / 'world'}", "frames=48", "frames_per_sequence=8", "val_fraction=0.17", "cameras=none",
-        "overwrite=true"])
-    print(f"1/2 generating a synthetic world of {world.frames} lidar frames in {world.out}")
+        f"out={out / 'world'}", "frames=48", "frames_per_sequence=8", "val_fraction=0.17", "image_size=[320,180]",
+        "overwrite=true", *stages["world"]])
+    pre = load_config(PretrainConfig, "scalr-wi-synthetic", [
+        f"data.root={world.out}", f"out={out / 'pretrain'}", f"data.teacher_cache={out / 'cache'}", *stages["pretrain"]])
+    for run in ("pretrain", "probe-pretrained", "probe-random", "cache"):
+        shutil.rmtree(out / run, ignore_errors=True)  # the demo always starts over
+    print(f"1/4 generating a synthetic world of {world.frames} frames (lidar + 6 cameras) in {world.out}", flush=True)
     _generate(world)
-    run = args.out / "scratch"
-    config = load_config(SegmentationConfig, "seg-wi-synthetic", [
-        f"data.root={world.out}", f"out={run}", *args.overrides])
-    if (run / "checkpoints").is_dir():
-        shutil.rmtree(run)  # the demo always starts over
-    print(f"2/2 training {config.backbone.name} from scratch for {config.optim.epochs} epochs in {run}")
-    result = run_segmentation(config, mode="scratch")
-    print(f"\nvalidation of the synthetic world, every point scored ({run}):\n{result.table}")
+    print(f"2/4 caching the features of a frozen {pre.teacher.name} teacher (random weights: none can be "
+          "downloaded here)", flush=True)
+    prepare_teacher_features(pre)
+    print(f"3/4 pretraining {pre.backbone.name} by ScaLR-style distillation for {pre.optim.epochs} epochs", flush=True)
+    pretrained = run_pretraining(pre).backbone
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(pre.seed)
+        spec = create_backbone(pre.backbone.name, **pre.backbone.options)
+    random = save_weights(out / "random" / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name})
+    results = {}
+    for name, weights in (("pretrained", pretrained), ("random", random)):
+        probe = load_config(SegmentationConfig, "probe-wi-synthetic", [
+            f"data.root={world.out}", f"out={out / f'probe-{name}'}", f"pretrained={weights}", *stages["probe"]])
+        print(f"4/4 linear probing the {name} backbone for {probe.optim.epochs} epochs", flush=True)
+        results[name] = run_segmentation(probe, mode="probe")
+    classes = open_dataset(world.out, split="val").class_map.classes
+    print(f"\nlinear probing on the synthetic world's val split, every point scored ({out}):")
+    print(format_iou_table({k: r.confusion for k, r in results.items()}, classes))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -203,14 +238,17 @@ def _parser() -> argparse.ArgumentParser:
     prep.add_argument("--workers", type=int, default=4, help="threads checking files (default 4)")
     prep.add_argument("--refresh", action="store_true", help="rebuild the indexes and check every file again")
     prep.add_argument("options", nargs="*", metavar="key=value",
-                      help="target options right after TARGET, e.g. reader options: "
-                      "`lidarssl prepare pandaset sensor=pandargt --root PATH`")
+                      help="target options, e.g. reader options (sensor=pandargt), superpixels (preset=slic150, "
+                      "cache=PATH), teacher-features (recipe=NAME and recipe overrides)")
     prep.set_defaults(func=cmd_prepare)
 
-    demo = sub.add_parser("demo", help="the main job on the built-in synthetic world")
+    demo = sub.add_parser("demo", help="the main job: pretrain on the synthetic world, then probe it against a "
+                          "random backbone", description="Generate a synthetic world, pretrain a small WaffleIron "
+                          "by ScaLR-style distillation (recipe scalr-wi-synthetic), then linear-probe it and a "
+                          "randomly initialised one (recipe probe-wi-synthetic) and print both IoU tables.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes")
-    demo.add_argument("overrides", nargs="*", metavar="key=value",
-                      help="override keys of the training recipe, e.g. optim.epochs=4")
+    demo.add_argument("overrides", nargs="*", metavar="stage.key=value",
+                      help="override a stage's recipe: world.frames=24, pretrain.optim.epochs=4, probe.optim.lr=0.02")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -225,7 +263,15 @@ def _split_recipe(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lidarssl``; returns the process exit code."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    # key=value items after an option (`prepare x --root R a=b`): argparse stops collecting positionals at the
+    # first option, so gather the rest here
+    listed = "overrides" if hasattr(args, "overrides") else "options" if hasattr(args, "options") else None
+    if extra and (listed is None or any("=" not in x or x.startswith("-") for x in extra)):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if extra:
+        setattr(args, listed, [*getattr(args, listed), *extra])
     _split_recipe(args)
     func: Callable[[argparse.Namespace], None] = args.func
     try:

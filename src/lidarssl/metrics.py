@@ -6,7 +6,7 @@ mean; a class that is predicted but absent from the ground truth scores IoU 0 an
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -146,23 +146,32 @@ def mean_accuracy(conf: ConfusionMatrix | np.ndarray) -> float:
     return _nanmean(np.diag(m)[present] / support[present])
 
 
-def format_iou_table(conf: ConfusionMatrix | np.ndarray, class_names: Sequence[str]) -> str:
+def format_iou_table(conf: ConfusionMatrix | np.ndarray | Mapping[str, ConfusionMatrix | np.ndarray],
+                     class_names: Sequence[str]) -> str:
     """A plain-text table of per-class IoU and the mIoU, oAcc and mAcc summary, in percent.
 
-    Classes without an IoU (absent from prediction and ground truth) show ``-``.
+    ``conf`` is one confusion matrix, or several by column title (e.g. ``{"pretrained": a, "random": b}``)
+    to compare runs side by side. Classes without an IoU (absent from prediction and ground truth) show ``-``.
     """
-    iou = iou_per_class(conf)
-    if len(class_names) != len(iou):
-        raise DataError(f"{len(class_names)} class names given for a confusion matrix of {len(iou)} classes")
-    width = max([len("class"), *(len(n) for n in class_names)])
-    lines = [f"{'class':<{width}}  {'IoU':>6}", "-" * (width + 8)]
-    for name, value in zip(class_names, iou):
-        cell = "-" if np.isnan(value) else f"{100 * value:.1f}"
-        lines.append(f"{name:<{width}}  {cell:>6}")
-    lines.append("-" * (width + 8))
+    columns = dict(conf) if isinstance(conf, Mapping) else {"IoU": conf}
+    ious = {title: iou_per_class(c) for title, c in columns.items()}
+    for iou in ious.values():
+        if len(class_names) != len(iou):
+            raise DataError(f"{len(class_names)} class names given for a confusion matrix of {len(iou)} classes")
 
     def pct(x: float) -> str:
         return "-" if np.isnan(x) else f"{100 * x:.1f}"
 
-    lines.append(f"mIoU {pct(miou(conf))}  oAcc {pct(overall_accuracy(conf))}  mAcc {pct(mean_accuracy(conf))}")
+    width = max([len("class"), len("mIoU"), *(len(n) for n in class_names)])
+    cells = [max(6, len(t)) for t in columns]
+    rule = "-" * (width + sum(c + 2 for c in cells))
+
+    def row(name: str, values: Sequence[str]) -> str:
+        return f"{name:<{width}}" + "".join(f"  {v:>{c}}" for v, c in zip(values, cells))
+
+    lines = [row("class", list(columns)), rule]
+    lines += [row(name, [pct(iou[k]) for iou in ious.values()]) for k, name in enumerate(class_names)]
+    lines.append(rule)
+    for label, fn in (("mIoU", miou), ("oAcc", overall_accuracy), ("mAcc", mean_accuracy)):
+        lines.append(row(label, [pct(fn(c)) for c in columns.values()]))
     return "\n".join(lines)

@@ -98,3 +98,25 @@ def test_bad_method_options_name_the_valid_keys(camera_world: Path, tmp_path: Pa
         build_method(_config(camera_world, tmp_path, "ppkt", "method.options.max_pair=3"))
     with pytest.raises(ConfigError, match="unknown key 'method.nme'"):
         _config(camera_world, tmp_path, "ppkt", "method.nme=x")
+
+
+def test_cli_prepare_teacher_features_then_pretrain(camera_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    from lidarssl.cli import main
+
+    cache = tmp_path / "cache"
+    tiny = [f"data.teacher_cache={cache}", "pairing.resize=[28,56]", "data.num_workers=0", *TINY_BACKBONE,
+            "trainer.batch_size=2", "trainer.progress_bar=false"]
+    assert main(["prepare", "teacher-features", "--root", str(camera_world), "--split", "train",
+                 "recipe=scalr-wi-synthetic", "data.teacher_cache=" + str(cache), "pairing.resize=[28,56]"]) == 0
+    assert "12 computed, 0 already cached" in capsys.readouterr().out
+    assert main(["pretrain", "scalr-wi-synthetic", f"data.root={camera_world}", f"out={tmp_path / 'run'}",
+                 "optim.epochs=1", *tiny]) == 0
+    assert "backbone weights: " in capsys.readouterr().out
+    assert (tmp_path / "run" / "backbone.safetensors").is_file()
+    # a second fresh run into the same folder is refused instead of overwriting it
+    assert main(["pretrain", "scalr-wi-synthetic", f"data.root={camera_world}", f"out={tmp_path / 'run'}", *tiny]) == 2
+    assert "already holds checkpoints" in capsys.readouterr().err
+    # without the cache, the error names the missing file and the command that makes it
+    assert main(["pretrain", "scalr-wi-synthetic", f"data.root={camera_world}", f"out={tmp_path / 'other'}",
+                 *tiny, f"data.teacher_cache={tmp_path / 'empty'}"]) == 2
+    assert "run `lidarssl prepare teacher-features RECIPE`" in capsys.readouterr().err

@@ -60,6 +60,7 @@ class SegmentationResult:
     miou: float
     iou: dict[str, float]
     table: str
+    confusion: np.ndarray
 
 
 def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
@@ -115,7 +116,8 @@ def _finish(out: Path, module: SegmentationModule, class_names: tuple[str, ...],
     if conf is None:
         raise CheckpointError(f"{out}: the run finished without a validation pass")
     ious = {n: round(100 * float(v), 2) for n, v in zip(class_names, iou_per_class(conf)) if not np.isnan(v)}
-    result = SegmentationResult(out=out, miou=100 * miou(conf), iou=ious, table=format_iou_table(conf, class_names))
+    result = SegmentationResult(out=out, miou=100 * miou(conf), iou=ious, table=format_iou_table(conf, class_names),
+                                confusion=conf)
     if trainer.is_global_zero:
         atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(
             json.dumps({"mIoU": round(result.miou, 2), "iou": ious, "confusion": conf.tolist()}, indent=2)))

@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from lidarssl.config import BackboneConfig, Schema, TrainerConfig
+from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
 from lidarssl.data.transforms import PointAugment
 
@@ -22,6 +23,9 @@ class PretrainDataConfig(Schema):
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
     superpixel_cache: Path | None = Field(None, description="folder of `lidarssl prepare superpixels` (else computed on the fly)")
     teacher_cache: Path | None = Field(None, description="folder of `lidarssl prepare teacher-features` (ScaLR)")
+    mixture: list[MixtureMember] | None = Field(
+        None, description="several datasets instead of root/split (ScaLR); each member's intensity is z-scored, "
+        "so the backbone's own intensity normalisation should be mean 0, std 1")
 
 
 class TeacherConfig(Schema):

@@ -77,6 +77,8 @@ class PretrainSamples(TorchDataset):
 
     def __getitem__(self, key: tuple[int, int] | int) -> Sample:
         index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if hasattr(self.dataset, "set_epoch"):  # a mixture's per-epoch draw, a function of (seed, epoch) only
+            self.dataset.set_epoch(epoch)
         scan = self.dataset[index]
         rng = np.random.default_rng([self.seed, epoch, index])
         A = self.augment.matrix(rng) if self.augment is not None else np.eye(4)

@@ -47,13 +47,22 @@ def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
     return TeacherFeatureCache(config.data.teacher_cache, key)
 
 
+def open_pretrain_dataset(config: PretrainConfig):
+    """The recipe's scans: its mixture of datasets when it lists one, else ``data.root`` at ``data.split``."""
+    if config.data.mixture:
+        from lidarssl.data.mixture import MixtureDataset
+
+        return MixtureDataset(config.data.mixture, seed=config.seed)
+    return open_dataset(config.data.root, split=config.data.split)
+
+
 class PretrainData(L.LightningDataModule):
     """The training loader: scans as pretraining samples, a (seed, epoch) order sharded by rank."""
 
     def __init__(self, config: PretrainConfig, spec: BackboneSpec, builders: list[SampleBuilder]) -> None:
         super().__init__()
         self.config, self.spec, self.builders = config, spec, builders
-        self.dataset = open_dataset(config.data.root, split=config.data.split)
+        self.dataset = open_pretrain_dataset(config)
 
     def train_dataloader(self) -> DataLoader:
         cfg = self.config
@@ -120,14 +129,17 @@ def prepare_teacher_features(config: PretrainConfig, batch_size: int = 8,
     if cache is None:
         raise ConfigError("the recipe sets no data.teacher_cache folder to fill")
     teacher = build_teacher(config)
-    dataset = open_dataset(config.data.root, split=config.data.split)
+    dataset = open_pretrain_dataset(config)
+    # every frame of every member of a mixture (which otherwise draws a subset per epoch)
+    frames = [(d, i) for d in getattr(dataset, "datasets", [dataset]) for i in range(len(d))]
     every_camera = config.pairing.model_copy(update={"cameras": "all"})
 
     def images_of(i: int):
-        scan = dataset[i]
+        d, j = frames[i]
+        scan = d[j]
         views = pair_views(scan, every_camera)
         return scan, views.names, views.images
 
     cache.write_info({"teacher": config.teacher.name, "weights": str(config.teacher.weights),
                       "image_size": list(config.pairing.resize), "seed": config.seed})
-    return fill_cache(cache, teacher, images_of, len(dataset), batch_size, progress)
+    return fill_cache(cache, teacher, images_of, len(frames), batch_size, progress)

@@ -5,7 +5,7 @@ A frozen teacher maps the same image to the same features every epoch, so they a
 and memory-mapped by the DataLoader workers during pretraining: the teacher's forward pass, by far the most
 expensive part of a ScaLR step on a ViT-L, leaves the training loop.
 
-Files live under ``<cache_dir>/<key>/<frame_id>/<camera>.npy``; the key names the teacher, its weights and
+Files live under ``<cache_dir>/<key>/<dataset>/<frame_id>/<camera>.npy``; the key names the teacher, its weights and
 the image size, so a cache is never read with other settings.
 """
 
@@ -29,6 +29,11 @@ def teacher_cache_key(name: str, weights: Path | None, seed: int, image_hw: tupl
     """Cache folder name: teacher, weights file (or the seed of a random teacher) and image size."""
     origin = f"{Path(weights).stem}-{Path(weights).stat().st_size}" if weights is not None else f"random{seed}"
     return f"{name}-{origin}-{image_hw[0]}x{image_hw[1]}"
+
+
+def frame_key(scan: Scan) -> str:
+    """The cache name of a scan: dataset and frame id (frame ids of different datasets may coincide)."""
+    return f"{scan.dataset or 'data'}/{scan.frame_id}"
 
 
 def _safe_parts(frame_id: str, camera: str) -> tuple[str, ...]:
@@ -68,7 +73,7 @@ class TeacherFeatureCache:
 
     def load_for(self, scan: Scan, camera: str) -> np.ndarray:
         """The memory-mapped (C, h, w) map of ``scan``'s ``camera``, or an error saying how to make it."""
-        path = self.path(scan.frame_id, camera)
+        path = self.path(frame_key(scan), camera)
         if not path.is_file():
             raise DataError(f"{path}: teacher features of frame '{scan.frame_id}' camera '{camera}' are not cached; "
                             "run `lidarssl prepare teacher-features RECIPE` with this recipe first")
@@ -109,10 +114,10 @@ def fill_cache(cache: TeacherFeatureCache, teacher: torch.nn.Module, images_of: 
     for i in range(count):
         scan, names, images = images_of(i)
         for name, image in zip(names, images):
-            if cache.has(scan.frame_id, name):
+            if cache.has(frame_key(scan), name):
                 skipped += 1
                 continue
-            pending.append((scan.frame_id, name, image))
+            pending.append((frame_key(scan), name, image))
             if len(pending) >= batch_size:
                 flush()
         if progress is not None:

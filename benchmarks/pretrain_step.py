@@ -1,0 +1,102 @@
+"""Pretraining throughput on CPU: data pipeline and training step of every method with a small backbone.
+
+A synthetic world (6 cameras at 320x180) is written to a temporary folder; each method runs the demo's small
+WaffleIron (WI-12-64) with batches of 4 scans. For each method the table gives the time to build a batch in one
+process (read, augment, pair, backbone preprocessing, method extras; what one DataLoader worker does) and the
+time of one training step (forward, loss, backward, optimiser step), medians over the timed batches after one
+warm-up batch. ScaLR runs twice: with its teacher computed online and read from the feature cache.
+
+    PYTHONPATH=src python benchmarks/pretrain_step.py [--steps 3] [--threads 2] [--only scalr also]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from machine import cpu_name
+
+WORLD = {"seed": 0, "lidar": "nuscenes", "cameras": "nuscenes", "image_size": (320, 180)}
+BACKBONE = ["backbone.name=waffleiron_12_64", "backbone.options.voxel_size=0.3",
+            "backbone.options.fov_min=[-40,-40,-4]", "backbone.options.fov_max=[40,40,4]",
+            "backbone.options.grid_shapes=[[160,160],[160,16],[160,16]]"]
+CROP = ["pairing.crop_size=[112,208]", "pairing.flip=0.5"]
+#: row name -> (method, teacher, overrides)
+RUNS = {
+    "ppkt": ("ppkt", "resnet50", CROP),
+    "slidr": ("slidr", "resnet50_dilated", [*CROP, "method.options.superpixels=slic150_fast"]),
+    "stslidr": ("stslidr", "resnet50_dilated", [*CROP, "method.options.superpixels=slic150_fast"]),
+    "scalr (online teacher)": ("scalr", "dinov2_vits14", ["pairing.resize=[112,224]"]),
+    "scalr (cached teacher)": ("scalr", "dinov2_vits14", ["pairing.resize=[112,224]", "data.teacher_cache={cache}"]),
+    "also": ("also", None, []),
+    "nclr": ("nclr", "resnet50", [*CROP, "pairing.flip=0.0", "augment.scale=null", "augment.flip=false",
+                                  "augment.translate=[4.0,15.0]"]),
+}
+
+
+def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: list[str], steps: int) -> dict[str, float]:
+    from lidarssl.config import load_config
+    from lidarssl.methods.config import PretrainConfig
+    from lidarssl.methods.data import PretrainCollate, PretrainSamples
+    from lidarssl.methods.pretrain import build_method, open_pretrain_dataset, prepare_teacher_features
+
+    teacher_keys = [f"teacher.name={teacher}"] if teacher else ["teacher=null"]
+    config = load_config(PretrainConfig, None, [f"data.root={root}", "data.split=all", f"method.name={method}",
+                                                *BACKBONE, *teacher_keys, *(e.format(cache=cache) for e in extra)])
+    if config.data.teacher_cache is not None:
+        prepare_teacher_features(config)
+    torch.manual_seed(0)
+    module, spec, builders = build_method(config)
+    samples = PretrainSamples(open_pretrain_dataset(config), spec.prep, builders, seed=0,
+                              augment=config.augment.point_augment(), drop_cuboid=config.augment.drop_cuboid)
+    collate = PretrainCollate(spec.prep, builders)
+    optimizer = torch.optim.AdamW([p for _, p in module.trainable()], lr=1e-4)
+    module.train()
+    data_times, step_times = [], []
+    for step in range(steps + 1):
+        start = time.perf_counter()
+        batch = collate([samples[(4 * step + i) % len(samples)] for i in range(4)])
+        built = time.perf_counter()
+        loss = torch.stack([t.float() for t in module.losses(batch).values()]).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        done = time.perf_counter()
+        if step > 0:  # step 0 warms up allocators and kernels
+            data_times.append(built - start)
+            step_times.append(done - built)
+    return {"data": statistics.median(data_times), "step": statistics.median(step_times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=3, help="timed batches after one warm-up")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--only", nargs="*", help="rows to run (method names; default: all)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from lidarssl.methods import list_methods
+    from lidarssl.synthetic import write_dataset
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root, cache = Path(tmp) / "world", Path(tmp) / "cache"
+        write_dataset(WORLD, root, 4 * (args.steps + 1), frames_per_sequence=4, val_fraction=0.0)
+        print(f"Pretraining throughput, WI-12-64, batches of 4 synthetic scans (~30k points, 6 cameras 320x180); "
+              f"{cpu_name()}, {os.cpu_count()} cores, torch {args.threads} threads; "
+              f"load average at start {os.getloadavg()[0]:.2f}\n")
+        print("| method | teacher | batch build, 1 process (s) | training step (s) | steps/s |")
+        print("|---|---|---|---|---|")
+        for name, (method, teacher, extra) in RUNS.items():
+            if method not in list_methods() or (args.only and method not in args.only):
+                continue
+            r = measure(root, cache, method, teacher, extra, args.steps)
+            print(f"| {name} | {teacher or '-'} | {r['data']:.2f} | {r['step']:.2f} | {1 / r['step']:.2f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
