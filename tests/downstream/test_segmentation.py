@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,7 +91,7 @@ def test_evaluate_reproduces_the_last_epoch(scratch_run: Path, capsys):
     assert main(["evaluate", str(scratch_run), "data.num_workers=0", "trainer.progress_bar=false"]) == 0
     printed = capsys.readouterr().out
     expected = json.loads((scratch_run / "metrics.json").read_text())["mIoU"]
-    assert f"mIoU {expected:.1f}" in printed
+    assert re.search(rf"^mIoU +{expected:.1f}$", printed, re.MULTILINE)
 
 
 def test_fresh_run_refuses_existing_run_and_resume_needs_a_checkpoint(scratch_run: Path, tiny_world: Path, tmp_path: Path, capsys):
