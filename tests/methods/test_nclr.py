@@ -172,16 +172,6 @@ TINY = {"pose_start_epoch": 0, "points_per_view": 512, "pairs_per_scan": 128, "f
         "keypoints": 32}
 
 
-@pytest.fixture(scope="module")
-def camera_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from lidarssl.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp("nclr_world")
-    write_dataset({"seed": 1, "lidar": "nuscenes", "cameras": "nuscenes", "image_size": (160, 90)}, root, 4,
-                  frames_per_sequence=2, val_fraction=0.5)
-    return root
-
-
 def _config(world: Path, out: Path, *extra: str) -> PretrainConfig:
     options = "{" + ", ".join(f"{k}: {v}" for k, v in TINY.items()) + "}"
     return load_config(PretrainConfig, None, [

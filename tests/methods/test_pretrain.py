@@ -26,17 +26,6 @@ IMAGE_METHODS = {
 }
 
 
-@pytest.fixture(scope="module")
-def camera_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 labelled frames with 6 small cameras: 2 sequences, the last is val."""
-    from lidarssl.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp("camera_world")
-    write_dataset({"seed": 1, "lidar": "nuscenes", "cameras": "nuscenes", "image_size": (160, 90)}, root, 4,
-                  frames_per_sequence=2, val_fraction=0.5)
-    return root
-
-
 def _config(root: Path, out: Path, method: str, *extra: str) -> PretrainConfig:
     return load_config(PretrainConfig, None, [
         f"out={out}", f"data.root={root}", "data.num_workers=0", f"method.name={method}", *TINY_BACKBONE,
@@ -120,3 +109,20 @@ def test_cli_prepare_teacher_features_then_pretrain(camera_world: Path, tmp_path
     assert main(["pretrain", "scalr-wi-synthetic", f"data.root={camera_world}", f"out={tmp_path / 'other'}",
                  *tiny, f"data.teacher_cache={tmp_path / 'empty'}"]) == 2
     assert "run `lidarssl prepare teacher-features RECIPE`" in capsys.readouterr().err
+
+
+def test_slidr_global_scope_equals_process_scope_in_one_process(camera_world: Path, tmp_path: Path):
+    losses = []
+    for scope in ("process", "global"):
+        cfg = _config(camera_world, tmp_path, "slidr", f"loss_scope={scope}")
+        torch.manual_seed(0)
+        module, spec, builders = build_method(cfg)
+        from lidarssl.data.stats import open_dataset
+        from lidarssl.methods.data import PretrainCollate, PretrainSamples
+
+        samples = PretrainSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0)
+        batch = PretrainCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
+        losses.append(float(module.losses(batch)["slidr"].detach()))
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    with pytest.raises(ConfigError, match="stslidr: loss_scope 'global' is not supported"):
+        build_method(_config(camera_world, tmp_path, "stslidr", "loss_scope=global"))

@@ -6,10 +6,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lidarssl.methods.base import PretrainMethod, point_head
 from lidarssl.models.backbones.base import Batch
 from lidarssl.models.teachers.base import Teacher
 
-__all__ = ["sample_maps", "PixelHead", "teacher_maps"]
+__all__ = ["sample_maps", "PixelHead", "teacher_maps", "PointPixelMethod"]
 
 
 def sample_maps(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
@@ -56,3 +57,15 @@ class PixelHead(nn.Module):
         if image_hw is not None:
             x = F.interpolate(x, size=image_hw, mode="bilinear", align_corners=False)
         return F.normalize(x, dim=1)
+
+
+class PointPixelMethod(PretrainMethod):
+    """Base of the contrastive image methods (PPKT, SLidR, ST-SLidR): a point head on the student and a
+    pixel head on the frozen teacher, both of width ``options.dim``."""
+
+    needs_teacher = True
+
+    def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
+        super().__init__(backbone, options, optim, teacher, loss_scope)
+        self.head = point_head(backbone.out_channels, options.dim)
+        self.pixel_head = PixelHead(self.teacher.out_channels, options.dim)

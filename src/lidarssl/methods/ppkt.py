@@ -7,11 +7,11 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lidarssl.config import Schema
-from lidarssl.methods.base import PretrainMethod, point_head, register_method
+from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import gather_across_processes, ppkt_loss
 from lidarssl.methods.data import PairBuilder
-from lidarssl.methods.image import PixelHead, sample_maps, teacher_maps
+from lidarssl.methods.image import PointPixelMethod, sample_maps, teacher_maps
 from lidarssl.models.backbones.base import Batch
 
 __all__ = ["PPKT"]
@@ -24,18 +24,12 @@ class PPKTOptions(Schema):
 
 
 @register_method
-class PPKT(PretrainMethod):
+class PPKT(PointPixelMethod):
     """Point and pixel embeddings (trainable heads on the student and on the frozen teacher) of random
     point-pixel pairs; each pair's positive is its own pixel, the other sampled pairs are negatives."""
 
     name = "ppkt"
     Options = PPKTOptions
-    needs_teacher = True
-
-    def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
-        super().__init__(backbone, options, optim, teacher, loss_scope)
-        self.head = point_head(backbone.out_channels, options.dim)
-        self.pixel_head = PixelHead(self.teacher.out_channels, options.dim)
 
     @classmethod
     def builders(cls, config: PretrainConfig, options: Schema) -> list:

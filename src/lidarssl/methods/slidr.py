@@ -10,13 +10,14 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lidarssl.config import Schema
+from lidarssl.errors import ConfigError
 from lidarssl.data.scan import Scan
 from lidarssl.data.superpixels import SuperpixelCache, compute_superpixels, superpixel_preset
-from lidarssl.methods.base import PretrainMethod, point_head, register_method
+from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import gather_across_processes, slidr_loss, stslidr_loss
+from lidarssl.methods.contrastive import gather_across_processes, info_nce, slidr_loss, stslidr_loss, superpixel_pool
 from lidarssl.methods.data import PairBuilder
-from lidarssl.methods.image import PixelHead, teacher_maps
+from lidarssl.methods.image import PointPixelMethod, teacher_maps
 from lidarssl.models.backbones.base import Batch
 
 __all__ = ["SLidR", "STSLidR", "SuperpixelSource"]
@@ -62,18 +63,12 @@ def _segments(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, int, int]:
 
 
 @register_method
-class SLidR(PretrainMethod):
+class SLidR(PointPixelMethod):
     """Point embeddings averaged over the pairs falling in each superpixel are matched, by InfoNCE, to the
     pixel embeddings averaged over the same superpixel; the other superpixels of the batch are negatives."""
 
     name = "slidr"
     Options = SLidROptions
-    needs_teacher = True
-
-    def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
-        super().__init__(backbone, options, optim, teacher, loss_scope)
-        self.head = point_head(backbone.out_channels, options.dim)
-        self.pixel_head = PixelHead(self.teacher.out_channels, options.dim)
 
     @classmethod
     def builders(cls, config: PretrainConfig, options: Schema) -> list:
@@ -89,8 +84,11 @@ class SLidR(PretrainMethod):
         o = self.options
         k, q, _ = self._embeddings(batch)
         point_segment, pixel_segment, _, count = _segments(batch)
-        if self.loss_scope == "global":
-            raise NotImplementedError("loss_scope: global is not supported by slidr (superpixel ids are per process)")
+        if self.loss_scope == "global":  # pool per process, then contrast against every process's superpixels
+            k_s, k_count = superpixel_pool(k, point_segment, count, o.renormalize)
+            q_s, q_count = superpixel_pool(q, pixel_segment, count, o.renormalize)
+            keep = (k_count > 0) & (q_count > 0)
+            return {"slidr": info_nce(*gather_across_processes(k_s[keep], q_s[keep]), o.temperature)}
         return {"slidr": slidr_loss(k, point_segment, q, pixel_segment, count, o.temperature, o.renormalize)}
 
 
@@ -108,6 +106,11 @@ class STSLidR(SLidR):
 
     name = "stslidr"
     Options = STSLidROptions
+
+    def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
+        if loss_scope == "global":
+            raise ConfigError("stslidr: loss_scope 'global' is not supported (teacher similarities are per process)")
+        super().__init__(backbone, options, optim, teacher, loss_scope)
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options
