@@ -126,3 +126,29 @@ def test_slidr_global_scope_equals_process_scope_in_one_process(camera_world: Pa
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     with pytest.raises(ConfigError, match="stslidr: loss_scope 'global' is not supported"):
         build_method(_config(camera_world, tmp_path, "stslidr", "loss_scope=global"))
+
+
+@pytest.mark.parametrize("method", ["also", "nclr"])
+def test_lidar_and_calibration_methods_pretrain_then_finetune(camera_world: Path, tmp_path: Path, method: str):
+    from lidarssl.downstream.train import run_segmentation
+
+    tiny = {"also": "method.options={queries: 128, max_neighbors: 4}",
+            "nclr": "method.options={points_per_view: 256, pairs_per_scan: 64, fused_pairs_per_scan: 64, keypoints: 16, "
+                    "pose_start_epoch: 0}"}[method]
+    config = load_config(PretrainConfig, f"{method}-wi-synthetic", [
+        f"data.root={camera_world}", f"out={tmp_path / 'pre'}", "data.num_workers=0", *TINY_BACKBONE, tiny,
+        "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false"])
+    result = run_pretraining(config)
+    assert np.isfinite(result.loss)
+    finetune = load_config(SegmentationConfig, None, [
+        f"data.root={camera_world}", f"out={tmp_path / 'ft'}", f"pretrained={result.backbone}", "data.num_workers=0",
+        *TINY_BACKBONE, "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false"])
+    before = {k: v.clone() for k, v in torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt",
+                                                  weights_only=False)["state_dict"].items() if k.startswith("backbone.")}
+    scores = run_segmentation(finetune, mode="finetune")
+    assert 0 <= scores.miou <= 100
+    from lidarssl.checkpoints import load_weights
+
+    after, _ = load_weights(tmp_path / "ft" / "backbone.safetensors")
+    changed = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[f"backbone.{k}"])]
+    assert changed  # finetuning trains the pretrained backbone
