@@ -80,6 +80,9 @@ def test_cache_refuses_augmented_images(camera_world: Path, tmp_path: Path):
         build_method(cfg)
     key = teacher_cache(cfg).root.name
     assert key == "dino_vits16-random0-48x96"
+    # a teacher setting that changes its features also changes the cache folder
+    resized = _config(camera_world, tmp_path, "scalr", "teacher.image_size=[64,128]", f"data.teacher_cache={tmp_path / 'c'}")
+    assert teacher_cache(resized).root.name.startswith("dino_vits16-random0-48x96-")
 
 
 def test_bad_method_options_name_the_valid_keys(camera_world: Path, tmp_path: Path):
@@ -152,3 +155,17 @@ def test_lidar_and_calibration_methods_pretrain_then_finetune(camera_world: Path
     after, _ = load_weights(tmp_path / "ft" / "backbone.safetensors")
     changed = [k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[f"backbone.{k}"])]
     assert changed  # finetuning trains the pretrained backbone
+
+
+def test_slidr_reads_the_prepared_superpixels(camera_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
+    from lidarssl.cli import main
+
+    cache = tmp_path / "superpixels"
+    assert main(["prepare", "superpixels", "--root", str(camera_world), "--split", "train", "--workers", "1",
+                 "preset=slic30_fast", f"cache={cache}"]) == 0
+    assert "12 computed, 0 already cached" in capsys.readouterr().out
+    assert len(list(cache.rglob("*.png"))) == 12  # 2 frames x 6 cameras
+    result = run_pretraining(_config(camera_world, tmp_path / "run", "slidr", f"data.superpixel_cache={cache}"))
+    assert np.isfinite(result.loss)
+    with pytest.raises(DataError, match="superpixels not cached; run `lidarssl prepare superpixels`"):
+        run_pretraining(_config(camera_world, tmp_path / "other", "slidr", f"data.superpixel_cache={tmp_path / 'none'}"))

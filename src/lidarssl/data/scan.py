@@ -174,6 +174,11 @@ class Scan:
     def __len__(self) -> int:
         return len(self.points)
 
+    @property
+    def cache_key(self) -> str:
+        """``dataset/frame_id``: names the scan in on-disk caches (frame ids of two datasets may coincide)."""
+        return f"{self.dataset or 'data'}/{self.frame_id}"
+
     def camera(self, name: str) -> CameraView:
         """The camera view called ``name``; the error lists the names this scan has."""
         for cam in self.cameras:

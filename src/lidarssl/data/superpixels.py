@@ -15,7 +15,7 @@ Here:
   presets use the scale chosen there (:data:`FAST_SCALE`).
 - :func:`compute_superpixels` returns (H, W) uint16 ids, contiguous from 0.
 - :class:`SuperpixelCache` stores one 16-bit PNG per image under
-  ``<cache_dir>/<params.key()>/<frame_id>/<camera>.png`` (written atomically) with the parameters in
+  ``<cache_dir>/<params.key()>/<dataset>/<frame_id>/<camera>.png`` (written atomically) with the parameters in
   ``<cache_dir>/<params.key()>/params.json``, and checks ids against the batch offset on load.
 - :func:`prepare_superpixels` fills the cache for a whole dataset with worker processes; it is
   resumable (existing files are skipped).
@@ -361,11 +361,11 @@ def _process_frames(dataset: Any, cache: SuperpixelCache, indices: Sequence[int]
         counts["frames"] += 1
         for cam in scan.cameras:
             counts["images"] += 1
-            if cache.has(scan.frame_id, cam.name):
+            if cache.has(scan.cache_key, cam.name):
                 counts["skipped"] += 1
                 continue
             ids = compute_superpixels(cam.image, cache.params, source=cam.source)
-            cache.save(scan.frame_id, cam.name, ids)
+            cache.save(scan.cache_key, cam.name, ids)
             counts["computed"] += 1
     return counts
 

@@ -43,7 +43,9 @@ def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
         return None
     if config.teacher is None or config.pairing.resize is None:
         raise ConfigError("data.teacher_cache needs a teacher and a fixed image size (pairing.resize: [H, W])")
-    key = teacher_cache_key(config.teacher.name, config.teacher.weights, config.seed, config.pairing.resize)
+    t = config.teacher
+    settings = {k: v for k, v in (("image_size", t.image_size), ("options", t.options)) if v}
+    key = teacher_cache_key(t.name, t.weights, config.seed, config.pairing.resize, settings)
     return TeacherFeatureCache(config.data.teacher_cache, key)
 
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lidarssl.config import Schema
-from lidarssl.errors import ConfigError
+from lidarssl.errors import ConfigError, DataError
 from lidarssl.data.scan import Scan
 from lidarssl.data.superpixels import SuperpixelCache, compute_superpixels, superpixel_preset
 from lidarssl.methods.base import register_method
@@ -34,9 +34,9 @@ class SuperpixelSource:
     def get(self, scan: Scan, camera: int) -> np.ndarray:
         cam = scan.cameras[camera]
         if self.cache is not None:
-            ids = self.cache.load(scan.frame_id, cam.name)
+            ids = self.cache.load(scan.cache_key, cam.name)
             if ids is None:
-                raise FileNotFoundError(f"{self.cache.path(scan.frame_id, cam.name)}: superpixels not cached; run "
+                raise DataError(f"{self.cache.path(scan.cache_key, cam.name)}: superpixels not cached; run "
                                         "`lidarssl prepare superpixels` for this dataset and preset first")
             return ids
         return compute_superpixels(cam.image, self.params, source=cam.source)

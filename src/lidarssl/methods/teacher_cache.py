@@ -11,6 +11,7 @@ the image size, so a cache is never read with other settings.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +26,15 @@ from lidarssl.errors import DataError
 __all__ = ["TeacherFeatureCache", "teacher_cache_key"]
 
 
-def teacher_cache_key(name: str, weights: Path | None, seed: int, image_hw: tuple[int, int]) -> str:
-    """Cache folder name: teacher, weights file (or the seed of a random teacher) and image size."""
+def teacher_cache_key(name: str, weights: Path | None, seed: int, image_hw: tuple[int, int],
+                      settings: dict | None = None) -> str:
+    """Cache folder name: teacher, weights file (or the seed of a random teacher), image size, and a short
+    hash of any other teacher settings (its own input size, options) that change its features."""
     origin = f"{Path(weights).stem}-{Path(weights).stat().st_size}" if weights is not None else f"random{seed}"
-    return f"{name}-{origin}-{image_hw[0]}x{image_hw[1]}"
-
-
-def frame_key(scan: Scan) -> str:
-    """The cache name of a scan: dataset and frame id (frame ids of different datasets may coincide)."""
-    return f"{scan.dataset or 'data'}/{scan.frame_id}"
+    key = f"{name}-{origin}-{image_hw[0]}x{image_hw[1]}"
+    if settings:
+        key += "-" + hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return key
 
 
 def _safe_parts(frame_id: str, camera: str) -> tuple[str, ...]:
@@ -73,7 +74,7 @@ class TeacherFeatureCache:
 
     def load_for(self, scan: Scan, camera: str) -> np.ndarray:
         """The memory-mapped (C, h, w) map of ``scan``'s ``camera``, or an error saying how to make it."""
-        path = self.path(frame_key(scan), camera)
+        path = self.path(scan.cache_key, camera)
         if not path.is_file():
             raise DataError(f"{path}: teacher features of frame '{scan.frame_id}' camera '{camera}' are not cached; "
                             "run `lidarssl prepare teacher-features RECIPE` with this recipe first")
@@ -114,10 +115,10 @@ def fill_cache(cache: TeacherFeatureCache, teacher: torch.nn.Module, images_of: 
     for i in range(count):
         scan, names, images = images_of(i)
         for name, image in zip(names, images):
-            if cache.has(frame_key(scan), name):
+            if cache.has(scan.cache_key, name):
                 skipped += 1
                 continue
-            pending.append((frame_key(scan), name, image))
+            pending.append((scan.cache_key, name, image))
             if len(pending) >= batch_size:
                 flush()
         if progress is not None:
