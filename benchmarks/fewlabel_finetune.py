@@ -6,7 +6,7 @@ without labels (recipes also-wi-synthetic and nclr-wi-synthetic), then finetuned
 (split ``train@10%-frames``: 4 labelled scans) with the same recipe and seed as the run from scratch, and scored
 on every point of the val split.
 
-    PYTHONPATH=src python benchmarks/fewlabel_finetune.py [--out runs/fewlabel] [--pretrain-epochs 8] [--epochs 40]
+    PYTHONPATH=src python benchmarks/fewlabel_finetune.py [--out runs/fewlabel] [--pretrain-epochs 12] [--epochs 40]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SPLIT = "train@10%-frames"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/fewlabel"))
-    parser.add_argument("--pretrain-epochs", type=int, default=8)
+    parser.add_argument("--pretrain-epochs", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=40, help="finetuning epochs (one step each: 4 scans)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

@@ -16,7 +16,7 @@ __all__ = ["PretrainConfig", "TeacherConfig", "MethodConfig", "PretrainOptimConf
 
 
 class PretrainDataConfig(Schema):
-    """The unlabelled scans to pretrain on (labels are never read)."""
+    """The scans to pretrain on (their labels, if any, are never used)."""
 
     root: Path = Field(Path("data/synthetic"), description="dataset root, recognised by its layout")
     split: str = Field("train", description="split name (named splits such as SLidR's 600 scenes included)")

@@ -56,7 +56,7 @@ class SampleBuilder(Protocol):
 
 
 class PretrainSamples(TorchDataset):
-    """Scans of a dataset as pretraining samples (labels are never read).
+    """Scans of a dataset as pretraining samples (labels, if the reader gives any, are never used).
 
     Args:
         dataset: a reader or mixture, indexed by integers.
