@@ -53,7 +53,8 @@ def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: li
     torch.manual_seed(0)
     module, spec, builders = build_method(config)
     samples = PretrainSamples(open_pretrain_dataset(config), spec.prep, builders, seed=0,
-                              augment=config.augment.point_augment(), drop_cuboid=config.augment.drop_cuboid)
+                              augment=config.augment.point_augment(), drop_cuboid=config.augment.drop_cuboid,
+                              drop_min_pairs=config.augment.drop_cuboid_min_pairs)
     collate = PretrainCollate(spec.prep, builders)
     optimizer = torch.optim.AdamW([p for _, p in module.trainable()], lr=1e-4)
     module.train()

@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from lidarssl.data.pairing import PairingConfig, drop_cuboid, pair_views
+from lidarssl.data.geometry import project, project_scan
+from lidarssl.data.pairing import PairingConfig, drop_cuboid, keeps_pairs, pair_views
 from lidarssl.data.scan import Scan
 from lidarssl.data.transforms import PointAugment, apply_affine
 from lidarssl.errors import ConfigError, DataError
@@ -109,3 +110,13 @@ def test_drop_cuboid_removes_a_box_around_a_point():
     lo, hi = dropped.min(0), dropped.max(0)
     inside_box = np.all((pts >= lo) & (pts <= hi), axis=1)
     assert not np.any(inside_box & keep)  # the dropped points are exactly those inside one box
+
+
+def test_keeps_pairs_counts_points_seen_by_every_camera(nuscenes_keyframe: Scan):
+    keep = np.ones(len(nuscenes_keyframe), bool)
+    fewest = min(int(p.valid.sum()) for p in project_scan(nuscenes_keyframe, min_depth=1.0))
+    assert keeps_pairs(nuscenes_keyframe, keep, fewest)
+    assert not keeps_pairs(nuscenes_keyframe, keep, fewest + 1)
+    front = nuscenes_keyframe.cameras[0]
+    seen = project(nuscenes_keyframe.points, front.K, front.lidar_to_cam, front.hw).valid
+    assert not keeps_pairs(nuscenes_keyframe, keep & ~seen, 1)  # a drop that blinds one camera is refused

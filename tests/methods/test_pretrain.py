@@ -21,7 +21,7 @@ IMAGE_METHODS = {
     "slidr": ["teacher.name=resnet50", "pairing.crop_size=[48,80]", "pairing.flip=0.5",
               "method.options.superpixels=slic30_fast"],
     "stslidr": ["teacher.name=resnet50", "pairing.crop_size=[48,80]", "method.options.superpixels=slic30_fast",
-                "augment.drop_cuboid=0.2"],
+                "augment.drop_cuboid=0.2", "augment.drop_cuboid_min_pairs=10"],
     "scalr": ["teacher.name=dino_vits16", "pairing.resize=[48,96]", "pairing.cameras=one"],
 }
 
@@ -169,3 +169,18 @@ def test_slidr_reads_the_prepared_superpixels(camera_world: Path, tmp_path: Path
     assert np.isfinite(result.loss)
     with pytest.raises(DataError, match="superpixels not cached; run `lidarssl prepare superpixels`"):
         run_pretraining(_config(camera_world, tmp_path / "other", "slidr", f"data.superpixel_cache={tmp_path / 'none'}"))
+
+
+def test_drop_cuboid_is_undone_when_a_camera_would_lose_its_pairs(camera_world: Path):
+    from lidarssl.data.stats import open_dataset
+    from lidarssl.methods.data import PretrainSamples
+    from lidarssl.models.backbones import create_backbone
+
+    spec = create_backbone("waffleiron_4_32", voxel_size=0.4, grid_shapes=[[32, 32], [32, 8], [32, 8]])
+    dataset = open_dataset(camera_world, "train")
+    kept = {}
+    for name, max_side, min_pairs in (("none", None, 0), ("drop", 0.5, 0), ("undone", 0.5, 10**9)):
+        samples = PretrainSamples(dataset, spec.prep, [], seed=3, drop_cuboid=max_side, drop_min_pairs=min_pairs)
+        kept[name] = samples[(0, 0)]["kept"]
+    assert len(kept["drop"]) < len(kept["none"])
+    assert len(kept["undone"]) == len(kept["none"])  # every voxel is back (its representative point is a random draw)

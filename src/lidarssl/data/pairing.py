@@ -30,7 +30,7 @@ from lidarssl.data.geometry import occluded, project
 from lidarssl.data.scan import Scan
 from lidarssl.errors import ConfigError, DataError
 
-__all__ = ["PairingConfig", "PairedViews", "pair_views", "drop_cuboid"]
+__all__ = ["PairingConfig", "PairedViews", "pair_views", "drop_cuboid", "keeps_pairs"]
 
 
 class PairingConfig(Schema):
@@ -213,3 +213,13 @@ def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 
     centre = points[rng.integers(len(points))]
     inside = np.all(np.abs(points - centre) <= half, axis=1)
     return ~inside
+
+
+def keeps_pairs(scan: Scan, keep: np.ndarray, min_pairs: int, min_depth: float = 1.0) -> bool:
+    """Whether every camera of ``scan`` still sees at least ``min_pairs`` of the points in the ``keep`` mask.
+
+    SLidR undoes a DropCuboids that leaves any image with fewer than 1024 pairs.
+    """
+    points = scan.points[keep]
+    return all(np.count_nonzero(project(points, cam.K, cam.lidar_to_cam, cam.hw, min_depth).valid) >= min_pairs
+               for cam in scan.cameras)

@@ -52,6 +52,7 @@ class AugmentConfig(Schema):
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
     drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
+    drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
 
     def point_augment(self) -> PointAugment:
         return PointAugment(rotate=self.rotate, flip=self.flip, scale=self.scale, translate=self.translate)

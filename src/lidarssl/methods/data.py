@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from lidarssl.data.pairing import PairingConfig, drop_cuboid, pair_views
+from lidarssl.data.pairing import PairingConfig, drop_cuboid, keeps_pairs, pair_views
 from lidarssl.data.scan import Scan
 from lidarssl.data.stats import Dataset
 from lidarssl.data.transforms import PointAugment, apply_affine
@@ -65,12 +65,13 @@ class PretrainSamples(TorchDataset):
         seed: seed of every random draw.
         augment: point augmentation, or ``None``.
         drop_cuboid: ``max_side`` of SLidR's DropCuboids (a fraction of the cloud's extent), or ``None``.
+        drop_min_pairs: a drop is undone when a camera would keep fewer points than this (SLidR: 1024).
     """
 
     def __init__(self, dataset: Dataset, prep: Preprocessor, builders: Sequence[SampleBuilder], seed: int = 0,
-                 augment: PointAugment | None = None, drop_cuboid: float | None = None) -> None:
+                 augment: PointAugment | None = None, drop_cuboid: float | None = None, drop_min_pairs: int = 0) -> None:
         self.dataset, self.prep, self.builders, self.seed = dataset, prep, list(builders), seed
-        self.augment, self.drop_cuboid = augment, drop_cuboid
+        self.augment, self.drop_cuboid, self.drop_min_pairs = augment, drop_cuboid, drop_min_pairs
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -85,7 +86,9 @@ class PretrainSamples(TorchDataset):
         points = apply_affine(A, scan.points)
         subset = np.arange(len(points))
         if self.drop_cuboid:
-            subset = np.flatnonzero(drop_cuboid(points, rng, self.drop_cuboid))
+            keep = drop_cuboid(points, rng, self.drop_cuboid)
+            if self.drop_min_pairs == 0 or keeps_pairs(scan, keep, self.drop_min_pairs):
+                subset = np.flatnonzero(keep)
         sample = self.prep(points[subset], scan.intensity[subset], rng)
         kept = subset[sample["kept"]]
         sample["kept"] = kept

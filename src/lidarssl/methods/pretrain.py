@@ -69,7 +69,8 @@ class PretrainData(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         cfg = self.config
         samples = PretrainSamples(self.dataset, self.spec.prep, self.builders, seed=cfg.seed,
-                                  augment=cfg.augment.point_augment(), drop_cuboid=cfg.augment.drop_cuboid)
+                                  augment=cfg.augment.point_augment(), drop_cuboid=cfg.augment.drop_cuboid,
+                                  drop_min_pairs=cfg.augment.drop_cuboid_min_pairs)
         trainer = self.trainer
         sampler = EpochSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
                                rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
