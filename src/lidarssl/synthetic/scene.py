@@ -20,6 +20,7 @@ buildings and vegetation: at least 12 of the 16 nuScenes-lidarseg classes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -303,6 +304,19 @@ def _lawns(p: _Placer, density: float) -> None:
                 p.place(obj.hedge(length, p.variant()), x0 + length / 2, inner + band.side * 0.5, 0.0, band.height)
 
 
+#: Vehicle mixes as (upper bound of the cumulative probability, maker): parked, and moving in traffic.
+_PARKED = ((0.78, obj.car), (0.86, obj.truck), (0.9, obj.trailer), (0.94, obj.bus),
+           (1.0, partial(obj.motorcycle, rider=False)))
+_MOVING = ((0.72, obj.car), (0.8, obj.truck), (0.87, obj.bus), (0.93, obj.motorcycle), (1.0, obj.bicycle))
+
+
+def _vehicle(p: _Placer, u: float, mix: tuple) -> Model:
+    """A new vehicle of the class that ``u`` in [0, 1) picks from the cumulative ``mix``."""
+    inst, var = p.instance(), p.variant()
+    maker = next(make for bound, make in mix if u < bound)
+    return maker(p.rng, inst, var)
+
+
 def _parked_vehicles(p: _Placer, density: float) -> None:
     """Cars, vans, trucks, trailers and motorcycles in the parking lanes."""
     rng, layout = p.rng, p.layout
@@ -315,18 +329,7 @@ def _parked_vehicles(p: _Placer, density: float) -> None:
         x = dx0 + float(rng.uniform(0, 5))
         yaw0 = 0.0 if side < 0 else np.pi
         while x < dx1:
-            u = rng.random()
-            inst, var = p.instance(), p.variant()
-            if u < 0.78:
-                model = obj.car(rng, inst, var)
-            elif u < 0.86:
-                model = obj.truck(rng, inst, var)
-            elif u < 0.9:
-                model = obj.trailer(rng, inst, var)
-            elif u < 0.94:
-                model = obj.bus(rng, inst, var)
-            else:
-                model = obj.motorcycle(rng, inst, var, rider=False)
+            model = _vehicle(p, rng.random(), _PARKED)
             L = model.length
             cx = x + L / 2
             if layout.x_free(np.array([x, x + L]), 6.0).all() and line.take(x, x + L):
@@ -404,18 +407,7 @@ def _traffic(p: _Placer, ego: EgoTrajectory, ego_lane: float, density: float) ->
             x = lo + float(rng.uniform(0, 10))
             while x < hi:
                 # One speed per lane group, so nobody drives through anybody; bicycles only when slow.
-                u = rng.random() * (0.93 if speed > 7.0 else 1.0)
-                inst, var = p.instance(), p.variant()
-                if u < 0.72:
-                    m = obj.car(rng, inst, var)
-                elif u < 0.8:
-                    m = obj.truck(rng, inst, var)
-                elif u < 0.87:
-                    m = obj.bus(rng, inst, var)
-                elif u < 0.93:
-                    m = obj.motorcycle(rng, inst, var)
-                else:
-                    m = obj.bicycle(rng, inst, var)
+                m = _vehicle(p, rng.random() * (0.93 if speed > 7.0 else 1.0), _MOVING)
                 y = lane.center + float(rng.normal(0, 0.15))
                 p.move(m, x + m.length / 2, y, yaw, speed)
                 x += m.length + float(rng.uniform(6.0, 30.0)) / density + speed * 0.8
