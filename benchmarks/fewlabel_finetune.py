@@ -12,6 +12,7 @@ on every point of the val split.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import shutil
 import time
@@ -21,6 +22,9 @@ import torch
 from machine import cpu_name
 
 SPLIT = "train@10%-frames"
+#: what each pretext learned, per epoch: ALSO's occupancy, NCLR's contrastive loss and its pose views
+PRETEXT = {"also": ("train/occ_iou", "train/occ_acc"),
+           "nclr": ("train/nce", "train/nclr_pose_views", "train/nclr_pose_skipped_keypoints")}
 
 
 def main() -> None:
@@ -31,27 +35,26 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    from lidarssl.config import GenerateConfig, SegmentationConfig, load_config
+    from lidarssl.cli import main as lidarssl
+    from lidarssl.config import SegmentationConfig, load_config
     from lidarssl.data.stats import open_dataset
     from lidarssl.downstream.train import run_segmentation
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import run_pretraining
     from lidarssl.metrics import format_iou_table
-    from lidarssl.synthetic import write_dataset
 
     load = os.getloadavg()[0]
-    world = load_config(GenerateConfig, "world-nuscenes", [f"out={args.out / 'world'}", "frames=48", "frames_per_sequence=8",
-                                                           "val_fraction=0.17", "image_size=[320,180]", f"seed={args.seed}"])
-    if not (world.out / "index.json").is_file():
-        write_dataset({"seed": world.seed, "lidar": world.lidar, "cameras": world.cameras, "image_size": world.image_size},
-                      world.out, world.frames, frames_per_sequence=world.frames_per_sequence, val_fraction=world.val_fraction)
+    world = args.out / "world"
+    if not (world / "index.json").is_file():  # the demo's world
+        lidarssl(["generate", "world-nuscenes", f"out={world}", "frames=48", "frames_per_sequence=8",
+                  "val_fraction=0.17", "image_size=[320,180]", f"seed={args.seed}"])
     weights: dict[str, Path | None] = {"scratch": None}
     times = {}
     for method in ("also", "nclr"):
         out = args.out / f"pretrain-{method}"
         shutil.rmtree(out, ignore_errors=True)
         config = load_config(PretrainConfig, f"{method}-wi-synthetic", [
-            f"data.root={world.out}", f"out={out}", f"optim.epochs={args.pretrain_epochs}", f"seed={args.seed}",
+            f"data.root={world}", f"out={out}", f"optim.epochs={args.pretrain_epochs}", f"seed={args.seed}",
             "trainer.progress_bar=false"])
         start = time.perf_counter()
         weights[method] = run_pretraining(config).backbone
@@ -61,11 +64,11 @@ def main() -> None:
         out = args.out / f"finetune-{name}"
         shutil.rmtree(out, ignore_errors=True)
         config = load_config(SegmentationConfig, "seg-wi-synthetic", [
-            f"data.root={world.out}", f"data.train_split={SPLIT}", f"out={out}", f"optim.epochs={args.epochs}",
+            f"data.root={world}", f"data.train_split={SPLIT}", f"out={out}", f"optim.epochs={args.epochs}",
             "optim.warmup_epochs=4", f"seed={args.seed}", "trainer.progress_bar=false",
             *([f"pretrained={path}"] if path else [])])
         results[name] = run_segmentation(config, mode="finetune" if path else "scratch")
-    classes = open_dataset(world.out, split="val").class_map.classes
+    classes = open_dataset(world, split="val").class_map.classes
     print(f"Few-label finetuning ({SPLIT}: 4 labelled scans), WI-12-64, {args.epochs} epochs, seed {args.seed}; "
           f"pretraining {args.pretrain_epochs} epochs on 40 unlabelled scans (ALSO {times['also'] / 60:.1f} min, "
           f"NCLR {times['nclr'] / 60:.1f} min); {cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}\n")
@@ -73,6 +76,11 @@ def main() -> None:
     for name, r in results.items():
         print(f"| {name} | {r.miou:.1f} |")
     print("\n```\n" + format_iou_table({k: r.confusion for k, r in results.items()}, classes) + "\n```")
+    print("\nPretext metrics of the pretraining runs, first -> last epoch (from their metrics.csv):\n")
+    for method, keys in PRETEXT.items():
+        with (args.out / f"pretrain-{method}" / "metrics.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        print(f"- {method}: " + ", ".join(f"{k} {float(rows[0][k]):.3g} -> {float(rows[-1][k]):.3g}" for k in keys))
 
 
 if __name__ == "__main__":
