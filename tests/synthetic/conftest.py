@@ -15,6 +15,17 @@ def small_world() -> SyntheticWorld:
     return SyntheticWorld(seed=1, num_frames=6, image_size=(160, 90))
 
 
+@pytest.fixture
+def interrupt_after_two():
+    """A writer progress callback that interrupts the write (as Ctrl-C does) after the second frame."""
+
+    def progress(done: int, total: int) -> None:
+        if done == 2:
+            raise KeyboardInterrupt
+
+    return progress
+
+
 def project(points: np.ndarray, lidar_to_cam: np.ndarray, spec: CameraSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Our own pinhole projection: (mask of points in the image, column, row, depth) for lidar points."""
     p = points.astype(np.float64) @ lidar_to_cam[:3, :3].T + lidar_to_cam[:3, 3]

@@ -95,16 +95,9 @@ def test_missing_files_name_the_file(tmp_path: Path) -> None:
     assert str(image) in str(e.value)
 
 
-def test_interrupted_run_leaves_no_index_and_no_partial_files(tmp_path: Path) -> None:
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(done: int, total: int) -> None:
-        if done == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        write_dataset(SyntheticWorld(seed=4, num_frames=3, image_size=(48, 27)), tmp_path, 3, progress=stop_after_two)
+def test_interrupted_run_leaves_no_index_and_no_partial_files(tmp_path: Path, interrupt_after_two) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        write_dataset(SyntheticWorld(seed=4, num_frames=3, image_size=(48, 27)), tmp_path, 3, progress=interrupt_after_two)
     assert not (tmp_path / "index.json").exists()
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert len(list((tmp_path / "lidar").glob("*.npz"))) == 2  # whole frames only

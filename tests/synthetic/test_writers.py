@@ -145,16 +145,9 @@ def test_nuscenes_writer_refuses_an_existing_dataset(nus_root, nus_world):
         write_nuscenes(nus_world, root, 1)
 
 
-def test_interrupted_nuscenes_write_leaves_no_tables(tmp_path):
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(done: int, total: int) -> None:
-        if done == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        write_nuscenes({"seed": 4, "cameras": "none", "num_frames": 3}, tmp_path, 3, progress=stop_after_two)
+def test_interrupted_nuscenes_write_leaves_no_tables(tmp_path, interrupt_after_two):
+    with pytest.raises(KeyboardInterrupt):
+        write_nuscenes({"seed": 4, "cameras": "none", "num_frames": 3}, tmp_path, 3, progress=interrupt_after_two)
     assert not (tmp_path / "v1.0-trainval").exists() and not [p for p in tmp_path.rglob(".*")]
     assert len(list((tmp_path / "samples" / "LIDAR_TOP").glob("*.pcd.bin"))) == 2  # whole frames only
     with pytest.raises(DataError, match="not a nuScenes folder"):
