@@ -12,6 +12,7 @@ Labels are nuScenes-lidarseg raw ids. Riders carry the label of their bicycle or
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -58,8 +59,11 @@ def _rigid(b: MeshBuilder, length: float, width: float) -> Model:
     return Model(mesh, np.zeros(len(mesh.vertices), np.int32), np.zeros((1, 3)), np.zeros(1), np.zeros(1), length, width)
 
 
-def _wheel(b: MeshBuilder, x: float, y: float, r: float, w: float) -> None:
-    b.primitive("cylinder", (r, r, w), M["rubber"], (x, y, r), _WHEEL_R, sections=8)
+def _axles(b: MeshBuilder, xs: Sequence[float], half_track: float, r: float, w: float) -> None:
+    """A pair of wheels (radius ``r``, width ``w``) at ``y = -half_track, +half_track`` on each axle ``x``."""
+    for x in xs:
+        for y in (-half_track, half_track):
+            b.primitive("cylinder", (r, r, w), M["rubber"], (x, y, r), _WHEEL_R, sections=8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,9 +95,7 @@ def car(rng: np.random.Generator, inst: int, variant: int, cls: int = CAR) -> Mo
     )
     r = float(rng.uniform(0.3, 0.36)) if style != "van" else 0.36
     ax = L / 2 - 0.8
-    for sx in (-1, 1):
-        for sy in (-1, 1):
-            _wheel(b, sx * ax, sy * (W / 2 - 0.14), r, 0.22)
+    _axles(b, (-ax, ax), W / 2 - 0.14, r, 0.22)
     # Number plates: small, bright to the lidar like real ones.
     for sx in (-1, 1):
         b.box((0.02, 0.5, 0.12), (sx * (L / 2 + 0.005), 0.0, clear + 0.25), M["plate"])
@@ -114,9 +116,7 @@ def truck(rng: np.random.Generator, inst: int, variant: int) -> Model:
         for sy in (-1, 1):  # bed walls
             b.box((cab0 - x0, 0.06, 0.45), ((x0 + cab0) / 2, sy * (W / 2 - 0.03), belt + 0.22), M["paint"])
         b.box((0.06, W, 0.45), (x0 + 0.03, 0.0, belt + 0.22), M["paint"])
-        for sx in (-1, 1):
-            for sy in (-1, 1):
-                _wheel(b, sx * (L / 2 - 0.95), sy * (W / 2 - 0.15), 0.4, 0.26)
+        _axles(b, (-(L / 2 - 0.95), L / 2 - 0.95), W / 2 - 0.15, 0.4, 0.26)
         return _rigid(b, L, W)
     L, W, H = float(rng.uniform(6.5, 10.0)), float(rng.uniform(2.3, 2.55)), float(rng.uniform(2.9, 3.7))
     cab_l = 2.2
@@ -127,9 +127,7 @@ def truck(rng: np.random.Generator, inst: int, variant: int) -> Model:
     b.box((L - cab_l - 0.2, W, H - 1.0), (x0 + (L - cab_l - 0.2) / 2, 0.0, 1.0 + (H - 1.0) / 2), M["cargo"], variant=variant + 3)
     b.box((L - 0.4, 0.9, 0.35), (0.0, 0.0, 0.75), M["dark_metal"])
     axles = [x1 - 1.3, x0 + 1.4] + ([x0 + 2.7] if L > 8.0 else [])
-    for ax in axles:
-        for sy in (-1, 1):
-            _wheel(b, ax, sy * (W / 2 - 0.2), 0.5, 0.35)
+    _axles(b, axles, W / 2 - 0.2, 0.5, 0.35)
     return _rigid(b, L, W)
 
 
@@ -139,9 +137,7 @@ def bus(rng: np.random.Generator, inst: int, variant: int) -> Model:
     b = MeshBuilder(cls=BUS, inst=inst, variant=variant)
     b.tapered_box((-L / 2, L / 2, -W / 2, W / 2), (-L / 2 + 0.05, L / 2 - 0.1, -W / 2 + 0.05, W / 2 - 0.05), (0.35, H),
                   M["bus"], top_material=M["metal"])
-    for ax in (L / 2 - 2.5, -L / 2 + 3.0):
-        for sy in (-1, 1):
-            _wheel(b, ax, sy * (W / 2 - 0.25), 0.5, 0.3)
+    _axles(b, (L / 2 - 2.5, -L / 2 + 3.0), W / 2 - 0.25, 0.5, 0.3)
     return _rigid(b, L, W)
 
 
@@ -151,9 +147,7 @@ def trailer(rng: np.random.Generator, inst: int, variant: int) -> Model:
     b = MeshBuilder(cls=TRAILER, inst=inst, variant=variant)
     b.box((L, W, H - 1.2), (0.0, 0.0, 1.2 + (H - 1.2) / 2), M["cargo"])
     b.box((L - 0.5, 1.0, 0.25), (0.0, 0.0, 1.05), M["dark_metal"])
-    for ax in (-L / 2 + 1.0, -L / 2 + 2.3):
-        for sy in (-1, 1):
-            _wheel(b, ax, sy * (W / 2 - 0.25), 0.5, 0.3)
+    _axles(b, (-L / 2 + 1.0, -L / 2 + 2.3), W / 2 - 0.25, 0.5, 0.3)
     for sy in (-1, 1):
         b.box((0.15, 0.15, 1.0), (L / 2 - 2.2, sy * 0.8, 0.5), M["dark_metal"])
     return _rigid(b, L, W)
@@ -184,8 +178,7 @@ def construction_vehicle(rng: np.random.Generator, inst: int, variant: int) -> M
     b.primitive("cylinder", (0.75, 0.75, 2.0), M["dark_metal"], (L / 2 - 0.8, 0.0, 0.75), _WHEEL_R, sections=12)
     b.box((2.6, 1.9, 1.2), (-0.5, 0.0, 1.1), yellow)
     b.box((1.2, 1.4, 1.3), (-0.9, 0.0, 2.35), M["glass"])
-    for sy in (-1, 1):
-        _wheel(b, -L / 2 + 0.7, sy * 0.75, 0.7, 0.5)
+    _axles(b, (-L / 2 + 0.7,), 0.75, 0.7, 0.5)
     return _rigid(b, L, W)
 
 
@@ -284,9 +277,7 @@ def ego_body() -> Model:
     paint = M["ego_paint"]
     b.tapered_box((-0.95, 3.5, -0.9, 0.9), (-0.9, 3.3, -0.86, 0.86), (0.3, 0.9), paint)
     b.tapered_box((-0.85, 2.3, -0.84, 0.84), (-0.55, 1.75, -0.72, 0.72), (0.9, 1.45), M["glass"], top_material=paint)
-    for x in (0.0, 2.6):
-        for sy in (-1, 1):
-            _wheel(b, x, sy * 0.76, 0.31, 0.2)
+    _axles(b, (0.0, 2.6), 0.76, 0.31, 0.2)
     return _rigid(b, 4.45, 1.8)
 
 
