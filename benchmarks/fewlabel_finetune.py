@@ -37,7 +37,6 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     from lidarssl.cli import main as lidarssl
     from lidarssl.config import SegmentationConfig, load_config
-    from lidarssl.data.stats import open_dataset
     from lidarssl.downstream.train import run_segmentation
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import run_pretraining
@@ -68,14 +67,14 @@ def main() -> None:
             "optim.warmup_epochs=4", f"seed={args.seed}", "trainer.progress_bar=false",
             *([f"pretrained={path}"] if path else [])])
         results[name] = run_segmentation(config, mode="finetune" if path else "scratch")
-    classes = open_dataset(world, split="val").class_map.classes
     print(f"Few-label finetuning ({SPLIT}: 4 labelled scans), WI-12-64, {args.epochs} epochs, seed {args.seed}; "
           f"pretraining {args.pretrain_epochs} epochs on 40 unlabelled scans (ALSO {times['also'] / 60:.1f} min, "
           f"NCLR {times['nclr'] / 60:.1f} min); {cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}\n")
     print("| init | val mIoU |\n|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r.miou:.1f} |")
-    print("\n```\n" + format_iou_table({k: r.confusion for k, r in results.items()}, classes) + "\n```")
+    table = format_iou_table({k: r.confusion for k, r in results.items()}, results["scratch"].classes)
+    print("\n```\n" + table + "\n```")
     print("\nPretext metrics of the pretraining runs, first -> last epoch (from their metrics.csv):\n")
     for method, keys in PRETEXT.items():
         with (args.out / f"pretrain-{method}" / "metrics.csv").open(newline="") as f:

@@ -176,13 +176,14 @@ def resolve_recipe(path: str | Path) -> Path:
     raise ConfigError(f"{path}: recipe file not found; shipped recipes: {', '.join(list_recipes())}")
 
 
-def load_config(schema: type[S], path: str | Path | None = None, overrides: list[str] | None = None) -> S:
+def load_config(schema: type[S], path: str | Path | None = None,
+                overrides: list[str] | dict[str, Any] | None = None) -> S:
     """Read ``path`` (optional), apply ``overrides`` and validate against ``schema``.
 
     Args:
         schema: the pydantic schema of the command.
         path: a YAML recipe holding a mapping; ``None`` starts from the schema defaults.
-        overrides: ``key=value`` strings applied on top of the recipe.
+        overrides: ``key=value`` strings applied on top of the recipe, or the same as a nested mapping.
 
     Raises:
         ConfigError: naming the file or key at fault.
@@ -199,7 +200,8 @@ def load_config(schema: type[S], path: str | Path | None = None, overrides: list
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(loaded).__name__}")
         data = loaded or {}
-    data = _merge(data, parse_overrides(overrides or []))
+    tree = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
+    data = _merge(data, tree)
     try:
         return schema.model_validate(data)
     except ValidationError as err:

@@ -387,23 +387,12 @@ def _teacher_features_target(job: PrepareJob) -> int:
     recipe = options.pop("recipe", None)
     if recipe is None:
         raise DataError("prepare teacher-features needs the pretraining recipe: recipe=PATH (e.g. recipe=scalr-wi-synthetic)")
-    overrides = [f"data.root={job.root}"] + ([f"data.split={job.split}"] if job.split else [])
-    overrides += [f"{k}={v}" for k, v in _flatten(options)]
-    config = load_config(PretrainConfig, recipe, overrides)
+    data = {"root": str(job.root), **({"split": job.split} if job.split else {})}
+    config = load_config(PretrainConfig, recipe, {**options, "data": {**options.get("data", {}), **data}})
     counts = prepare_teacher_features(config, progress=_progress(job.log, "teacher features"))
     job.log(f"teacher features in {config.data.teacher_cache}: {counts['computed']} computed, "
             f"{counts['skipped']} already cached")
     return 0
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    out = []
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            out += _flatten(value, f"{prefix}{key}.")
-        else:
-            out.append((f"{prefix}{key}", json.dumps(value) if not isinstance(value, str) else value))
-    return out
 
 
 #: ``lidarssl prepare <target>``: target name -> function of a :class:`PrepareJob` returning the problem count.

@@ -61,6 +61,7 @@ class SegmentationResult:
     iou: dict[str, float]
     table: str
     confusion: np.ndarray
+    classes: tuple[str, ...]
 
 
 def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
@@ -117,7 +118,7 @@ def _finish(out: Path, module: SegmentationModule, class_names: tuple[str, ...],
         raise CheckpointError(f"{out}: the run finished without a validation pass")
     ious = {n: round(100 * float(v), 2) for n, v in zip(class_names, iou_per_class(conf)) if not np.isnan(v)}
     result = SegmentationResult(out=out, miou=100 * miou(conf), iou=ious, table=format_iou_table(conf, class_names),
-                                confusion=conf)
+                                confusion=conf, classes=tuple(class_names))
     if trainer.is_global_zero:
         atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(
             json.dumps({"mIoU": round(result.miou, 2), "iou": ious, "confusion": conf.tolist()}, indent=2)))
