@@ -41,9 +41,13 @@ RUNS = {
 
 def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: list[str], steps: int) -> dict[str, float]:
     from lidarssl.config import load_config
+    from lidarssl.data.loader import ScanCollate, ScanSamples
     from lidarssl.methods.config import PretrainConfig
-    from lidarssl.methods.data import PretrainCollate, PretrainSamples
-    from lidarssl.methods.pretrain import build_method, open_pretrain_dataset, prepare_teacher_features
+    from lidarssl.methods.pretrain import (
+        build_method,
+        open_pretrain_dataset,
+        prepare_teacher_features,
+    )
 
     teacher_keys = [f"teacher.name={teacher}"] if teacher else ["teacher=null"]
     config = load_config(PretrainConfig, None, [f"data.root={root}", "data.split=all", f"method.name={method}",
@@ -52,10 +56,9 @@ def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: li
         prepare_teacher_features(config)
     torch.manual_seed(0)
     module, spec, builders = build_method(config)
-    samples = PretrainSamples(open_pretrain_dataset(config), spec.prep, builders, seed=0,
-                              augment=config.augment.point_augment(), drop_cuboid=config.augment.drop_cuboid,
-                              drop_min_pairs=config.augment.drop_cuboid_min_pairs)
-    collate = PretrainCollate(spec.prep, builders)
+    samples = ScanSamples(open_pretrain_dataset(config), spec.prep, builders, seed=0,
+                          augment=config.augment.point_augment())
+    collate = ScanCollate(spec.prep, builders)
     optimizer = torch.optim.AdamW([p for _, p in module.trainable()], lr=1e-4)
     module.train()
     data_times, step_times = [], []

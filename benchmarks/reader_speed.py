@@ -27,11 +27,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine import cpu_name
 
 from lidarssl.data.formats import NuScenes
 from lidarssl.data.geometry import project_scan
 from lidarssl.synthetic import write_nuscenes
-from machine import cpu_name
 
 POINTS = 35_000
 REAL = Path(os.environ.get("LIDARSSL_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))

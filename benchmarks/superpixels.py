@@ -32,6 +32,7 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from machine import cpu_name  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from lidarssl.data.superpixels import (  # noqa: E402
@@ -41,7 +42,6 @@ from lidarssl.data.superpixels import (  # noqa: E402
     boundary_recall,
     compute_superpixels,
 )
-from machine import cpu_name  # noqa: E402
 
 REAL = Path(os.environ.get("LIDARSSL_REAL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "real"))
 

@@ -16,8 +16,9 @@ import os
 import platform
 import time
 
-from lidarssl.synthetic import SyntheticWorld
 from machine import cpu_name
+
+from lidarssl.synthetic import SyntheticWorld
 
 
 def measure(frames: int, seed: int, cameras: str, threads: int) -> dict[str, float]:

@@ -6,8 +6,18 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny tensors: threads gain nothing, and OpenMP barriers stall when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -29,6 +39,17 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     root = tmp_path_factory.mktemp("tiny_world")
     write_dataset({"seed": 7, "lidar": "nuscenes", "cameras": "none"}, root, 6, frames_per_sequence=2, val_fraction=0.34)
+    return root
+
+
+@pytest.fixture(scope="session")
+def camera_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 labelled frames with 6 cameras at 160x90: 2 sequences, the last is val."""
+    from lidarssl.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("camera_world")
+    write_dataset({"seed": 1, "lidar": "nuscenes", "cameras": "nuscenes", "image_size": (160, 90)}, root, 4,
+                  frames_per_sequence=2, val_fraction=0.5)
     return root
 
 

@@ -4,7 +4,13 @@ import pytest
 import torch
 from torch import nn
 
-from lidarssl.checkpoints import atomic_write, load_state_dict_strict, load_weights, read_metadata, save_weights
+from lidarssl.checkpoints import (
+    atomic_write,
+    load_state_dict_strict,
+    load_weights,
+    read_metadata,
+    save_weights,
+)
 from lidarssl.errors import CheckpointError
 
 

@@ -2,7 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from lidarssl.config import GenerateConfig, SegmentationConfig, list_recipes, load_config, parse_overrides, to_yaml
+from lidarssl.config import (
+    GenerateConfig,
+    SegmentationConfig,
+    list_recipes,
+    load_config,
+    parse_overrides,
+    to_yaml,
+)
 from lidarssl.errors import ConfigError
 
 

@@ -8,8 +8,6 @@ header, so one file is the whole backbone.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,23 +18,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from lidarssl.errors import CheckpointError
+from lidarssl.io import atomic_write
 
-__all__ = ["atomic_write", "save_weights", "load_weights", "read_metadata", "load_state_dict_strict"]
-
-
-def atomic_write(path: str | Path, write: Any) -> Path:
-    """Call ``write(tmp_path)`` then rename onto ``path``: readers never see a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_state_dict_strict"]
 
 
 def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:

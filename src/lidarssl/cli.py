@@ -14,8 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, to_yaml
+from lidarssl.data.formats import READERS
+from lidarssl.data.prepare import PrepareJob
+from lidarssl.errors import ConfigError, DataError, LidarSSLError
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.errors import ConfigError, LidarSSLError
 
 __all__ = ["main"]
 
@@ -85,7 +87,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from lidarssl.data.stats import dataset_summary, open_dataset, split_summary
+    from lidarssl.data.datasets import dataset_summary, open_dataset, split_summary
     from lidarssl.viz.overlay import save_overlay
 
     dataset = open_dataset(args.dataset, split=args.split, format=args.format)
@@ -97,14 +99,78 @@ def cmd_info(args: argparse.Namespace) -> None:
         print(f"overlay of frame {scan.frame_id} saved to {path}")
 
 
+def _progress(log: Callable[[str], None], what: str) -> Callable[[int, int], None]:
+    """A progress callback logging about every tenth of the frames."""
+
+    def report(done: int, total: int) -> None:
+        if done == total or done % max(1, total // 10) == 0:
+            log(f"{what}: frame {done}/{total}")
+
+    return report
+
+
+def _prepare_dataset(job: PrepareJob) -> int:
+    """Index every split of a dataset and check the files it refers to."""
+    from lidarssl.data.prepare import prepare_dataset
+
+    if not job.root.is_dir():
+        raise DataError(f"{job.root}: no such dataset folder")
+    return prepare_dataset(job)
+
+
+def _prepare_superpixels(job: PrepareJob) -> int:
+    """SLIC superpixels of every camera image (options: preset=slic150_fast, cache=cache/superpixels)."""
+    from lidarssl.data.superpixels import prepare_superpixels, superpixel_preset
+
+    options = dict(job.options)
+    params = superpixel_preset(str(options.pop("preset", "slic150_fast")))
+    cache = Path(options.pop("cache", "cache/superpixels"))
+    if options:
+        raise DataError(f"prepare superpixels: unknown option(s) {sorted(options)}; options: preset, cache")
+    counts = prepare_superpixels(job.root, job.split, cache, params, job.workers, _progress(job.log, "superpixels"))
+    job.log(f"superpixels {params.key()} in {cache}: {counts['computed']} computed, {counts['skipped']} already cached")
+    return 0
+
+
+def _prepare_teacher_features(job: PrepareJob) -> int:
+    """Frozen-teacher features of every camera image, for the pretraining recipe given as recipe=PATH (the
+    recipe's data.teacher_cache, teacher and pairing.resize); further key=value options override the recipe."""
+    from lidarssl.methods.pretrain import prepare_teacher_features
+
+    options = dict(job.options)
+    recipe = options.pop("recipe", None)
+    if recipe is None:
+        raise DataError("prepare teacher-features needs the pretraining recipe: recipe=PATH (e.g. recipe=scalr-wi-synthetic)")
+    data = {"root": str(job.root), **({"split": job.split} if job.split else {})}
+    config = load_config(PretrainConfig, recipe, {**options, "data": {**options.get("data", {}), **data}})
+    counts = prepare_teacher_features(config, progress=_progress(job.log, "teacher features"))
+    job.log(f"teacher features in {config.data.teacher_cache}: {counts['computed']} computed, "
+            f"{counts['skipped']} already cached")
+    return 0
+
+
+#: ``lidarssl prepare <target>``: every dataset format (and ``auto``), then the caches; each returns the number
+#: of problems found.
+PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
+    **{name: _prepare_dataset for name in ("auto", *READERS)},
+    "superpixels": _prepare_superpixels,
+    "teacher-features": _prepare_teacher_features,
+}
+
+
+def run_prepare(job: PrepareJob) -> int:
+    """Run ``job.target``; a DataError names the known targets when it is not one."""
+    if job.target not in PREPARE_TARGETS:
+        raise DataError(f"unknown prepare target '{job.target}'; choose one of {sorted(PREPARE_TARGETS)}")
+    return PREPARE_TARGETS[job.target](job)
+
+
 def cmd_prepare(args: argparse.Namespace) -> None:
     from lidarssl.config import parse_overrides
-    from lidarssl.data.prepare import PrepareJob, run_target
-    from lidarssl.errors import DataError
 
     job = PrepareJob(target=args.target, root=args.root, split=args.split, workers=args.workers,
                      refresh=args.refresh, options=parse_overrides(args.options))
-    problems = run_target(job)
+    problems = run_prepare(job)
     if problems:
         rerun = " ".join(["lidarssl prepare", args.target, f"--root {args.root}"] +
                          ([f"--split {args.split}"] if args.split else []))
@@ -221,15 +287,14 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("--camera", default=None, help="camera for --overlay (default: the first)")
     info.set_defaults(func=cmd_info)
 
-    from lidarssl.data.prepare import PREPARE_TARGETS
-
+    targets = ", ".join(PREPARE_TARGETS)
     prep = sub.add_parser("prepare", help="index and check a dataset, or cache superpixels or teacher features",
                           description="Dataset targets build the frame index of every split and check that every "
                           "file it refers to exists with a plausible size (exit code 2 when some do not). "
                           "`superpixels` caches SLIC maps of every camera image (preset=, cache=); `teacher-features` "
                           "caches a frozen teacher's features for a pretraining recipe (recipe=). All are resumable: "
-                          f"rerun after an interruption. Targets: {', '.join(PREPARE_TARGETS)}.")
-    prep.add_argument("target", metavar="TARGET", help=f"one of: {', '.join(PREPARE_TARGETS)} "
+                          f"rerun after an interruption. Targets: {targets}.")
+    prep.add_argument("target", metavar="TARGET", help=f"one of: {targets} "
                       "(auto: recognise the dataset layout)")
     prep.add_argument("--root", type=Path, required=True, help="dataset folder")
     prep.add_argument("--split", default=None, help="one split (named splits included); default: all of them")

@@ -15,9 +15,10 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lidarssl.data.transforms import PointAugment
 from lidarssl.errors import ConfigError
 
-__all__ = ["Schema", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
+__all__ = ["Schema", "AugmentConfig", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
 
 
 class Schema(BaseModel):
@@ -88,13 +89,28 @@ class TrainerConfig(Schema):
     log_every: int = Field(10, gt=0, description="log training metrics every this many steps")
 
 
+class AugmentConfig(Schema):
+    """Point-cloud augmentation drawn per training scan (pretraining and segmentation); cameras and rays
+    follow it. ``augment: null`` turns it off."""
+
+    rotate: bool = True
+    flip: bool = True
+    scale: tuple[float, float] | None = (0.9, 1.1)
+    translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
+    drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
+    drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
+
+    def point_augment(self) -> PointAugment:
+        return PointAugment(**self.model_dump())
+
+
 class SegmentationConfig(Schema):
     """``lidarssl train | probe | finetune``: lidar semantic segmentation."""
 
     out: Path = Field(Path("runs/segmentation"), description="run directory")
     seed: int = 0
     pretrained: Path | None = Field(None, description="backbone weights (.safetensors) for probe and finetune")
-    augment: bool = True
+    augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)

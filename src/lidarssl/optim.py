@@ -57,3 +57,10 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
     lambdas = [lambda step, s=g.get("lr_scale", 1.0): s * factor(step) for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def scaled_lr(lr: float, base_batch: int, batch_size: int, devices: int = 1, num_nodes: int = 1,
+              accumulate: int = 1) -> float:
+    """``lr`` meant for ``base_batch`` scans per step, scaled linearly to the run's global batch
+    (``batch_size x devices x num_nodes x accumulate``), the usual rule for these optimisers and sizes."""
+    return lr * batch_size * devices * num_nodes * accumulate / base_batch

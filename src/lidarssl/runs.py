@@ -22,12 +22,37 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pydantic import BaseModel
+from torch.utils.data import DataLoader
 
-from lidarssl.checkpoints import atomic_write
 from lidarssl.config import TrainerConfig, to_yaml
+from lidarssl.data.loader import ScanSamples, build_loader
 from lidarssl.errors import CheckpointError
+from lidarssl.io import atomic_write
 
-__all__ = ["write_run_info", "last_checkpoint", "check_fresh", "build_trainer", "RNGState", "EpochCSV"]
+__all__ = ["ScanData", "LabelledScanData", "write_run_info", "last_checkpoint", "check_fresh", "build_trainer",
+           "RNGState", "EpochCSV"]
+
+
+class ScanData(L.LightningDataModule):
+    """The training loader of a run: its samples in a (seed, epoch) order, sharded by rank."""
+
+    def __init__(self, train: ScanSamples, batch_size: int, num_workers: int) -> None:
+        super().__init__()
+        self.train, self.batch_size, self.num_workers = train, batch_size, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return build_loader(self.train, self.batch_size, self.num_workers, self.trainer)
+
+
+class LabelledScanData(ScanData):
+    """:class:`ScanData` plus a validation loader (segmentation)."""
+
+    def __init__(self, train: ScanSamples, val: ScanSamples, batch_size: int, num_workers: int) -> None:
+        super().__init__(train, batch_size, num_workers)
+        self.val = val
+
+    def val_dataloader(self) -> DataLoader:
+        return build_loader(self.val, self.batch_size, self.num_workers, self.trainer)
 
 
 def _git_commit() -> str | None:

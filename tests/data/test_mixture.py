@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lidarssl.data.datasets import open_dataset
 from lidarssl.data.mixture import DEFAULT_INTENSITY, MixtureDataset, MixtureMember
-from lidarssl.data.stats import open_dataset
 from lidarssl.errors import ConfigError, DataError
 
 

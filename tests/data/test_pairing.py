@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from lidarssl.data.geometry import project, project_scan
-from lidarssl.data.pairing import PairingConfig, drop_cuboid, keeps_pairs, pair_views
+from lidarssl.data.pairing import PairingConfig, keeps_pairs, pair_views
 from lidarssl.data.scan import Scan
-from lidarssl.data.transforms import PointAugment, apply_affine
+from lidarssl.data.transforms import PointAugment, apply_affine, drop_cuboid
 from lidarssl.errors import ConfigError, DataError
 
 SETTINGS = {

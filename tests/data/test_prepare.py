@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lidarssl.cli import main
+from lidarssl.cli import PREPARE_TARGETS, main, run_prepare
 from lidarssl.data import prepare
-from lidarssl.data.prepare import PREPARE_TARGETS, PrepareJob, run_target
+from lidarssl.data.prepare import PrepareJob
 from lidarssl.errors import DataError
 
 
@@ -32,7 +32,7 @@ def run(root: Path, *extra: str, target: str = "auto") -> tuple[int, list[str]]:
     for item in extra:
         key, _, value = item.partition("=")
         setattr(job, key, value if key != "refresh" else True)
-    return run_target(job), lines
+    return run_prepare(job), lines
 
 
 def test_clean_dataset_indexes_every_split(kitti):

@@ -1,7 +1,6 @@
 """Projection of the real nuScenes keyframe into its 6 cameras, against the counts measured in shared/data/real."""
 
 import numpy as np
-import pytest
 
 from lidarssl.data.geometry import project, project_scan
 from lidarssl.data.scan import Scan

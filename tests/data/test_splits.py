@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from lidarssl.cli import main
+from lidarssl.data.datasets import open_dataset
 from lidarssl.data.splits import SplitView, parse_split
-from lidarssl.data.stats import open_dataset
 from lidarssl.errors import DataError
 
 

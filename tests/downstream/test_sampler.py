@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
+from lidarssl.data.loader import EpochSampler
 from lidarssl.data.transforms import PointAugment
-from lidarssl.downstream.data import EpochSampler
 from lidarssl.errors import DataError
 
 

@@ -6,13 +6,13 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import lidarssl
 from lidarssl.checkpoints import load_weights
 from lidarssl.cli import main
 from lidarssl.config import SegmentationConfig, load_config
@@ -43,10 +43,11 @@ def test_scratch_run_writes_its_directory(scratch_run: Path, tiny_world: Path):
     assert sorted(p.name for p in (scratch_run / "checkpoints").iterdir()) == ["epoch000.ckpt", "epoch001.ckpt", "last.ckpt"]
     env = json.loads((scratch_run / "env.json").read_text())
     assert env["seed"] == 0 and env["torch"] == torch.__version__
+    assert env["lidarssl"] == lidarssl.__version__ != "0+unknown"
     rows = (scratch_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr") and "val/mIoU" in rows[0] and len(rows) == 3
     # evaluation scores every labelled point of the val split, not only the kept ones
-    from lidarssl.data.stats import open_dataset
+    from lidarssl.data.datasets import open_dataset
 
     val = open_dataset(tiny_world, split="val")
     labelled = sum(int((val[i].labels != 255).sum()) for i in range(len(val)))
@@ -105,28 +106,53 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lidarssl.cli", *args]
 
 
+#: Runs `lidarssl train` with a callback that kills the process (SIGKILL: no cleanup, no final checkpoint) right
+#: after a given optimiser step, so the crash falls at the same point of the run on every machine.
+_CRASH_AFTER_STEP = """
+import os, signal, sys
+import lightning as L
+import lidarssl.downstream.train as train
+from lidarssl.cli import main
+
+class Crash(L.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == int(os.environ["CRASH_AFTER_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+build = train.build_trainer
+train.build_trainer = lambda *a, **k: build(*a, **k, extra_callbacks=[Crash()])
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path):
     args = _config(tiny_world, tmp_path / "x", "optim.epochs=3")
     full = subprocess.run(_cli("train", *_config(tiny_world, tmp_path / "full", "optim.epochs=3")), capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-2000:]
-    proc = subprocess.Popen(_cli("train", *args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    first = tmp_path / "x" / "checkpoints" / "epoch000.ckpt"
-    deadline = time.time() + 300
-    while not first.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # killed at an arbitrary moment of epoch 1
-    proc.wait()
-    assert not (tmp_path / "x" / "metrics.json").exists()
+    # 4 train scans in batches of 2: steps 1-2 are epoch 0, step 3 is the middle of epoch 1
+    crashed = subprocess.run([sys.executable, "-c", _CRASH_AFTER_STEP, "train", *args], capture_output=True, text=True,
+                             env={**os.environ, "CRASH_AFTER_STEP": "3"})
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    checkpoints = sorted(p.name for p in (tmp_path / "x" / "checkpoints").iterdir())
+    assert checkpoints == ["epoch000.ckpt", "last.ckpt"] and not (tmp_path / "x" / "metrics.json").exists()
     resumed = subprocess.run(_cli("train", "--resume", *args), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    a = json.loads((tmp_path / "full" / "metrics.json").read_text())
-    b = json.loads((tmp_path / "x" / "metrics.json").read_text())
-    # Same run, up to floating-point summation order (CPU reductions can depend on buffer alignment, which
-    # differs between a process that ran epoch 0 and one that did not): at most a near-tie point flips.
-    ca, cb = np.array(a["confusion"]), np.array(b["confusion"])
-    assert np.abs(ca - cb).sum() <= 1e-4 * ca.sum()
-    assert abs(a["mIoU"] - b["mIoU"]) < 0.05
+    # The interrupted epoch is replayed: same data order, augmentations, weights and optimiser state. The weights
+    # agree up to float summation order (CPU reductions can depend on buffer alignment, which differs between a
+    # process that ran epoch 0 and one that did not: measured up to 2e-5), and this tiny model leaves many points
+    # near a tie between two classes, so a few of them may flip.
+    full_1 = torch.load(tmp_path / "full" / "checkpoints" / "epoch001.ckpt", weights_only=False)
+    resumed_1 = torch.load(tmp_path / "x" / "checkpoints" / "epoch001.ckpt", weights_only=False)
+    assert full_1["global_step"] == resumed_1["global_step"] == 4
+    for key, value in full_1["state_dict"].items():
+        torch.testing.assert_close(value, resumed_1["state_dict"][key], atol=1e-3, rtol=0, msg=key)
+    a, b = load_weights(tmp_path / "full" / "backbone.safetensors")[0], load_weights(tmp_path / "x" / "backbone.safetensors")[0]
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=0, msg=key)
+    ma = json.loads((tmp_path / "full" / "metrics.json").read_text())
+    mb = json.loads((tmp_path / "x" / "metrics.json").read_text())
+    assert np.abs(np.array(ma["confusion"]) - np.array(mb["confusion"])).sum() <= 2e-3 * np.sum(ma["confusion"])
+    assert abs(ma["mIoU"] - mb["mIoU"]) < 0.5
     assert len((tmp_path / "x" / "metrics.csv").read_text().splitlines()) == 4  # header + 3 epochs, no repeats
 
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from lidarssl.config import load_config
+from lidarssl.data.loader import AugmentedScan, ScanCollate, ScanSamples
 from lidarssl.data.scan import Scan
 from lidarssl.data.transforms import PointAugment, apply_affine
 from lidarssl.errors import ConfigError
@@ -23,11 +24,11 @@ from lidarssl.methods.also import (
     QueryBuilder,
     make_queries,
     occupancy_iou,
+    occupancy_logits,
     point_neighbors,
 )
 from lidarssl.methods.base import method_class
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.data import AugmentedScan, PretrainCollate, PretrainSamples
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -156,7 +157,7 @@ def test_collate_offsets_neighbors_to_batch_rows():
     # every neighbour row belongs to the query's own scan, and is its point within the radius
     row_scan = (nb >= 150).long()
     assert (row_scan[valid] == batch["query_batch"][:, None].expand_as(nb)[valid]).all()
-    dist = (q[:, None] - batch["kept_xyz"][nb.clamp(min=0)]).norm(dim=-1)
+    dist = (q[:, None] - batch["row_xyz"][nb.clamp(min=0)]).norm(dim=-1)
     assert (dist[valid] < 1.0).all()
 
 
@@ -178,13 +179,13 @@ def tiny_config(world: Path, out: Path, *extra: str, backbone: list[str] = WI) -
 
 def batch_of(config: PretrainConfig, split: str, views: list[AugmentedScan | None] | None = None):
     """A batch of every scan of ``split`` (no augmentation), with the method's module."""
-    from lidarssl.data.stats import open_dataset
+    from lidarssl.data.datasets import open_dataset
     from lidarssl.methods.pretrain import build_method
 
     torch.manual_seed(config.seed)
     module, spec, builders = build_method(config)
-    samples = PretrainSamples(open_dataset(config.data.root, split=split), spec.prep, builders, seed=11)
-    return module, builders, spec, PretrainCollate(spec.prep, builders)([samples[i] for i in range(len(samples))])
+    samples = ScanSamples(open_dataset(config.data.root, split=split), spec.prep, builders, seed=11)
+    return module, builders, spec, ScanCollate(spec.prep, builders)([samples[i] for i in range(len(samples))])
 
 
 def test_options_are_checked():
@@ -200,11 +201,11 @@ def test_too_few_points_and_an_empty_scan(tiny_world: Path, tmp_path: Path):
     assert len(np.unique(make_queries(few, 64, 0.1, 255, np.random.default_rng(0))["source"])) <= 5
     empty = Scan(points=np.zeros((0, 3), np.float32), intensity=np.zeros(0, np.float32))
     e = builder(view_of(empty), np.random.default_rng(0))
-    assert e["queries"].shape == (0, 3) and e["query_neighbors"].shape == (0, 4) and e["kept_xyz"].shape == (0, 3)
+    assert e["queries"].shape == (0, 3) and e["query_neighbors"].shape == (0, 4) and e["row_xyz"].shape == (0, 3)
     # a batch whose second scan has no query: its loss is skipped and counted, nothing is NaN
     cfg = tiny_config(tiny_world, tmp_path / "x")
     module, builders, spec, _ = batch_of(cfg, "val")
-    from lidarssl.data.stats import open_dataset
+    from lidarssl.data.datasets import open_dataset
 
     real = open_dataset(tiny_world, split="val")[0]
     samples = []
@@ -214,12 +215,12 @@ def test_too_few_points_and_an_empty_scan(tiny_world: Path, tmp_path: Path):
                                   AugmentedScan(empty, np.eye(4), real.points, sample["kept"], np.zeros(0, np.int64)),
                                   np.random.default_rng(0)))
         samples.append(sample)
-    batch = PretrainCollate(spec.prep, builders)(samples)
+    batch = ScanCollate(spec.prep, builders)(samples)
     assert int((batch["query_batch"] == 1).sum()) == 0
     terms = module.losses(batch)
     assert all(torch.isfinite(t) for t in terms.values()) and module.skipped_scans == 1
     # no query at all: a zero that still reaches every parameter of the forward pass
-    batch_none = PretrainCollate(spec.prep, builders)([samples[1], samples[1]])
+    batch_none = ScanCollate(spec.prep, builders)([samples[1], samples[1]])
     terms = module.losses(batch_none)
     loss = sum(terms.values())
     assert float(loss.detach()) == 0.0 and module.skipped_scans == 3
@@ -258,37 +259,51 @@ def test_bev_latents_with_voxelnet(tiny_world: Path, tmp_path: Path):
 # ---------------------------------------------------------------------------------------------- training
 
 
+def _auc(score: torch.Tensor, positive: torch.Tensor) -> float:
+    """Area under the ROC curve: the chance that a random positive scores above a random negative."""
+    ranks = torch.empty(len(score), dtype=torch.float64)
+    ranks[torch.argsort(score)] = torch.arange(1, len(score) + 1, dtype=torch.float64)
+    n1, n0 = int(positive.sum()), int((~positive).sum())
+    return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
 @pytest.fixture(scope="module")
 def pretrained(tiny_world: Path, tmp_path_factory) -> dict:
-    """A short ALSO pretraining; held-out loss and occupancy IoU before and after."""
+    """A short ALSO pretraining; held-out occupancy loss and ranking (AUC) before and after."""
     from lidarssl.methods.pretrain import run_pretraining
 
     out = tmp_path_factory.mktemp("also") / "run"
-    cfg = tiny_config(tiny_world, out, "optim.epochs=40")
+    # lr 3e-3: at 1e-2 the run's outcome depended on the machine's float kernels (held-out IoU 0.51 with
+    # AVX-512, 0.28 with AVX2, 0.13 with ATEN_CPU_CAPABILITY=default); at 3e-3 all three converge alike
+    cfg = tiny_config(tiny_world, out, "optim.epochs=40", "optim.lr=0.003", "optim.min_lr=0.003")
     module, _, _, val = batch_of(cfg, "val")
 
-    def scores(m) -> tuple[float, float]:
-        m.eval()
-        with torch.no_grad():
-            loss = float(m.losses(val)["occupancy"])
-        return loss, occupancy_iou(m, val)
+    def scores(m) -> tuple[float, float, float]:
+        logit, occ = occupancy_logits(m, val)
+        loss = float(torch.nn.functional.binary_cross_entropy_with_logits(logit, occ))
+        return loss, _auc(logit, occ > 0.5), occupancy_iou(m, val)
 
     before = scores(module)
     result = run_pretraining(cfg)
     state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
     module.load_state_dict(state)
     after = scores(module)
-    has = val["query_neighbors"][:, 0] >= 0
-    chance = float(val["query_occ"][has].mean())  # IoU of predicting every query occupied
-    print(f"ALSO tiny run: held-out occupancy loss {before[0]:.4f} -> {after[0]:.4f}, "
-          f"IoU {before[1]:.3f} -> {after[1]:.3f} (chance {chance:.3f}), last train loss {result.loss:.4f}")
-    return {"out": out, "before": before, "after": after, "chance": chance, "result": result}
+    occupied = float(occupancy_logits(module, val)[1].mean())  # the IoU of predicting every query occupied
+    # the held-out loss of the best constant prediction (the base rate): what "learned nothing" scores
+    constant = -(occupied * math.log(occupied) + (1 - occupied) * math.log(1 - occupied))
+    print(f"ALSO tiny run: held-out occupancy loss {before[0]:.4f} -> {after[0]:.4f} (constant {constant:.4f}), "
+          f"AUC {before[1]:.3f} -> {after[1]:.3f}, IoU {before[2]:.3f} -> {after[2]:.3f}, last train loss {result.loss:.4f}")
+    return {"out": out, "before": before, "after": after, "constant": constant, "chance": occupied, "result": result}
 
 
 def test_pretraining_learns_occupancy(pretrained: dict):
-    (loss0, iou0), (loss1, iou1) = pretrained["before"], pretrained["after"]
-    assert loss1 < loss0
-    assert iou1 > pretrained["chance"] + 0.05
+    """Held out, the trained decoder ranks occupied queries above empty ones (AUC, chance 0.5), beats the loss of
+    the best constant prediction and the IoU of calling every query occupied, each by a wide margin: measured
+    AUC 0.93, loss 0.35 vs 0.66, IoU 0.66 vs 0.36, alike with AVX2 and with ATEN_CPU_CAPABILITY=default."""
+    (loss0, auc0, _), (loss1, auc1, iou1) = pretrained["before"], pretrained["after"]
+    assert loss1 < loss0 and loss1 < pretrained["constant"] - 0.15
+    assert auc1 > 0.8 and auc1 > auc0 + 0.2
+    assert iou1 > pretrained["chance"] + 0.1
     assert math.isfinite(pretrained["result"].loss)
     assert (pretrained["out"] / "backbone.safetensors").is_file()
 

@@ -192,16 +192,16 @@ def test_rigidity_is_checked(camera_world: Path, tmp_path: Path):
 
 
 def test_view_without_points_is_skipped_and_counted(camera_world: Path, tmp_path: Path):
-    from lidarssl.data.stats import open_dataset
-    from lidarssl.methods.data import PretrainCollate, PretrainSamples
+    from lidarssl.data.datasets import open_dataset
+    from lidarssl.data.loader import ScanCollate, ScanSamples
     from lidarssl.methods.pretrain import build_method
 
     torch.manual_seed(0)
     cfg = _config(camera_world, tmp_path / "run")
     module, spec, builders = build_method(cfg)
-    samples = PretrainSamples(open_dataset(camera_world, split="train"), spec.prep, builders, seed=0,
+    samples = ScanSamples(open_dataset(camera_world, split="train"), spec.prep, builders, seed=0,
                               augment=cfg.augment.point_augment())
-    batch = PretrainCollate(spec.prep, builders)([samples[0], samples[1]])
+    batch = ScanCollate(spec.prep, builders)([samples[0], samples[1]])
     keep = batch["pair_view"] != 0  # view 0: no point projects into it
     for key in ("pair_row", "pair_view", "pair_uv"):
         batch[key] = batch[key][keep]

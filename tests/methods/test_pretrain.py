@@ -12,7 +12,12 @@ from safetensors import safe_open
 from lidarssl.config import SegmentationConfig, load_config
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.pretrain import build_method, prepare_teacher_features, run_pretraining, teacher_cache
+from lidarssl.methods.pretrain import (
+    build_method,
+    prepare_teacher_features,
+    run_pretraining,
+    teacher_cache,
+)
 
 TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
                  "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
@@ -63,12 +68,12 @@ def test_teacher_cache_gives_the_online_loss(camera_world: Path, tmp_path: Path)
     for cfg in (online, cached):
         torch.manual_seed(0)
         module, spec, builders = build_method(cfg)
-        from lidarssl.data.stats import open_dataset
-        from lidarssl.methods.data import PretrainCollate, PretrainSamples
+        from lidarssl.data.datasets import open_dataset
+        from lidarssl.data.loader import ScanCollate, ScanSamples
 
-        samples = PretrainSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0,
+        samples = ScanSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0,
                                   augment=cfg.augment.point_augment())
-        batch = PretrainCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
+        batch = ScanCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
         assert ("teacher_maps" in batch) == (cfg is cached)
         losses.append(float(module.losses(batch)["distill"]))
     assert losses[0] == pytest.approx(losses[1], abs=2e-3)  # half-precision cache
@@ -120,11 +125,11 @@ def test_slidr_global_scope_equals_process_scope_in_one_process(camera_world: Pa
         cfg = _config(camera_world, tmp_path, "slidr", f"loss_scope={scope}")
         torch.manual_seed(0)
         module, spec, builders = build_method(cfg)
-        from lidarssl.data.stats import open_dataset
-        from lidarssl.methods.data import PretrainCollate, PretrainSamples
+        from lidarssl.data.datasets import open_dataset
+        from lidarssl.data.loader import ScanCollate, ScanSamples
 
-        samples = PretrainSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0)
-        batch = PretrainCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
+        samples = ScanSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0)
+        batch = ScanCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
         losses.append(float(module.losses(batch)["slidr"].detach()))
     assert losses[0] == pytest.approx(losses[1], rel=1e-5)
     with pytest.raises(ConfigError, match="stslidr: loss_scope 'global' is not supported"):
@@ -172,15 +177,17 @@ def test_slidr_reads_the_prepared_superpixels(camera_world: Path, tmp_path: Path
 
 
 def test_drop_cuboid_is_undone_when_a_camera_would_lose_its_pairs(camera_world: Path):
-    from lidarssl.data.stats import open_dataset
-    from lidarssl.methods.data import PretrainSamples
+    from lidarssl.data.datasets import open_dataset
+    from lidarssl.data.loader import ScanSamples
+    from lidarssl.data.transforms import PointAugment
     from lidarssl.models.backbones import create_backbone
 
     spec = create_backbone("waffleiron_4_32", voxel_size=0.4, grid_shapes=[[32, 32], [32, 8], [32, 8]])
     dataset = open_dataset(camera_world, "train")
     kept = {}
     for name, max_side, min_pairs in (("none", None, 0), ("drop", 0.5, 0), ("undone", 0.5, 10**9)):
-        samples = PretrainSamples(dataset, spec.prep, [], seed=3, drop_cuboid=max_side, drop_min_pairs=min_pairs)
+        drop = PointAugment(rotate=False, flip=False, scale=None, drop_cuboid=max_side, drop_cuboid_min_pairs=min_pairs)
+        samples = ScanSamples(dataset, spec.prep, [], seed=3, augment=drop)
         kept[name] = samples[(0, 0)]["kept"]
     assert len(kept["drop"]) < len(kept["none"])
     assert len(kept["undone"]) == len(kept["none"])  # every voxel is back (its representative point is a random draw)

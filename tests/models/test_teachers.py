@@ -15,17 +15,10 @@ from torch import nn
 from torchvision.models import resnet50 as tv_resnet50
 
 from lidarssl.errors import CheckpointError, ConfigError
-from lidarssl.models.teachers import (
-    FORMATS,
-    ResNetTeacher,
-    Teacher,
-    convert_dinov2,
-    create_teacher,
-    detect_format,
-    interpolate_pos_embed,
-    list_teachers,
-    read_checkpoint,
-)
+from lidarssl.models.teachers import Teacher, create_teacher, list_teachers
+from lidarssl.models.teachers.base import read_checkpoint
+from lidarssl.models.teachers.resnet import FORMATS, ResNetTeacher, detect_format
+from lidarssl.models.teachers.vit import convert_dinov2, interpolate_pos_embed
 
 # name: (embed dim, depth, patch, native grid, DINOv2?, SwiGLU hidden width or None)
 VITS = {

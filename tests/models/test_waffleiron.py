@@ -11,16 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from lidarssl.errors import ConfigError, DataError
-from lidarssl.models.backbones import (
-    BackboneSpec,
-    WaffleIron,
-    WaffleIronPrep,
-    WaffleIronSegmenter,
-    create_backbone,
-    list_backbones,
-)
+from lidarssl.models.backbones import BackboneSpec, create_backbone, list_backbones
 from lidarssl.models.backbones import waffleiron as wi
-from lidarssl.models.backbones.waffleiron_prep import knn_with_self
+from lidarssl.models.backbones import waffleiron_ops as wi_ops
+from lidarssl.models.backbones.waffleiron import WaffleIron, WaffleIronSegmenter
+from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep, knn_with_self
 
 SMALL_GRIDS = ((16, 16), (16, 4), (16, 4))
 SMALL_FOV = {"fov_min": (-20.0, -20.0, -4.0), "fov_max": (20.0, 20.0, 6.0), "grid_shapes": SMALL_GRIDS}
@@ -153,7 +148,7 @@ def reference_forward(model: WaffleIron, feats: torch.Tensor, nbrs: torch.Tensor
 @pytest.mark.parametrize("train", [True, False])
 def test_matches_plain_implementation(layernorm: bool, train: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     if train:  # and in evaluation every chunked loop (neighbour rows, grid channels) runs whole
-        monkeypatch.setattr(wi, "_chunk_len", lambda total, bytes_per_item, device: max(1, total // 3 + 1))
+        monkeypatch.setattr(wi_ops, "_chunk_len", lambda total, bytes_per_item, device: max(1, total // 3 + 1))
     monkeypatch.setattr(wi, "_STORE_GRIDS_UP_TO", 0.0)  # these grids are small: recompute them anyway
     spec = small_spec(layernorm=layernorm)
     batch = spec.collate([sample(spec, 0, 600)])

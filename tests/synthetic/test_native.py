@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lidarssl.data.formats import SyntheticDataset
 from lidarssl.errors import ConfigError, DataError
-from lidarssl.synthetic import NativeDataset, SyntheticWorld, write_dataset
+from lidarssl.synthetic import SyntheticWorld, write_dataset
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,10 @@ def test_round_trip_gives_back_the_same_scans(written) -> None:
     assert index["format"] == "lidarssl-synthetic" and index["class_map"] == "nuscenes" and index["lidar"] == "nuscenes"
     assert index["cameras"] == world.camera_names
     assert [s["split"] for s in index["sequences"]] == ["train", "val"]
-    ds = NativeDataset(root, "all")
+    ds = SyntheticDataset(root, "all")
     assert len(ds) == 5 and ds.camera_names == world.camera_names and ds.class_map.name == "nuscenes"
-    assert len(NativeDataset(root, "train")) == 3 and len(NativeDataset(root)) == 3
-    assert len(NativeDataset(root, "val")) == 2
+    assert len(SyntheticDataset(root, "train")) == 3 and len(SyntheticDataset(root)) == 3
+    assert len(SyntheticDataset(root, "val")) == 2
     # Sequence 0 is the given world itself: frame by frame the same scans.
     for i in range(3):
         got, want = ds[i], world.scan(i)
@@ -46,7 +47,7 @@ def test_round_trip_gives_back_the_same_scans(written) -> None:
             assert cg.image.shape == cw.image.shape
             assert np.abs(cg.image.astype(int) - cw.image).mean() < 4.0  # JPEG loss only
     # The held-out sequence has its own seed, hence another street.
-    val = NativeDataset(root, "val")[0]
+    val = SyntheticDataset(root, "val")[0]
     assert val.frame_id == "seed12/000000"
 
 
@@ -62,26 +63,26 @@ def test_existing_dataset_is_not_overwritten_silently(written, tmp_path: Path) -
     small = SyntheticWorld(seed=2, num_frames=2, cameras="none")
     write_dataset(small, tmp_path, 2)
     write_dataset(small.params, tmp_path, 2, overwrite=True)
-    assert len(NativeDataset(tmp_path, "all")) == 2
+    assert len(SyntheticDataset(tmp_path, "all")) == 2
 
 
 def test_missing_index_names_the_file_and_the_fix(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
-        NativeDataset(tmp_path)
+        SyntheticDataset(tmp_path)
     assert "index.json" in str(e.value) and "lidarssl generate" in str(e.value)
     with pytest.raises(DataError, match="no such folder"):
-        NativeDataset(tmp_path / "nowhere")
+        SyntheticDataset(tmp_path / "nowhere")
     (tmp_path / "index.json").write_text("{not json")
     with pytest.raises(DataError, match="unreadable JSON"):
-        NativeDataset(tmp_path)
-    with pytest.raises(ConfigError, match="split"):
-        NativeDataset(tmp_path, split="test")
+        SyntheticDataset(tmp_path)
+    with pytest.raises(DataError, match="unknown split 'test'"):
+        SyntheticDataset(tmp_path, split="test")
 
 
 def test_missing_files_name_the_file(tmp_path: Path) -> None:
     world = SyntheticWorld(seed=3, num_frames=2, image_size=(48, 27))
     write_dataset(world, tmp_path, 2)
-    ds = NativeDataset(tmp_path, "all")
+    ds = SyntheticDataset(tmp_path, "all")
     index = json.loads((tmp_path / "index.json").read_text())
     lidar = tmp_path / index["frames"][0]["lidar"]
     image = tmp_path / index["frames"][1]["cameras"]["CAM_BACK"]
@@ -102,7 +103,7 @@ def test_interrupted_run_leaves_no_index_and_no_partial_files(tmp_path: Path, in
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".")]
     assert len(list((tmp_path / "lidar").glob("*.npz"))) == 2  # whole frames only
     with pytest.raises(DataError, match="interrupted"):
-        NativeDataset(tmp_path)
+        SyntheticDataset(tmp_path)
 
 
 def test_unknown_generator_parameter_is_a_config_error(tmp_path: Path) -> None:

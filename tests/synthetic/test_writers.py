@@ -13,7 +13,12 @@ from lidarssl.data.geometry import project
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import Scan
 from lidarssl.errors import ConfigError, DataError
-from lidarssl.synthetic import SyntheticWorld, write_nuscenes, write_pandaset, write_semantickitti
+from lidarssl.synthetic import (
+    SyntheticWorld,
+    write_nuscenes,
+    write_pandaset,
+    write_semantickitti,
+)
 from lidarssl.synthetic.plan import Generation
 from lidarssl.synthetic.writers import (
     NUSCENES_TO_PANDASET,

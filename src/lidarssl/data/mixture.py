@@ -116,7 +116,7 @@ class MixtureDataset:
     """
 
     def __init__(self, members: Sequence[MixtureMember | Mapping[str, Any]], seed: int = 0) -> None:
-        from lidarssl.data.stats import check_format, detect_format, open_dataset
+        from lidarssl.data.datasets import check_format, detect_format, open_dataset
 
         if not members:
             raise ConfigError("a mixture needs at least one member")

@@ -18,19 +18,25 @@ covers ``[col, col + 1) x [row, row + 1)`` in continuous coordinates, as everywh
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
+import torch
 from PIL import Image
 from pydantic import Field
 
+from lidarssl.batch import Batch, Sample, concat_rows
 from lidarssl.config import Schema
 from lidarssl.data.geometry import occluded, project
 from lidarssl.data.scan import Scan
 from lidarssl.errors import ConfigError, DataError
 
-__all__ = ["PairingConfig", "PairedViews", "pair_views", "drop_cuboid", "keeps_pairs"]
+if TYPE_CHECKING:
+    from lidarssl.data.loader import AugmentedScan
+
+__all__ = ["PairingConfig", "PairedViews", "PairBuilder", "pair_views", "keeps_pairs"]
 
 
 class PairingConfig(Schema):
@@ -201,20 +207,6 @@ def pair_views(
                        uv=np.concatenate(uvs), superpixels=np.stack(sps) if sps else None)
 
 
-def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 0.2) -> np.ndarray:
-    """SLidR's DropCuboids: a (N,) keep mask removing a random cuboid centred on a random point.
-
-    Each side is drawn in ``U(0, max_side)`` times the cloud's extent along that axis.
-    """
-    if len(points) == 0:
-        return np.ones(0, bool)
-    extent = points.max(0) - points.min(0)
-    half = rng.uniform(0, max_side, 3) * extent / 2
-    centre = points[rng.integers(len(points))]
-    inside = np.all(np.abs(points - centre) <= half, axis=1)
-    return ~inside
-
-
 def keeps_pairs(scan: Scan, keep: np.ndarray, min_pairs: int, min_depth: float = 1.0) -> bool:
     """Whether every camera of ``scan`` still sees at least ``min_pairs`` of the points in the ``keep`` mask.
 
@@ -223,3 +215,58 @@ def keeps_pairs(scan: Scan, keep: np.ndarray, min_pairs: int, min_depth: float =
     points = scan.points[keep]
     return all(np.count_nonzero(project(points, cam.K, cam.lidar_to_cam, cam.hw, min_depth).valid) >= min_pairs
                for cam in scan.cameras)
+
+
+class PairBuilder:
+    """Point-pixel pairs, augmented images and, when asked, superpixels or cached teacher features.
+
+    Adds to each sample ``images`` (V, H, W, 3) uint8, ``K`` (V, 3, 3), ``lidar_to_cam`` (V, 4, 4) from the
+    augmented points, ``pair_row`` (P,) feature row of each paired point (pairs of points the backbone dropped
+    are left out), ``pair_view`` (P,) and ``pair_uv`` (P, 2); optionally ``superpixels`` (V, H, W) and
+    ``teacher_maps`` (V, C, h, w). In the batch, rows and views are offset to index the whole batch, and
+    ``view_batch`` (sum V,) says which scan each view belongs to.
+
+    Args:
+        config: pairing settings.
+        superpixels: a superpixel source with ``get(scan, camera_index) -> (H, W) uint16`` (cached or computed).
+        teacher_cache: a teacher feature cache (:mod:`lidarssl.methods.teacher_cache`); only for images that are
+            not randomly augmented (the cache holds the features of the deterministic image).
+    """
+
+    def __init__(self, config: PairingConfig, superpixels=None, teacher_cache=None) -> None:
+        if teacher_cache is not None and config.augments_images:
+            raise DataError("cached teacher features need deterministic images: set pairing.crop_size: null and "
+                            "pairing.flip: 0, or compute teacher features online (no teacher cache)")
+        self.config, self.superpixels, self.teacher_cache = config, superpixels, teacher_cache
+
+    def __call__(self, view: AugmentedScan, rng: np.random.Generator | None) -> Sample:
+        scan = view.scan
+        sps = None
+        if self.superpixels is not None:
+            sps = [self.superpixels.get(scan, c) for c in range(len(scan.cameras))]
+        views = pair_views(scan, self.config, view.A, rng, superpixels=sps)
+        rows = view.row_of_point[views.point]
+        keep = rows >= 0
+        sample = {"images": views.images, "K": views.K.astype(np.float32),
+                  "lidar_to_cam": views.lidar_to_cam.astype(np.float32), "pair_row": rows[keep],
+                  "pair_view": views.view[keep], "pair_uv": views.uv[keep].astype(np.float32)}
+        if views.superpixels is not None:
+            sample["superpixels"] = views.superpixels
+        if self.teacher_cache is not None:
+            sample["teacher_maps"] = np.stack([self.teacher_cache.load_for(scan, name) for name in views.names])
+        return sample
+
+    def collate(self, samples: Sequence[Sample], batch: Batch) -> None:
+        n_views = np.array([len(s["images"]) for s in samples])
+        view_offsets = np.concatenate([[0], np.cumsum(n_views)[:-1]])
+        batch["images"] = torch.from_numpy(np.concatenate([s["images"] for s in samples]))
+        batch["K"] = concat_rows(samples, "K")
+        batch["lidar_to_cam"] = concat_rows(samples, "lidar_to_cam")
+        batch["view_batch"] = torch.from_numpy(np.repeat(np.arange(len(samples)), n_views))
+        batch["pair_row"] = concat_rows(samples, "pair_row", batch["offsets"].numpy())
+        batch["pair_view"] = concat_rows(samples, "pair_view", view_offsets)
+        batch["pair_uv"] = concat_rows(samples, "pair_uv")
+        if "superpixels" in samples[0]:
+            batch["superpixels"] = torch.from_numpy(np.concatenate([s["superpixels"] for s in samples]).astype(np.int32))
+        if "teacher_maps" in samples[0]:
+            batch["teacher_maps"] = torch.from_numpy(np.concatenate([s["teacher_maps"] for s in samples]))

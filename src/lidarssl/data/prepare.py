@@ -1,8 +1,8 @@
 """``lidarssl prepare``: build a dataset's frame index once and check the files it refers to.
 
-Each target is a function in :data:`PREPARE_TARGETS` taking a :class:`PrepareJob` and returning the number of
-problems found; the command exits with code 2 when there are any. Adding a target (superpixels, teacher
-features) is one entry in that dict; the command line lists and dispatches whatever it holds.
+The command line (:mod:`lidarssl.cli`) dispatches ``lidarssl prepare <target>``: every dataset format, plus
+caches of superpixels and teacher features. For a dataset it calls :func:`prepare_dataset`, which returns the
+number of problems found; the command exits with code 2 when there are any.
 
 For a dataset, every split is opened (readers cache their frame index, so this is what a training run would
 otherwise do first), then every file the index refers to is checked by size alone, which costs one ``stat`` per
@@ -25,8 +25,6 @@ from typing import Any
 
 from lidarssl.errors import ConfigError, DataError
 
-#: Dataset targets: a format name, or ``auto`` to recognise the layout.
-DATASET_TARGETS = ("auto", "nuscenes", "semantickitti", "semanticposs", "kitti", "pandaset", "synthetic")
 #: Problems listed per group before "... and N more".
 SHOWN_PER_GROUP = 5
 
@@ -39,7 +37,7 @@ class PrepareJob:
     """What ``lidarssl prepare`` was asked to do.
 
     Attributes:
-        target: the target name (a key of :data:`PREPARE_TARGETS`).
+        target: the target name (a dataset format, ``auto``, ``superpixels`` or ``teacher-features``).
         root: dataset folder.
         split: a split name (named splits included), or ``None`` for every split of the reader.
         workers: threads that check files.
@@ -205,11 +203,11 @@ def _load_state(path: Path | None, key: list) -> dict:
 
 
 def _save_state(path: Path | None, state: dict) -> None:
-    from lidarssl.data.formats._common import _write_json_atomic
+    from lidarssl.data.formats._common import write_json_atomic
 
     if path is not None:
         try:
-            _write_json_atomic(path, state)
+            write_json_atomic(path, state)
         except OSError:
             pass  # a read-only cache only costs a repeated check
 
@@ -293,7 +291,12 @@ def prepare_dataset(job: PrepareJob) -> int:
     Returns:
         The number of problem files, listed by group through ``job.log``.
     """
-    from lidarssl.data.stats import check_format, detect_format, open_dataset, reader_splits
+    from lidarssl.data.datasets import (
+        check_format,
+        detect_format,
+        open_dataset,
+        reader_splits,
+    )
 
     root = Path(job.root)
     fmt = detect_format(root) if job.target == "auto" else check_format(job.target)
@@ -342,71 +345,3 @@ def report_problems(problems: Problems, log: Callable[[str], None]) -> int:
         if len(files) > SHOWN_PER_GROUP:
             log(f"    ... and {len(files) - SHOWN_PER_GROUP} more")
     return total
-
-
-def _dataset_target(fmt: str) -> Callable[[PrepareJob], int]:
-    def run(job: PrepareJob) -> int:
-        return prepare_dataset(job)
-
-    run.__doc__ = f"index and check a {fmt} dataset" if fmt != "auto" else "index and check a dataset of any layout"
-    return run
-
-
-def _progress(log: Callable[[str], None], what: str) -> Callable[[int, int], None]:
-    """A progress callback logging about every tenth of the frames."""
-
-    def report(done: int, total: int) -> None:
-        if done == total or done % max(1, total // 10) == 0:
-            log(f"{what}: frame {done}/{total}")
-
-    return report
-
-
-def _superpixels_target(job: PrepareJob) -> int:
-    """SLIC superpixels of every camera image (options: preset=slic150_fast, cache=cache/superpixels)."""
-    from lidarssl.data.superpixels import prepare_superpixels, superpixel_preset
-
-    options = dict(job.options)
-    params = superpixel_preset(str(options.pop("preset", "slic150_fast")))
-    cache = Path(options.pop("cache", "cache/superpixels"))
-    if options:
-        raise DataError(f"prepare superpixels: unknown option(s) {sorted(options)}; options: preset, cache")
-    counts = prepare_superpixels(job.root, job.split, cache, params, job.workers, _progress(job.log, "superpixels"))
-    job.log(f"superpixels {params.key()} in {cache}: {counts['computed']} computed, {counts['skipped']} already cached")
-    return 0
-
-
-def _teacher_features_target(job: PrepareJob) -> int:
-    """Frozen-teacher features of every camera image, for the pretraining recipe given as recipe=PATH (the
-    recipe's data.teacher_cache, teacher and pairing.resize); further key=value options override the recipe."""
-    from lidarssl.config import load_config
-    from lidarssl.methods.config import PretrainConfig
-    from lidarssl.methods.pretrain import prepare_teacher_features
-
-    options = dict(job.options)
-    recipe = options.pop("recipe", None)
-    if recipe is None:
-        raise DataError("prepare teacher-features needs the pretraining recipe: recipe=PATH (e.g. recipe=scalr-wi-synthetic)")
-    data = {"root": str(job.root), **({"split": job.split} if job.split else {})}
-    config = load_config(PretrainConfig, recipe, {**options, "data": {**options.get("data", {}), **data}})
-    counts = prepare_teacher_features(config, progress=_progress(job.log, "teacher features"))
-    job.log(f"teacher features in {config.data.teacher_cache}: {counts['computed']} computed, "
-            f"{counts['skipped']} already cached")
-    return 0
-
-
-#: ``lidarssl prepare <target>``: target name -> function of a :class:`PrepareJob` returning the problem count.
-PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
-    **{name: _dataset_target(name) for name in DATASET_TARGETS},
-    "superpixels": _superpixels_target,
-    "teacher-features": _teacher_features_target,
-}
-
-
-def run_target(job: PrepareJob) -> int:
-    """Run ``job.target``; a DataError names the known targets when it is not one."""
-    if job.target not in PREPARE_TARGETS:
-        raise DataError(f"unknown prepare target '{job.target}'; choose one of {sorted(PREPARE_TARGETS)}")
-    if not os.path.isdir(job.root) and job.target in DATASET_TARGETS:
-        raise DataError(f"{job.root}: no such dataset folder")
-    return PREPARE_TARGETS[job.target](job)

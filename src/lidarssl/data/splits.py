@@ -99,7 +99,7 @@ def parse_split(name: str) -> tuple[str, Selector | None]:
 def frame_scene(dataset: Any, index: int) -> str:
     """Name of the scene (nuScenes scene, sequence) that frame ``index`` of a reader belongs to."""
     frame = dataset.frames[index]
-    if isinstance(frame, dict):  # synthetic NativeDataset
+    if isinstance(frame, dict):  # synthetic world (SyntheticDataset)
         return str(frame["sequence"])
     return str(frame[0]) if len(frame) > 1 else "/".join(map(str, frame))
 

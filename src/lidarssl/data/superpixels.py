@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from lidarssl.errors import ConfigError, DataError
+from lidarssl.io import atomic_write, safe_parts
 
 __all__ = [
     "FAST_SCALE",
@@ -253,17 +254,6 @@ def check_ids(ids: np.ndarray, offset: int, source: str) -> np.ndarray:
     return ids
 
 
-def _safe_parts(value: str, what: str, allow_slash: bool) -> list[str]:
-    if not isinstance(value, str) or not value:
-        raise DataError(f"superpixel cache: {what} must be a non-empty string, got {value!r}")
-    parts = value.split("/") if allow_slash else [value]
-    for part in parts:
-        if part in ("", ".", "..") or "\\" in part or "\0" in part or (not allow_slash and "/" in part):
-            raise DataError(f"superpixel cache: {what} {value!r} cannot be a path below the cache folder "
-                            f"(empty, '.' or '..' components, backslashes and NUL are rejected)")
-    return parts
-
-
 class SuperpixelCache:
     """Superpixel maps on disk: ``<cache_dir>/<params.key()>/<frame_id>/<camera>.png``, 16-bit PNG.
 
@@ -277,14 +267,12 @@ class SuperpixelCache:
 
     def path(self, frame_id: str, camera: str) -> Path:
         """File of the map of ``camera`` in frame ``frame_id``; DataError for ids that would leave the cache."""
-        parts = _safe_parts(frame_id, "frame id", allow_slash=True)
-        (name,) = _safe_parts(camera, "camera name", allow_slash=False)
+        parts = safe_parts(frame_id, "superpixel cache: frame id")
+        (name,) = safe_parts(camera, "superpixel cache: camera name", allow_slash=False)
         return self.root.joinpath(*parts, f"{name}.png")
 
     def write_params(self) -> Path:
         """Write ``params.json`` (parameters and key) into the key folder unless it is there already."""
-        from lidarssl.checkpoints import atomic_write
-
         path = self.root / "params.json"
         if not path.is_file():
             text = json.dumps({**self.params.to_dict(), "key": self.params.key()}, indent=2) + "\n"
@@ -293,8 +281,6 @@ class SuperpixelCache:
 
     def save(self, frame_id: str, camera: str, ids: np.ndarray) -> Path:
         """Write one map atomically (and ``params.json`` on the first save)."""
-        from lidarssl.checkpoints import atomic_write
-
         path = self.path(frame_id, camera)
         check_ids(ids, _MAX_ID + 1, str(path))
         self.write_params()
@@ -341,7 +327,7 @@ _WORKER: dict[str, Any] = {}
 
 def _init_worker(root: str, split: str | None, cache_dir: str, params: SuperpixelParams) -> None:
     """Process initialiser: one thread per process, the dataset opened once."""
-    from lidarssl.data.stats import open_dataset
+    from lidarssl.data.datasets import open_dataset
 
     try:  # torch may be imported by a reader; keep every worker on one core
         import sys
@@ -406,7 +392,7 @@ def prepare_superpixels(
     the frame, since readers give camera names and frame ids with the scan.
 
     Args:
-        root: dataset folder (any layout :func:`~lidarssl.data.stats.open_dataset` recognises).
+        root: dataset folder (any layout :func:`~lidarssl.data.datasets.open_dataset` recognises).
         split: split name, None for the reader's default.
         cache_dir: cache folder; the maps go into ``cache_dir / params.key()``.
         params: segmentation parameters.
@@ -417,7 +403,7 @@ def prepare_superpixels(
     Returns:
         Counts: ``frames``, ``images``, ``computed`` and ``skipped``.
     """
-    from lidarssl.data.stats import open_dataset
+    from lidarssl.data.datasets import open_dataset
 
     dataset = open_dataset(root, split)
     total = len(dataset)

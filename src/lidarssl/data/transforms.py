@@ -1,4 +1,8 @@
-"""Point-cloud augmentations, drawn from an explicit random generator so a seed fixes every draw."""
+"""Point-cloud augmentations, drawn from an explicit random generator so a seed fixes every draw.
+
+One :class:`PointAugment` serves pretraining and segmentation alike (its settings are the recipes'
+``augment:`` section, :class:`lidarssl.config.AugmentConfig`).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["PointAugment", "apply_affine"]
+__all__ = ["PointAugment", "apply_affine", "drop_cuboid"]
 
 
 @dataclass(frozen=True)
 class PointAugment:
-    """Random rotation about z, flips of x and/or y, and isotropic scaling of the points.
+    """Random rotation about z, flips of x and/or y, isotropic scaling, horizontal translation, and SLidR's
+    DropCuboids.
 
     Features are computed from the augmented points afterwards (by the backbone's preprocessing), so
     geometry and xyz features always agree.
@@ -22,15 +27,20 @@ class PointAugment:
         scale: (low, high) range of the isotropic scale factor, or ``None``.
         translate: ``(std, limit)`` of a horizontal translation drawn per axis from N(0, std) clipped to
             ±limit metres (NCLR's pose perturbation), or ``None``.
+        drop_cuboid: largest side of SLidR's DropCuboids as a share of the cloud's extent, or ``None``.
+        drop_cuboid_min_pairs: a drop is undone when a camera would keep fewer paired points (SLidR: 1024;
+            0 never undoes it).
     """
 
     rotate: bool = True
     flip: bool = True
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = None
+    drop_cuboid: float | None = None
+    drop_cuboid_min_pairs: int = 0
 
     def matrix(self, rng: np.random.Generator) -> np.ndarray:
-        """Draw one augmentation as a (4, 4) affine matrix acting on homogeneous points (no translation).
+        """Draw the rotation, flip, scale and translation as one (4, 4) affine acting on homogeneous points.
 
         Methods that pair points with pixels fold this matrix into the camera extrinsics, so the pairs
         stay valid after the points move.
@@ -59,3 +69,17 @@ class PointAugment:
 def apply_affine(A: np.ndarray, points: np.ndarray) -> np.ndarray:
     """``points`` (N, 3) moved by the (4, 4) affine ``A``, as float32."""
     return (points @ A[:3, :3].T.astype(np.float32) + A[:3, 3].astype(np.float32)).astype(np.float32)
+
+
+def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 0.2) -> np.ndarray:
+    """SLidR's DropCuboids: a (N,) keep mask removing a random cuboid centred on a random point.
+
+    Each side is drawn in ``U(0, max_side)`` times the cloud's extent along that axis.
+    """
+    if len(points) == 0:
+        return np.ones(0, bool)
+    extent = points.max(0) - points.min(0)
+    half = rng.uniform(0, max_side, 3) * extent / 2
+    centre = points[rng.integers(len(points))]
+    inside = np.all(np.abs(points - centre) <= half, axis=1)
+    return ~inside

@@ -6,7 +6,7 @@
 * ``finetune``: the backbone starts from pretrained weights and trains with layer-wise learning-rate decay.
 
 Evaluation scores **every original point**: points the backbone dropped take the prediction of their
-nearest kept point (see :class:`~lidarssl.downstream.data.SegmentationSamples`).
+nearest kept point (see :class:`~lidarssl.data.loader.LabelBuilder`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lidarssl.batch import Batch
 from lidarssl.losses import lovasz_softmax
-from lidarssl.metrics import ConfusionMatrix, iou_per_class, mean_accuracy, miou, overall_accuracy
-from lidarssl.models.backbones.base import Backbone, Batch
+from lidarssl.metrics import (
+    ConfusionMatrix,
+    iou_per_class,
+    mean_accuracy,
+    miou,
+    overall_accuracy,
+)
+from lidarssl.models.backbones.base import Backbone
 from lidarssl.optim import param_groups, warmup_cosine
 
 __all__ = ["SegmentationModule", "Mode"]

@@ -8,48 +8,37 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader
 
-from lidarssl.checkpoints import atomic_write, load_state_dict_strict, load_weights, save_weights
+from lidarssl.checkpoints import load_state_dict_strict, load_weights, save_weights
 from lidarssl.config import SegmentationConfig
-from lidarssl.data.stats import open_dataset
-from lidarssl.data.transforms import PointAugment
-from lidarssl.downstream.data import EpochSampler, SegmentationCollate, SegmentationSamples
+from lidarssl.data.datasets import open_dataset
+from lidarssl.data.labels import ClassMap
+from lidarssl.data.loader import LabelBuilder, ScanSamples
 from lidarssl.downstream.segmentation import Mode, SegmentationModule
 from lidarssl.errors import CheckpointError, ConfigError
+from lidarssl.io import atomic_write
 from lidarssl.metrics import format_iou_table, iou_per_class, miou
 from lidarssl.models.backbones import BackboneSpec, create_backbone
-from lidarssl.runs import build_trainer, check_fresh, last_checkpoint, write_run_info
+from lidarssl.optim import scaled_lr
+from lidarssl.runs import (
+    LabelledScanData,
+    build_trainer,
+    check_fresh,
+    last_checkpoint,
+    write_run_info,
+)
 
-__all__ = ["SegmentationData", "SegmentationResult", "run_segmentation", "evaluate_run"]
+__all__ = ["SegmentationResult", "evaluate_run", "run_segmentation", "segmentation_data"]
 
 
-class SegmentationData(L.LightningDataModule):
-    """Train and val loaders over a dataset root, sharded by rank with a (seed, epoch) order."""
-
-    def __init__(self, config: SegmentationConfig, spec: BackboneSpec) -> None:
-        super().__init__()
-        self.config, self.spec = config, spec
-        self.train_set = open_dataset(config.data.root, split=config.data.train_split)
-        self.val_set = open_dataset(config.data.root, split=config.data.val_split)
-        self.class_map = self.train_set.class_map
-
-    def _loader(self, dataset, train: bool) -> DataLoader:
-        cfg = self.config
-        samples = SegmentationSamples(dataset, self.spec.prep, train=train, seed=cfg.seed,
-                                      augment=PointAugment() if cfg.augment else None)
-        trainer = self.trainer
-        sampler = EpochSampler(len(dataset), shuffle=train, seed=cfg.seed,
-                               rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
-        workers = cfg.data.num_workers
-        return DataLoader(samples, batch_size=cfg.trainer.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=SegmentationCollate(self.spec.prep), persistent_workers=workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
+def segmentation_data(config: SegmentationConfig, spec: BackboneSpec) -> tuple[LabelledScanData, ClassMap]:
+    """Train and val samples of ``config.data`` with segmentation labels, and the class map of the train split."""
+    train_set = open_dataset(config.data.root, split=config.data.train_split)
+    val_set = open_dataset(config.data.root, split=config.data.val_split)
+    augment = config.augment.point_augment() if config.augment is not None else None
+    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment)
+    val = ScanSamples(val_set, spec.prep, [LabelBuilder()], seed=config.seed, train=False)
+    return LabelledScanData(train, val, config.trainer.batch_size, config.data.num_workers), train_set.class_map
 
 
 @dataclass
@@ -78,11 +67,6 @@ def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
     load_state_dict_strict(spec.model, state, str(path))
 
 
-def _scaled_lr(config: SegmentationConfig) -> float:
-    t = config.trainer
-    return config.optim.lr * t.batch_size * t.devices * t.num_nodes * t.accumulate / config.optim.base_batch
-
-
 def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False) -> SegmentationResult:
     """Train (scratch), linear-probe or finetune a backbone on ``config.data`` and evaluate every epoch.
 
@@ -96,19 +80,20 @@ def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = Fals
         check_fresh(out)
     spec = create_backbone(config.backbone.name, **config.backbone.options)
     _load_pretrained(spec, config.pretrained, mode)
-    data = SegmentationData(config, spec)
-    o = config.optim
-    module = SegmentationModule(spec.model, data.class_map.classes, mode=mode, lr=_scaled_lr(config),
+    data, class_map = segmentation_data(config, spec)
+    o, t = config.optim, config.trainer
+    lr = scaled_lr(o.lr, o.base_batch, t.batch_size, t.devices, t.num_nodes, t.accumulate)
+    module = SegmentationModule(spec.model, class_map.classes, mode=mode, lr=lr,
                                 weight_decay=o.weight_decay, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr,
                                 layer_decay=o.layer_decay, lovasz_weight=o.lovasz_weight,
-                                ignore_index=data.class_map.ignore_index)
+                                ignore_index=class_map.ignore_index)
     trainer = build_trainer(out, o.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.is_global_zero:
         save_weights(out / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name, "mode": mode})
-    return _finish(out, module, data.class_map.classes, trainer)
+    return _finish(out, module, class_map.classes, trainer)
 
 
 def _finish(out: Path, module: SegmentationModule, class_names: tuple[str, ...], trainer: L.Trainer) -> SegmentationResult:
@@ -129,8 +114,8 @@ def evaluate_run(config: SegmentationConfig, checkpoint: Path | None = None) -> 
     """Score a run's checkpoint (its ``last.ckpt`` by default) on the val split of ``config.data``."""
     ckpt = checkpoint or last_checkpoint(config.out)
     spec = create_backbone(config.backbone.name, **config.backbone.options)
-    data = SegmentationData(config, spec)
+    data, class_map = segmentation_data(config, spec)
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model, weights_only=True)
     trainer = build_trainer(config.out / "eval", 1, config.trainer)
     trainer.validate(module, datamodule=data)
-    return _finish(config.out / "eval", module, data.class_map.classes, trainer)
+    return _finish(config.out / "eval", module, class_map.classes, trainer)

@@ -1,6 +1,7 @@
 """ALSO: occupancy of queries along the lidar rays, decoded from the latents of nearby input points.
 
-Written from ``design/reference/also_nclr.md`` (part A), with the fixes of part C:
+ALSO (Boulch et al., CVPR 2023), after the original code (valeoai/ALSO: ``also_selfsup/transforms/create_points.py``
+for the queries, ``also_selfsup/networks/decoder/decoder.py`` for the decoder), with these changes:
 
 * rays start at the sensor origin recorded in the scan (:attr:`~lidarssl.data.scan.Scan.sensor_origin`),
   not at the coordinate origin;
@@ -44,15 +45,15 @@ from pydantic import Field
 from scipy.spatial import cKDTree
 from torch import nn
 
+from lidarssl.batch import Batch, Sample, concat_rows
 from lidarssl.config import Schema
+from lidarssl.data.loader import AugmentedScan
 from lidarssl.data.transforms import apply_affine
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.data import AugmentedScan, concat_rows
-from lidarssl.models.backbones.base import Batch, Sample
 
-__all__ = ["ALSO", "ALSOOptions", "BevGrid", "QueryBuilder", "OccupancyDecoder", "occupancy_iou",
+__all__ = ["ALSO", "ALSOOptions", "BevGrid", "QueryBuilder", "OccupancyDecoder", "occupancy_iou", "occupancy_logits",
            "BEHIND", "FRONT", "FREE"]
 
 #: Query kinds (``query_kind``): behind the surface (occupied), in front of it and in free space (empty).
@@ -172,7 +173,7 @@ class QueryBuilder:
 
     Adds to each sample ``queries`` (Q, 3) float32 (augmented, like ``view.points``), ``query_occ`` (Q,),
     ``query_intensity`` (Q,), ``query_kind`` (Q,) int8, ``query_neighbors`` (Q, K) int64 (rows of the kept
-    points, or flat BEV cells, nearest first, -1 padded) and ``kept_xyz`` (M, 3) float32, the augmented
+    points, or flat BEV cells, nearest first, -1 padded) and ``row_xyz`` (M, 3) float32, the augmented
     position of each feature row; with a BEV grid also ``query_rel`` (Q, K, 3) = q - cell centre. In the
     batch, neighbours index the whole batch (feature rows, or cells of the (B, H, W) map) and
     ``query_batch`` (sum Q,) says which scan each query belongs to.
@@ -186,13 +187,13 @@ class QueryBuilder:
     def __call__(self, view: AugmentedScan, rng: np.random.Generator) -> Sample:
         made = make_queries(view.scan, self.queries, self.distance, self.intensity_scale, rng)
         q = apply_affine(view.A, made["queries"]) if len(made["queries"]) else np.zeros((0, 3), np.float32)
-        kept_xyz = np.ascontiguousarray(view.points[view.kept], dtype=np.float32)
+        row_xyz = np.ascontiguousarray(view.points[view.kept], dtype=np.float32)
         sample = {"queries": q, "query_occ": made["occ"], "query_intensity": made["intensity"],
-                  "query_kind": made["kind"], "kept_xyz": kept_xyz}
+                  "query_kind": made["kind"], "row_xyz": row_xyz}
         if self.bev is not None:
             sample["query_neighbors"], sample["query_rel"] = self.bev.neighbors(q, self.radius, self.max_neighbors)
         else:
-            sample["query_neighbors"] = point_neighbors(q, kept_xyz, self.radius, self.max_neighbors)
+            sample["query_neighbors"] = point_neighbors(q, row_xyz, self.radius, self.max_neighbors)
         return sample
 
     def collate(self, samples: Sequence[Sample], batch: Batch) -> None:
@@ -209,7 +210,7 @@ class QueryBuilder:
         batch["query_neighbors"] = torch.from_numpy(np.concatenate(neighbors).reshape(-1, self.max_neighbors))
         sizes = [len(s["queries"]) for s in samples]
         batch["query_batch"] = torch.from_numpy(np.repeat(np.arange(len(samples), dtype=np.int64), sizes))
-        batch["kept_xyz"] = concat_rows(samples, "kept_xyz")
+        batch["row_xyz"] = concat_rows(samples, "row_xyz")
         if self.bev is not None:
             batch["query_rel"] = torch.from_numpy(
                 np.concatenate([s["query_rel"] for s in samples]).reshape(-1, self.max_neighbors, 3))
@@ -309,7 +310,7 @@ class ALSO(PretrainMethod):
             rel = batch["query_rel"][qi, ki]
         else:
             table = self.backbone(batch)
-            rel = batch["queries"][qi] - batch["kept_xyz"][rows]
+            rel = batch["queries"][qi] - batch["row_xyz"][rows]
         latents = self.head(table[rows])
         out = self.decoder(latents, rel)
         zero = table[:0].float().sum() + out[:0].float().sum()  # exactly 0 (never inf * 0), with the graph
@@ -351,18 +352,21 @@ def _binary_scores(logit: torch.Tensor, occ: torch.Tensor) -> tuple[float, float
 
 
 @torch.no_grad()
-def occupancy_iou(module: ALSO, batch: Batch) -> float:
-    """IoU of the occupied class over the queries of ``batch`` that have a neighbour, predicting each
-    query by the mean of its pair logits (in either mode); the module runs in eval mode."""
+def occupancy_logits(module: ALSO, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """Occupancy logit and target of each query of ``batch`` that has a neighbour, predicting a query by the
+    mean of its pair logits (in either mode); the module runs in eval mode."""
     was_training = module.training
     module.eval()
     try:
-        nb = batch["query_neighbors"]
-        aggregate = module.options.aggregate
         d = module.decode(batch)
-        out, query = (d.out, d.query) if aggregate else _mean_per_query(d.out, d.query, len(nb))
-        if len(out) == 0:
-            return float("nan")
-        return _binary_scores(out[:, 0].float(), batch["query_occ"][query].float())[1]
+        out, query = (d.out, d.query) if module.options.aggregate else _mean_per_query(
+            d.out, d.query, len(batch["query_neighbors"]))
+        return out[:, 0].float(), batch["query_occ"][query].float()
     finally:
         module.train(was_training)
+
+
+def occupancy_iou(module: ALSO, batch: Batch) -> float:
+    """IoU of the occupied class (logit > 0) over the queries of ``batch`` that have a neighbour."""
+    logit, occ = occupancy_logits(module, batch)
+    return _binary_scores(logit, occ)[1] if len(logit) else float("nan")

@@ -21,11 +21,12 @@ import lightning as L
 import torch
 from torch import nn
 
+from lidarssl.batch import Batch
 from lidarssl.config import Schema
+from lidarssl.data.loader import SampleBuilder
 from lidarssl.errors import ConfigError
 from lidarssl.methods.config import PretrainConfig, PretrainOptimConfig
-from lidarssl.methods.data import SampleBuilder
-from lidarssl.models.backbones.base import Backbone, Batch
+from lidarssl.models.backbones.base import Backbone
 from lidarssl.models.teachers.base import Teacher
 from lidarssl.optim import param_groups, warmup_cosine
 

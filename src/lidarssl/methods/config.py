@@ -7,12 +7,11 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from lidarssl.config import BackboneConfig, Schema, TrainerConfig
+from lidarssl.config import AugmentConfig, BackboneConfig, Schema, TrainerConfig
 from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
-from lidarssl.data.transforms import PointAugment
 
-__all__ = ["PretrainConfig", "TeacherConfig", "MethodConfig", "PretrainOptimConfig", "AugmentConfig", "PretrainDataConfig"]
+__all__ = ["PretrainConfig", "TeacherConfig", "MethodConfig", "PretrainOptimConfig", "PretrainDataConfig"]
 
 
 class PretrainDataConfig(Schema):
@@ -42,20 +41,6 @@ class MethodConfig(Schema):
 
     name: Literal["ppkt", "slidr", "stslidr", "scalr", "also", "nclr"] = "scalr"
     options: dict[str, Any] = Field(default_factory=dict)
-
-
-class AugmentConfig(Schema):
-    """Point-cloud augmentation drawn per scan; cameras and rays follow it."""
-
-    rotate: bool = True
-    flip: bool = True
-    scale: tuple[float, float] | None = (0.9, 1.1)
-    translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
-    drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
-    drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
-
-    def point_augment(self) -> PointAugment:
-        return PointAugment(rotate=self.rotate, flip=self.flip, scale=self.scale, translate=self.translate)
 
 
 class PretrainOptimConfig(Schema):

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lidarssl.batch import Batch
 from lidarssl.methods.base import PretrainMethod, point_head
-from lidarssl.models.backbones.base import Batch
 from lidarssl.models.teachers.base import Teacher
 
 __all__ = ["sample_maps", "PixelHead", "teacher_maps", "PointPixelMethod"]

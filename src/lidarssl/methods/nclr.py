@@ -22,7 +22,7 @@ batch's ``lidar_to_cam``, stays a pose). For every (scan, camera) view the netwo
 Views skipped by the pose head (too few keypoints, no pair at all, or a degenerate solve) are counted and
 logged (``train/nclr_pose_*``), never turned into a NaN loss.
 
-Departures from the released code (see ``design/reference/also_nclr.md`` part B): separate fusion modules
+Departures from the released code (Eaphan/NCLR: ``bevlab/models.py``, ``bevlab/pnp.py``): separate fusion modules
 per direction (the release reuses one), image flips applied to image and intrinsics alike, optional
 occlusion test, the PnP on normalised coordinates with an implicit-gradient step instead of vendored
 EPnP, and every constant in :class:`NCLROptions`.
@@ -38,15 +38,16 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from lidarssl.batch import Batch, Sample, concat_rows
 from lidarssl.config import Schema
+from lidarssl.data.loader import AugmentedScan
+from lidarssl.data.pairing import PairBuilder
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import info_nce, sample_pairs
-from lidarssl.methods.data import AugmentedScan, PairBuilder, concat_rows
 from lidarssl.methods.image import sample_maps, teacher_maps
 from lidarssl.methods.pnp import rotation_error_deg, solve_pnp
-from lidarssl.models.backbones.base import Batch, Sample
 
 __all__ = ["NCLR", "NCLROptions", "NCLRPairBuilder", "point_overlap_labels", "pixel_overlap_labels",
            "cell_centres", "soft_match_bearings", "select_keypoints"]

@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from lidarssl.batch import Batch
 from lidarssl.config import Schema
+from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import gather_across_processes, ppkt_loss
-from lidarssl.methods.data import PairBuilder
 from lidarssl.methods.image import PointPixelMethod, sample_maps, teacher_maps
-from lidarssl.models.backbones.base import Batch
 
 __all__ = ["PPKT"]
 

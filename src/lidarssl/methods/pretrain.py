@@ -8,20 +8,29 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
 
 from lidarssl.checkpoints import save_weights
-from lidarssl.data.stats import open_dataset
-from lidarssl.downstream.data import EpochSampler
+from lidarssl.data.datasets import open_dataset
+from lidarssl.data.loader import SampleBuilder, ScanSamples
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, method_class
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.data import PretrainCollate, PretrainSamples, SampleBuilder
-from lidarssl.methods.teacher_cache import TeacherFeatureCache, fill_cache, teacher_cache_key
+from lidarssl.methods.teacher_cache import (
+    TeacherFeatureCache,
+    fill_cache,
+    teacher_cache_key,
+)
 from lidarssl.models.backbones import BackboneSpec, create_backbone
 from lidarssl.models.teachers import create_teacher
 from lidarssl.models.teachers.base import Teacher
-from lidarssl.runs import build_trainer, check_fresh, last_checkpoint, write_run_info
+from lidarssl.optim import scaled_lr
+from lidarssl.runs import (
+    ScanData,
+    build_trainer,
+    check_fresh,
+    last_checkpoint,
+    write_run_info,
+)
 
 __all__ = ["run_pretraining", "build_teacher", "teacher_cache", "prepare_teacher_features", "PretrainResult"]
 
@@ -58,27 +67,6 @@ def open_pretrain_dataset(config: PretrainConfig):
     return open_dataset(config.data.root, split=config.data.split)
 
 
-class PretrainData(L.LightningDataModule):
-    """The training loader: scans as pretraining samples, a (seed, epoch) order sharded by rank."""
-
-    def __init__(self, config: PretrainConfig, spec: BackboneSpec, builders: list[SampleBuilder]) -> None:
-        super().__init__()
-        self.config, self.spec, self.builders = config, spec, builders
-        self.dataset = open_pretrain_dataset(config)
-
-    def train_dataloader(self) -> DataLoader:
-        cfg = self.config
-        samples = PretrainSamples(self.dataset, self.spec.prep, self.builders, seed=cfg.seed,
-                                  augment=cfg.augment.point_augment(), drop_cuboid=cfg.augment.drop_cuboid,
-                                  drop_min_pairs=cfg.augment.drop_cuboid_min_pairs)
-        trainer = self.trainer
-        sampler = EpochSampler(len(self.dataset), shuffle=True, seed=cfg.seed,
-                               rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
-        workers = cfg.data.num_workers
-        return DataLoader(samples, batch_size=cfg.trainer.batch_size, sampler=sampler, num_workers=workers,
-                          collate_fn=PretrainCollate(self.spec.prep, self.builders), persistent_workers=workers > 0)
-
-
 @dataclass
 class PretrainResult:
     """Where a pretraining run wrote its backbone, and its last epoch's mean loss."""
@@ -95,8 +83,8 @@ def build_method(config: PretrainConfig) -> tuple[PretrainMethod, BackboneSpec, 
     spec = create_backbone(config.backbone.name, **config.backbone.options)
     teacher = build_teacher(config) if cls.needs_teacher else None
     t = config.trainer
-    optim = config.optim.model_copy(update={
-        "lr": config.optim.lr * t.batch_size * t.devices * t.num_nodes * t.accumulate / config.optim.base_batch})
+    optim = config.optim.model_copy(update={"lr": scaled_lr(config.optim.lr, config.optim.base_batch, t.batch_size,
+                                                            t.devices, t.num_nodes, t.accumulate)})
     module = cls(spec.model, options, optim, teacher=teacher, loss_scope=config.loss_scope)
     return module, spec, cls.builders(config, options)
 
@@ -110,7 +98,9 @@ def run_pretraining(config: PretrainConfig, resume: bool = False) -> PretrainRes
     if not resume:
         check_fresh(out)
     module, spec, builders = build_method(config)
-    data = PretrainData(config, spec, builders)
+    samples = ScanSamples(open_pretrain_dataset(config), spec.prep, builders, seed=config.seed,
+                          augment=config.augment.point_augment())
+    data = ScanData(samples, config.trainer.batch_size, config.data.num_workers)
     trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import torch
-from pydantic import Field
 
+from lidarssl.batch import Batch
 from lidarssl.config import Schema
+from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import scalr_loss
-from lidarssl.methods.data import PairBuilder
 from lidarssl.methods.image import sample_maps, teacher_maps
-from lidarssl.models.backbones.base import Batch
 
 __all__ = ["ScaLR"]
 

@@ -9,16 +9,26 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from lidarssl.batch import Batch
 from lidarssl.config import Schema
-from lidarssl.errors import ConfigError, DataError
+from lidarssl.data.pairing import PairBuilder
 from lidarssl.data.scan import Scan
-from lidarssl.data.superpixels import SuperpixelCache, compute_superpixels, superpixel_preset
+from lidarssl.data.superpixels import (
+    SuperpixelCache,
+    compute_superpixels,
+    superpixel_preset,
+)
+from lidarssl.errors import ConfigError, DataError
 from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import gather_across_processes, info_nce, slidr_loss, stslidr_loss, superpixel_pool
-from lidarssl.methods.data import PairBuilder
+from lidarssl.methods.contrastive import (
+    gather_across_processes,
+    info_nce,
+    slidr_loss,
+    stslidr_loss,
+    superpixel_pool,
+)
 from lidarssl.methods.image import PointPixelMethod, teacher_maps
-from lidarssl.models.backbones.base import Batch
 
 __all__ = ["SLidR", "STSLidR", "SuperpixelSource"]
 

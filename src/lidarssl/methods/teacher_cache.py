@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lidarssl.checkpoints import atomic_write
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
+from lidarssl.io import atomic_write, safe_parts
 
 __all__ = ["TeacherFeatureCache", "teacher_cache_key"]
 
@@ -37,13 +37,6 @@ def teacher_cache_key(name: str, weights: Path | None, seed: int, image_hw: tupl
     return key
 
 
-def _safe_parts(frame_id: str, camera: str) -> tuple[str, ...]:
-    parts = (*frame_id.split("/"), camera)
-    if any(p in ("", ".", "..") for p in parts):
-        raise DataError(f"frame id '{frame_id}' / camera '{camera}' cannot name a cache file")
-    return parts
-
-
 class TeacherFeatureCache:
     """Teacher feature maps (C, h, w) float16 per (frame, camera) image.
 
@@ -56,7 +49,7 @@ class TeacherFeatureCache:
         self.root = Path(cache_dir) / key
 
     def path(self, frame_id: str, camera: str) -> Path:
-        return self.root.joinpath(*_safe_parts(frame_id, camera)).with_suffix(".npy")
+        return self.root.joinpath(*safe_parts(frame_id, "frame id"), *safe_parts(camera, "camera name", allow_slash=False)).with_suffix(".npy")
 
     def save(self, frame_id: str, camera: str, features: torch.Tensor | np.ndarray) -> None:
         array = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, np.float16)

@@ -15,8 +15,7 @@ Public API:
 - :data:`CAMERA_PRESETS`: ``nuscenes`` (6 cameras, 480x270), ``kitti`` (image_2, 621x188), ``none``.
 - :func:`write_dataset` ``(source, root, num_frames, *, frames_per_sequence=None, val_fraction=0.2,
   jpeg_quality=95, overwrite=False, threads=None, progress=None) -> Path``: write the native layout.
-- :class:`NativeDataset` ``(root, split="train")``: read it back (``len``, indexing -> Scan,
-  ``class_map``, ``camera_names``, ``index``).
+  Read it back with :func:`lidarssl.open_dataset` (reader :class:`~lidarssl.data.formats.SyntheticDataset`).
 - :func:`write_nuscenes`, :func:`write_semantickitti`, :func:`write_pandaset` ``(source, root, num_frames,
   *, frames_per_sequence=None, val_fraction=0.2, threads=None, progress=None, ...) -> Path``: the same
   sequences in the nuScenes, SemanticKITTI and PandaSet layouts, read back by
@@ -25,16 +24,19 @@ Public API:
 
 from lidarssl.synthetic.camera import CAMERA_PRESETS, CameraSpec
 from lidarssl.synthetic.lidar import LIDAR_PRESETS, LidarPreset
-from lidarssl.synthetic.native import NativeDataset, write_dataset
 from lidarssl.synthetic.world import SyntheticWorld
-from lidarssl.synthetic.writers import write_nuscenes, write_pandaset, write_semantickitti
+from lidarssl.synthetic.writers import (
+    write_dataset,
+    write_nuscenes,
+    write_pandaset,
+    write_semantickitti,
+)
 
 __all__ = [
     "CAMERA_PRESETS",
     "LIDAR_PRESETS",
     "CameraSpec",
     "LidarPreset",
-    "NativeDataset",
     "SyntheticWorld",
     "write_dataset",
     "write_nuscenes",

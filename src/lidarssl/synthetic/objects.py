@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from lidarssl.synthetic.materials import MATERIAL_IDS as M
-from lidarssl.synthetic.meshes import MeshBuilder, MeshLayer, rotation_x, rotation_y, template
+from lidarssl.synthetic.meshes import (
+    MeshBuilder,
+    MeshLayer,
+    rotation_x,
+    rotation_y,
+    template,
+)
 
 # nuScenes-lidarseg raw ids.
 PEDESTRIAN, CHILD, WORKER = 2, 3, 4

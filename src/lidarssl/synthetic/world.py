@@ -33,7 +33,12 @@ from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import ConfigError
 from lidarssl.synthetic.camera import CameraRender, CameraSpec, camera_rig, render
-from lidarssl.synthetic.lidar import LIDAR_PRESETS, LidarPreset, LidarSweep, simulate_sweep
+from lidarssl.synthetic.lidar import (
+    LIDAR_PRESETS,
+    LidarPreset,
+    LidarSweep,
+    simulate_sweep,
+)
 from lidarssl.synthetic.raycast import FrameGeometry, StaticGeometry
 from lidarssl.synthetic.scene import Scene, build_scene
 from lidarssl.synthetic.shading import lidar_reflectivity

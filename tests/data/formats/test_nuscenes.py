@@ -15,11 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lidarssl.data.datasets import open_dataset
 from lidarssl.data.formats import NuScenes
 from lidarssl.data.formats._common import pose_from_quaternion
-from lidarssl.data.geometry import project_scan, quaternion_to_rotation, rotation_to_quaternion
+from lidarssl.data.geometry import (
+    project_scan,
+    quaternion_to_rotation,
+    rotation_to_quaternion,
+)
 from lidarssl.data.labels import load_class_map
-from lidarssl.data.stats import open_dataset
 from lidarssl.errors import DataError
 from lidarssl.synthetic.writers import NuScenesTables
 from lidarssl.viz.overlay import save_overlay

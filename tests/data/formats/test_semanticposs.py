@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.formats import READERS, SemanticKITTI, SemanticPOSS
-from lidarssl.data.stats import detect_format, open_dataset
 from lidarssl.errors import DataError
 
 # Every class of the map once, plus ignored ids: 0 unlabeled, 1 and 18 reserved without a class.

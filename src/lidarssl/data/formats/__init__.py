@@ -1,26 +1,30 @@
 """One reader per on-disk dataset format; each returns :class:`~lidarssl.data.scan.Scan` objects.
 
-Every reader takes ``(root, split, ...)``, has ``__len__``, ``__getitem__`` and a ``class_map``, and caches its
-frame list as JSON (``<root>/.lidarssl_index/``, or a per-user cache folder when the dataset is read-only).
+Every reader takes ``(root, split, ...)``, has ``__len__``, ``__getitem__``, a ``class_map``, its ``splits``
+and a classmethod ``detect(root)`` that says whether a folder is in its layout. The readers of real datasets
+cache their frame list as JSON (``<root>/.lidarssl_index/``, or a per-user cache folder when the dataset is
+read-only); :func:`lidarssl.data.datasets.open_dataset` picks the reader of a folder by asking each in turn.
 """
 
 from __future__ import annotations
 
-from lidarssl.data.formats._common import FrameReader, user_cache_dir
+from lidarssl.data.formats._common import FrameReader
 from lidarssl.data.formats.kitti import KITTIObject
 from lidarssl.data.formats.nuscenes import NuScenes
 from lidarssl.data.formats.pandaset import PandaSet
 from lidarssl.data.formats.semantickitti import SemanticKITTI
 from lidarssl.data.formats.semanticposs import SemanticPOSS
+from lidarssl.data.formats.synthetic import SyntheticDataset
 
-#: Reader class of each format name.
-READERS: dict[str, type[FrameReader]] = {
-    "semantickitti": SemanticKITTI,
+#: Reader class of each format name, in the order layouts are recognised.
+READERS: dict[str, type[FrameReader] | type[SyntheticDataset]] = {
+    "synthetic": SyntheticDataset,
+    "nuscenes": NuScenes,
     "semanticposs": SemanticPOSS,
+    "semantickitti": SemanticKITTI,
     "kitti": KITTIObject,
     "pandaset": PandaSet,
-    "nuscenes": NuScenes,
 }
 
 __all__ = ["READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI", "SemanticPOSS",
-           "user_cache_dir"]
+           "SyntheticDataset"]

@@ -1,5 +1,5 @@
-"""What the dataset readers share: the cached frame index, binary scans, KITTI-style calibration, images and
-strict label mapping.
+"""What the dataset readers share: the cached frame index, binary scans and label files, KITTI-style
+calibration and images.
 
 Every helper raises :class:`~lidarssl.errors.DataError` naming the file at fault, so a reader only states
 which file it reads and never re-words an error.
@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -23,6 +22,7 @@ from lidarssl.data.geometry import quaternion_to_rotation
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.io import atomic_write
 
 MissingCamera = Literal["error", "skip"]
 
@@ -68,26 +68,17 @@ def _may_write(folder: Path) -> bool:
     return os.access(folder, os.W_OK) and bool(folder.stat().st_mode & 0o222)
 
 
-def _write_json_atomic(path: Path, doc: dict) -> None:
-    """Write ``doc`` to ``path`` through a temporary file and a rename, so readers never see half a file."""
+def write_json_atomic(path: Path, doc: dict) -> None:
+    """Write ``doc`` to ``path`` atomically, unless the folder is read-only (:func:`_may_write`)."""
     if not _may_write(path.parent):
         raise PermissionError(f"{path.parent} is read-only")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an index of a shared dataset is for every user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc)))
 
 
 class FrameReader:
     """Base of the dataset readers: a frame list built once and cached as JSON, indexing and the class map.
 
-    A subclass sets ``reader_name`` and ``splits``, checks its layout in ``__init__`` before calling
+    A subclass sets ``reader_name``, ``splits`` and ``default_split``, implements :meth:`detect`, checks its layout in ``__init__`` before calling
     :meth:`_open_index`, and implements :meth:`_list_frames` and :meth:`_read`. A frame is a list of plain
     JSON values, usually strings (``["00", "000000"]``); a reader whose frames need more than file names to be
     read (nuScenes: resolved calibration records) stores them there too, so the index stays plain JSON.
@@ -100,7 +91,13 @@ class FrameReader:
 
     reader_name: ClassVar[str]
     splits: ClassVar[tuple[str, ...]]
+    default_split: ClassVar[str] = "train"
     class_map: ClassMap
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """Whether the folder ``root`` is laid out in this reader's format (cheap: looks at a few paths)."""
+        raise NotImplementedError
 
     def __init__(self, root: str | Path, split: str) -> None:
         self.root = Path(root).expanduser().absolute()
@@ -162,7 +159,7 @@ class FrameReader:
         self.index_path = None
         for path in candidates:
             try:
-                _write_json_atomic(path, doc)
+                write_json_atomic(path, doc)
             except OSError:
                 continue  # read-only dataset folder: fall back to the next location
             self.index_path = path
@@ -427,6 +424,3 @@ def camera_from_projection(P: np.ndarray, velo_to_rect: np.ndarray, source: Path
     lidar_to_cam = translation(np.linalg.solve(K, P[:, 3])) @ velo_to_rect
     check_rigid(str(source), "lidar_to_cam", lidar_to_cam)
     return K, lidar_to_cam
-
-
-# --- labels -------------------------------------------------------------------------------------------------------

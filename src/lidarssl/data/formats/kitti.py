@@ -65,6 +65,11 @@ class KITTIObject(FrameReader):
 
     reader_name = "kitti"
     splits = (*_FOLDER_SPLITS, *_LIST_SPLITS)
+    default_split = "training"
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return any((root / folder / "velodyne").is_dir() for folder in _FOLDER_SPLITS)
 
     def __init__(
         self,

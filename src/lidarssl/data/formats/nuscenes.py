@@ -145,6 +145,10 @@ class NuScenes(FrameReader):
     reader_name = "nuscenes"
     splits = ("train", "val", "test", "mini_train", "mini_val", "all")
 
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return any(root.glob("v1.0-*/sample_data.json"))
+
     def __init__(
         self,
         root: str | Path,

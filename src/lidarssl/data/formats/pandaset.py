@@ -128,6 +128,10 @@ class PandaSet(FrameReader):
     reader_name = "pandaset"
     splits = ("train", "val", "all")
 
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return root.is_dir() and any((seq / "lidar" / "poses.json").is_file() for seq in root.iterdir() if seq.is_dir())
+
     def __init__(
         self,
         root: str | Path,

@@ -44,6 +44,7 @@ class SemanticPOSS(SemanticKITTI):
 
     reader_name = "semanticposs"
     splits = tuple(SPLITS)
+    semanticposs_labels = True
     split_sequences = SPLITS
     title = "SemanticPOSS"
     layout = _LAYOUT

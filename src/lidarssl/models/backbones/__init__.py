@@ -4,34 +4,14 @@
 preprocessing and its collate; :func:`list_backbones` names the presets.
 """
 
+# Importing the preset modules registers them.
+from lidarssl.models.backbones import minkunet, spvcnn, voxelnet, waffleiron  # noqa: F401
 from lidarssl.models.backbones.base import (
-    COMMON_KEYS,
     Backbone,
     BackboneSpec,
-    Batch,
-    Preprocessor,
-    Sample,
     create_backbone,
     list_backbones,
     register_backbone,
 )
-from lidarssl.models.backbones.waffleiron import WaffleIron, WaffleIronSegmenter
-from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep
 
-# Sparse-convolution presets (spconv); importing the modules registers them.
-from lidarssl.models.backbones import minkunet, spvcnn, voxelnet  # noqa: F401
-
-__all__ = [
-    "COMMON_KEYS",
-    "Backbone",
-    "BackboneSpec",
-    "Batch",
-    "Preprocessor",
-    "Sample",
-    "WaffleIron",
-    "WaffleIronPrep",
-    "WaffleIronSegmenter",
-    "create_backbone",
-    "list_backbones",
-    "register_backbone",
-]
+__all__ = ["Backbone", "BackboneSpec", "create_backbone", "list_backbones", "register_backbone"]

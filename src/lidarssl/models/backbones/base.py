@@ -2,12 +2,12 @@
 
 Every backbone comes as three parts, so that every method and head works with every backbone:
 
-* a **preprocessor** (:class:`Preprocessor`): pure numpy, run in DataLoader workers. It takes one scan's
+* a **preprocessor** (:class:`~lidarssl.batch.Preprocessor`): pure numpy, run in DataLoader workers. It takes one scan's
   points and intensity, keeps a subset of the points (voxel subsampling, field-of-view crop), computes
   whatever the network needs (features, grid cells, neighbours, voxel coordinates) and returns ``kept``,
   the (M,) int64 indices of the input points it kept, in increasing order;
 * a **collate** function (:attr:`Preprocessor.collate`) that turns a list of those samples into one batch
-  of tensors holding at least :data:`COMMON_KEYS`;
+  of tensors holding at least :data:`~lidarssl.batch.COMMON_KEYS`;
 * the **module** (:class:`Backbone`), whose ``forward(batch)`` returns an (sum M, ``out_channels``) tensor:
   one feature row per kept point, concatenated over the batch in sample order, so row ``r`` belongs to
   input point ``batch["kept"][r]`` of sample ``batch["batch_index"][r]``.
@@ -22,44 +22,13 @@ import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import nn
 
+from lidarssl.batch import Batch, Preprocessor, Sample
 from lidarssl.errors import ConfigError, DataError
-
-Sample = dict[str, np.ndarray]
-Batch = dict[str, torch.Tensor]
-
-#: Keys every collate function returns: ``batch_index`` (sum M,) int64 sample of each kept point,
-#: ``kept`` (sum M,) int64 index of each kept point in its own scan, ``offsets`` (B + 1,) int64 first row
-#: of each sample (so ``offsets.shape[0] - 1`` is the batch size without a device sync).
-COMMON_KEYS = ("batch_index", "kept", "offsets")
-
-
-@runtime_checkable
-class Preprocessor(Protocol):
-    """Numpy preprocessing of one scan for one backbone; must pickle (it runs in DataLoader workers)."""
-
-    def __call__(self, points: np.ndarray, intensity: np.ndarray, rng: np.random.Generator | None = None) -> Sample:
-        """Preprocess one scan.
-
-        Args:
-            points: (N, 3) float32 xyz in the lidar frame, after augmentation.
-            intensity: (N,) float32 intensity in the dataset's own scale.
-            rng: random generator for training-time choices (which point represents a voxel);
-                ``None`` for the deterministic evaluation behaviour.
-
-        Returns:
-            Arrays for :meth:`collate`, including ``kept`` (M,) int64 sorted indices into ``points``.
-        """
-        ...
-
-    def collate(self, samples: Sequence[Sample]) -> Batch:
-        """Concatenate preprocessed samples into one batch holding at least :data:`COMMON_KEYS`."""
-        ...
 
 
 class Backbone(nn.Module, ABC):
@@ -135,7 +104,7 @@ def create_backbone(name: str, **overrides: object) -> BackboneSpec:
 
 
 def collate_common(samples: Sequence[Sample]) -> Batch:
-    """The :data:`COMMON_KEYS` of a batch; backbone collates add their own keys to this.
+    """The :data:`~lidarssl.batch.COMMON_KEYS` of a batch; backbone collates add their own keys to this.
 
     Raises:
         DataError: on an empty list of samples or a sample without ``kept``.

@@ -1,6 +1,7 @@
 """Sparse residual U-Nets: SLidR's SR-UNet (Res16UNet34C) and ALSO/NCLR's MinkUNet18/34.
 
-Written from the architecture descriptions in ``design/reference/slidr_stslidr.md`` and ``also_nclr.md``.
+Written after SLidR's ``model/res16unet.py`` (valeoai/SLidR, MinkowskiEngine) and ALSO's
+``also_selfsup/networks/backbone/torchsparse/minkunet.py`` (valeoai/ALSO, torchsparse).
 Layout (torchsparse's names; convolutions use spconv semantics, see :mod:`lidarssl.models.sparse`):
 
 * ``stem``: ``stem_convs`` x (3^3 submanifold conv, BN, ReLU) to ``stem_channels``;
@@ -23,8 +24,18 @@ import torch
 from torch import nn
 
 from lidarssl.errors import ConfigError
-from lidarssl.models.backbones.base import Backbone, BackboneSpec, Batch, register_backbone
-from lidarssl.models.backbones.sparse_prep import layer_of_prefix, scaled, sparse_input, split_overrides
+from lidarssl.models.backbones.base import (
+    Backbone,
+    BackboneSpec,
+    Batch,
+    register_backbone,
+)
+from lidarssl.models.backbones.sparse_prep import (
+    layer_of_prefix,
+    scaled,
+    sparse_input,
+    split_overrides,
+)
 from lidarssl.models.sparse import SparseTensor, cat
 from lidarssl.models.sparse import nn as spnn
 

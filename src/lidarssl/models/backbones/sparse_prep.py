@@ -191,7 +191,7 @@ class SparsePrep:
         """Concatenate samples into one batch (no padding).
 
         Returns:
-            :data:`~lidarssl.models.backbones.base.COMMON_KEYS` plus ``voxel_coords`` (sum V, 4) int32
+            :data:`~lidarssl.batch.COMMON_KEYS` plus ``voxel_coords`` (sum V, 4) int32
             (batch, z, y, x), ``voxel_feats`` (sum V, C) float32, ``point2voxel`` (sum M,) int64 rows into
             the batch's voxels, and ``point_coords`` (sum M, 3) float32.
         """

@@ -1,6 +1,6 @@
 """SPVCNN (Tang et al., ECCV 2020) as ALSO and NCLR use it: a sparse U-Net plus a point branch.
 
-Written from the description in ``design/reference/also_nclr.md``. The voxel branch is
+Written after ALSO's ``also_selfsup/networks/backbone/torchsparse/spvcnn.py`` (valeoai/ALSO, torchsparse 1.4). The voxel branch is
 :class:`~lidarssl.models.backbones.minkunet.MinkUNet` with two residual blocks per level, a two-conv
 stem and widths 32 | 32, 64, 128, 256 | 256, 128, 96, 96. The point branch keeps one feature row per
 kept point and meets the voxels four times:

@@ -1,6 +1,6 @@
 """VoxelNet: OpenPCDet's ``VoxelBackBone8x`` with height compression, sampled at the points.
 
-Written from the description in ``design/reference/slidr_stslidr.md`` (SLidR's VoxelNet) and OpenPCDet's
+Written after SLidR's ``model/spconv_backbone.py`` (valeoai/SLidR: its VoxelNet) and OpenPCDet's
 documented layout. Module names and parameter shapes are OpenPCDet's ``backbone_3d`` ones
 (``conv_input.0.weight``, ``conv1.0.0.weight``, ``conv2.0.1.running_mean``, ..., ``conv_out.0.weight``),
 so an exported state_dict loads into SECOND or PV-RCNN under the ``backbone_3d.`` prefix:
@@ -29,8 +29,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from lidarssl.errors import ConfigError
-from lidarssl.models.backbones.base import Backbone, BackboneSpec, Batch, register_backbone
-from lidarssl.models.backbones.sparse_prep import layer_of_prefix, sparse_input, split_overrides
+from lidarssl.models.backbones.base import (
+    Backbone,
+    BackboneSpec,
+    Batch,
+    register_backbone,
+)
+from lidarssl.models.backbones.sparse_prep import (
+    layer_of_prefix,
+    sparse_input,
+    split_overrides,
+)
 from lidarssl.models.sparse import SparseTensor
 from lidarssl.models.sparse import nn as spnn
 

@@ -149,7 +149,7 @@ class WaffleIronPrep:
         """Concatenate samples into one batch (no padding).
 
         Returns:
-            :data:`~lidarssl.models.backbones.base.COMMON_KEYS` plus ``feats`` (sum M, 5) float32,
+            :data:`~lidarssl.batch.COMMON_KEYS` plus ``feats`` (sum M, 5) float32,
             ``neighbors`` (sum M, K + 1) int64 row indices into the batch, and ``cells`` (sum M, n_planes) int64 with
             sample b's cells offset by ``b * H * W`` so each sample owns its own grid on every plane.
         """

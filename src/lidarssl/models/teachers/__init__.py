@@ -5,33 +5,13 @@ frozen :class:`Teacher` mapping (B, 3, H, W) RGB images (uint8 0..255 or float 0
 features; :func:`list_teachers` names the variants. ``weights=None`` builds a random teacher.
 """
 
+# Importing the variant modules registers them.
+from lidarssl.models.teachers import resnet, vit  # noqa: F401
 from lidarssl.models.teachers.base import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    Release,
     Teacher,
     create_teacher,
     list_teachers,
-    read_checkpoint,
     register_teacher,
 )
-from lidarssl.models.teachers.resnet import FORMATS, ResNetTeacher, detect_format
-from lidarssl.models.teachers.vit import ViTSpec, ViTTeacher, convert_dinov2, interpolate_pos_embed
 
-__all__ = [
-    "FORMATS",
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "Release",
-    "ResNetTeacher",
-    "Teacher",
-    "ViTSpec",
-    "ViTTeacher",
-    "convert_dinov2",
-    "create_teacher",
-    "detect_format",
-    "interpolate_pos_embed",
-    "list_teachers",
-    "read_checkpoint",
-    "register_teacher",
-]
+__all__ = ["Teacher", "create_teacher", "list_teachers", "register_teacher"]

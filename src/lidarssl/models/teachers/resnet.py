@@ -29,7 +29,14 @@ from torch import nn
 from torchvision.models import resnet50 as tv_resnet50
 
 from lidarssl.errors import CheckpointError, ConfigError
-from lidarssl.models.teachers.base import Release, Teacher, build, check_options, key_sample, register_teacher
+from lidarssl.models.teachers.base import (
+    Release,
+    Teacher,
+    build,
+    check_options,
+    key_sample,
+    register_teacher,
+)
 
 __all__ = ["FORMATS", "ResNetTeacher", "detect_format"]
 

@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from lidarssl.errors import CheckpointError
-from lidarssl.models.teachers.base import Release, Teacher, build, check_options, key_sample, register_teacher
+from lidarssl.models.teachers.base import (
+    Release,
+    Teacher,
+    build,
+    check_options,
+    key_sample,
+    register_teacher,
+)
 
 __all__ = ["ViTSpec", "ViTTeacher", "convert_dinov2", "interpolate_pos_embed"]
 

@@ -33,7 +33,14 @@ import numpy as np
 from lidarssl.data.formats._common import invert_rigid
 from lidarssl.data.geometry import rotation_to_quaternion
 from lidarssl.data.labels import load_class_map
-from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_atomic, write_sequences
+from lidarssl.io import write_bytes_atomic
+from lidarssl.synthetic.plan import (
+    Frame,
+    Generation,
+    ProgressFn,
+    encode_image,
+    write_sequences,
+)
 from lidarssl.synthetic.world import EPOCH, SyntheticWorld
 from lidarssl.synthetic.writers._shared import refuse_existing
 
@@ -186,12 +193,12 @@ class NuScenesTables:
         """
         map_token = self.new_token()
         map_file = f"maps/{map_token}.png"
-        write_atomic(root / map_file, encode_image(np.zeros((_MAP_SIZE, _MAP_SIZE), np.uint8), "PNG"))
+        write_bytes_atomic(root / map_file, encode_image(np.zeros((_MAP_SIZE, _MAP_SIZE), np.uint8), "PNG"))
         self.records["map"] = [{"token": map_token, "category": "semantic_prior", "filename": map_file,
                                 "log_tokens": [log["token"] for log in self.records["log"]]}]
         folder = root / self.version
         for name in (*[t for t in TABLES if t != "sample_data"], "sample_data"):
-            write_atomic(folder / f"{name}.json", json.dumps(self.records[name], indent=0).encode())
+            write_bytes_atomic(folder / f"{name}.json", json.dumps(self.records[name], indent=0).encode())
         return folder
 
 
@@ -237,7 +244,7 @@ def write_nuscenes(
     tables = NuScenesTables(version)
     splits: dict[str, list[str]] = {"train": [], "val": []}
     write_sequences(gen, lambda first: _SceneWriter(tables, root, first, splits, jpeg_quality), progress)
-    write_atomic(root / "splits.json", json.dumps(splits, indent=1).encode())
+    write_bytes_atomic(root / "splits.json", json.dumps(splits, indent=1).encode())
     return tables.write(root)
 
 
@@ -265,15 +272,15 @@ class _SceneWriter:
         ego_to_global = scan.ego_pose @ invert_rigid(world.lidar.ego_from_lidar())
         lidar_file = f"samples/LIDAR_TOP/{self.log}__LIDAR_TOP__{stamp}.pcd.bin"
         columns = np.column_stack([scan.points, scan.intensity, scan.ring]).astype("<f4")
-        write_atomic(self.root / lidar_file, columns.tobytes())
+        write_bytes_atomic(self.root / lidar_file, columns.tobytes())
         lidar = tables.add_sample_data(sample, self.calib["LIDAR_TOP"], lidar_file, stamp, ego_to_global)
         label_file = f"lidarseg/{tables.version}/{lidar}_lidarseg.bin"
-        write_atomic(self.root / label_file, scan.raw_labels.astype(np.uint8).tobytes())
+        write_bytes_atomic(self.root / label_file, scan.raw_labels.astype(np.uint8).tobytes())
         tables.add_lidarseg(lidar, label_file)
         for view, cam in zip(scan.cameras, world.cameras):
             cam_stamp = microseconds(view.timestamp)
             image_file = f"samples/{view.name}/{self.log}__{view.name}__{cam_stamp}.jpg"
-            write_atomic(self.root / image_file, encode_image(view.image, "JPEG", self.quality))
+            write_bytes_atomic(self.root / image_file, encode_image(view.image, "JPEG", self.quality))
             # ego pose at the camera time: camera -> global, then back onto the ego origin
             cam_to_global = scan.ego_pose @ invert_rigid(view.lidar_to_cam)
             h, w = view.hw

@@ -35,9 +35,20 @@ from lidarssl.data.formats._common import invert_rigid
 from lidarssl.data.geometry import rotation_to_quaternion
 from lidarssl.data.labels import load_class_map
 from lidarssl.errors import ConfigError
-from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_atomic, write_sequences
+from lidarssl.io import write_bytes_atomic
+from lidarssl.synthetic.plan import (
+    Frame,
+    Generation,
+    ProgressFn,
+    encode_image,
+    write_sequences,
+)
 from lidarssl.synthetic.world import SyntheticWorld
-from lidarssl.synthetic.writers._shared import label_table, refuse_existing, relative_pose
+from lidarssl.synthetic.writers._shared import (
+    label_table,
+    refuse_existing,
+    relative_pose,
+)
 
 #: Synthetic (nuScenes-like) camera -> PandaSet camera. PandaSet's side cameras look sideways, nuScenes'
 #: back-side cameras 20 degrees further back; the names follow the closest view.
@@ -169,14 +180,14 @@ class _SequenceWriter:
         world = scan.points.astype(np.float64) @ lidar_to_world[:3, :3].T + lidar_to_world[:3, 3]
         stem = f"{frame.index:02d}"
         n = len(scan)
-        write_atomic(self.folder / "lidar" / f"{stem}.pkl.gz", _dataframe_bytes({
+        write_bytes_atomic(self.folder / "lidar" / f"{stem}.pkl.gz", _dataframe_bytes({
             "x": world[:, 0], "y": world[:, 1], "z": world[:, 2], "i": scan.intensity.astype(np.float64),
             "t": scan.timestamp + (scan.time if scan.time is not None else np.zeros(n)), "d": np.zeros(n, np.int64)}))
-        write_atomic(self.folder / "annotations" / "semseg" / f"{stem}.pkl.gz",
+        write_bytes_atomic(self.folder / "annotations" / "semseg" / f"{stem}.pkl.gz",
                      _dataframe_bytes({"class": _TABLE[scan.raw_labels]}))
         for view in scan.cameras:
             name = CAMERA_NAMES[view.name]
-            write_atomic(self.folder / "camera" / name / f"{stem}.jpg", encode_image(view.image, "JPEG", self.quality))
+            write_bytes_atomic(self.folder / "camera" / name / f"{stem}.jpg", encode_image(view.image, "JPEG", self.quality))
             cam = self.cameras.setdefault(name, {"K": view.K, "poses": [], "timestamps": []})
             cam["poses"].append(_pose_json(lidar_to_world @ invert_rigid(view.lidar_to_cam)))
             cam["timestamps"].append(view.timestamp)
@@ -186,7 +197,7 @@ class _SequenceWriter:
 
     def finish(self) -> None:
         def put(rel: str, doc: object) -> None:
-            write_atomic(self.folder / rel, json.dumps(doc).encode())
+            write_bytes_atomic(self.folder / rel, json.dumps(doc).encode())
 
         for name, cam in self.cameras.items():
             K = cam["K"]

@@ -29,9 +29,20 @@ from typing import Any
 import numpy as np
 
 from lidarssl.errors import ConfigError, DataError
-from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_atomic, write_sequences
+from lidarssl.io import write_bytes_atomic
+from lidarssl.synthetic.plan import (
+    Frame,
+    Generation,
+    ProgressFn,
+    encode_image,
+    write_sequences,
+)
 from lidarssl.synthetic.world import SyntheticWorld
-from lidarssl.synthetic.writers._shared import label_table, refuse_existing, relative_pose
+from lidarssl.synthetic.writers._shared import (
+    label_table,
+    refuse_existing,
+    relative_pose,
+)
 
 #: SemanticKITTI sequence names of the training and validation splits, in the order sequences fill them.
 SEQUENCE_NAMES = {"train": ("00", "01", "02", "03", "04", "05", "06", "07", "09", "10"), "val": ("08",)}
@@ -150,23 +161,23 @@ class _SequenceWriter:
         if scan.instance is not None and (scan.instance.min() < 0 or scan.instance.max() >= 1 << 16):
             raise DataError(f"{scan.source}: instance ids must fit in 16 bits for a .label file")
         remission = scan.intensity / np.float32(255.0)
-        write_atomic(self.folder / "velodyne" / f"{stem}.bin",
+        write_bytes_atomic(self.folder / "velodyne" / f"{stem}.bin",
                      np.column_stack([scan.points, remission]).astype("<f4").tobytes())
         instance = scan.instance if scan.instance is not None else np.zeros(len(scan), np.int64)
         packed = _TABLE[scan.raw_labels].astype(np.uint32) | (instance.astype(np.uint32) << 16)
-        write_atomic(self.folder / "labels" / f"{stem}.label", packed.astype("<u4").tobytes())
-        write_atomic(self.folder / "image_2" / f"{stem}.png", encode_image(view.image, "PNG"))
+        write_bytes_atomic(self.folder / "labels" / f"{stem}.label", packed.astype("<u4").tobytes())
+        write_bytes_atomic(self.folder / "image_2" / f"{stem}.png", encode_image(view.image, "PNG"))
         self.poses.append(scan.ego_pose)
         self.times.append(scan.timestamp)
 
     def finish(self) -> None:
         P = np.hstack([self.K, np.zeros((3, 1))])
         lines = [f"{key}: {_row(P)}" for key in ("P0", "P1", "P2", "P3")] + [f"Tr: {_row(self.Tr[:3])}"]
-        write_atomic(self.folder / "calib.txt", ("\n".join(lines) + "\n").encode())
+        write_bytes_atomic(self.folder / "calib.txt", ("\n".join(lines) + "\n").encode())
         # poses.txt holds camera-0 poses: Tr @ (lidar i -> lidar 0) @ inv(Tr); the reader undoes the Tr
         cam_poses = [self.Tr @ relative_pose(self.poses[0], pose) @ np.linalg.inv(self.Tr) for pose in self.poses]
-        write_atomic(self.folder / "poses.txt", "".join(f"{_row(T[:3])}\n" for T in cam_poses).encode())
-        write_atomic(self.folder / "times.txt", "".join(f"{t - self.times[0]:.6e}\n" for t in self.times).encode())
+        write_bytes_atomic(self.folder / "poses.txt", "".join(f"{_row(T[:3])}\n" for T in cam_poses).encode())
+        write_bytes_atomic(self.folder / "times.txt", "".join(f"{t - self.times[0]:.6e}\n" for t in self.times).encode())
 
 
 def _row(M: np.ndarray) -> str:

@@ -1,4 +1,5 @@
-"""What `lidarssl info` prints: frames, points per scan, class histogram and cameras of a dataset."""
+"""Opening datasets: the reader of a folder (recognised by its layout), its splits, and the summary that
+``lidarssl info`` prints (frames, points per scan, class histogram, cameras)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Protocol
 
 import numpy as np
 
+from lidarssl.data.formats import READERS
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
@@ -22,81 +24,40 @@ class Dataset(Protocol):
     def __getitem__(self, index: int) -> Scan: ...
 
 
-#: Format names ``open_dataset(format=...)`` accepts besides those of the readers.
-SYNTHETIC = "synthetic"
-
-
-def _is_semanticposs(sequences: Path) -> bool:
-    """Whether a SemanticKITTI-layout folder holds SemanticPOSS: by the ids of its first label file, else its name.
-
-    Every SemanticPOSS raw id is at most 22, while any SemanticKITTI scan holds road (40), building (50) or
-    vegetation (70); only without label files does the folder name decide ("SemanticPOSS", "semantic_poss").
-    """
-    from lidarssl.data.formats.semanticposs import MAX_RAW_ID
-
-    for seq in sorted(p for p in sequences.iterdir() if p.is_dir()):
-        labels = sorted((seq / "labels").glob("*.label")) if (seq / "labels").is_dir() else []
-        if labels:
-            raw = np.fromfile(labels[0], dtype="<u4") & 0xFFFF
-            return raw.size > 0 and int(raw.max()) <= MAX_RAW_ID
-    return any("poss" in part.lower() for part in sequences.parts[-3:])
-
-
 def detect_format(root: Path) -> str:
-    """The format of the dataset folder ``root``, from its layout."""
-    if (root / "index.json").is_file():
-        return SYNTHETIC
-    if any(root.glob("v1.0-*/sample_data.json")):
-        return "nuscenes"
-    for sequences in (root / "dataset" / "sequences", root / "sequences"):
-        if sequences.is_dir():
-            return "semanticposs" if _is_semanticposs(sequences) else "semantickitti"
-    if (root / "training" / "velodyne").is_dir() or (root / "testing" / "velodyne").is_dir():
-        return "kitti"
-    if root.is_dir() and any((seq / "lidar" / "poses.json").is_file() for seq in root.iterdir() if seq.is_dir()):
-        return "pandaset"
+    """The format of the dataset folder ``root``: the first reader of :data:`READERS` that recognises it."""
+    if root.is_dir():
+        for name, reader in READERS.items():
+            if reader.detect(root):
+                return name
     if not root.exists():
         raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
     raise DataError(
         f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, nuScenes v1.0-*/sample_data.json, "
-        f"SemanticKITTI sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); write a synthetic "
-        f"one with `lidarssl generate out={root}`"
+        f"SemanticKITTI or SemanticPOSS sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); "
+        f"write a synthetic one with `lidarssl generate out={root}`"
     )
 
 
 def check_format(fmt: str) -> str:
-    """``fmt`` if it names a reader (or the synthetic layout), else a DataError listing the names."""
-    from lidarssl.data.formats import READERS
-
-    if fmt != SYNTHETIC and fmt not in READERS:
-        raise DataError(f"unknown dataset format '{fmt}'; choose one of {[SYNTHETIC, *READERS]}")
+    """``fmt`` if it names a reader, else a DataError listing the names."""
+    if fmt not in READERS:
+        raise DataError(f"unknown dataset format '{fmt}'; choose one of {list(READERS)}")
     return fmt
 
 
 def reader_splits(fmt: str) -> tuple[str, ...]:
     """The split names the reader of ``fmt`` knows by itself."""
-    if fmt == SYNTHETIC:
-        from lidarssl.synthetic.native import SPLITS
-
-        return SPLITS
-    from lidarssl.data.formats import READERS
-
-    return READERS[fmt].splits
+    return READERS[check_format(fmt)].splits
 
 
 def open_reader(root: Path, fmt: str, split: str | None, **options: object) -> Dataset:
-    """The reader of format ``fmt`` for a base split (``None``: the reader's default, all frames of a synthetic
-    world); ``splits`` (scene lists) goes only to the reader that takes it (nuScenes)."""
+    """The reader of format ``fmt`` for one of its own splits (``None``: its ``default_split``); ``splits``
+    (scene lists) goes only to the reader that takes it (nuScenes)."""
     if fmt != "nuscenes":
         options.pop("splits", None)
-    if fmt == SYNTHETIC:
-        from lidarssl.synthetic import NativeDataset
-
-        return NativeDataset(root, split=split or "all", **options)
-    from lidarssl.data.formats import READERS
-
     reader = READERS[check_format(fmt)]
-    return reader(root, **options) if split is None else reader(root, split=split, **options)
+    return reader(root, split=split or reader.default_split, **options)
 
 
 def open_dataset(root: str | Path, split: str | None = None, *, format: str | None = None,

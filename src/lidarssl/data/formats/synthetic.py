@@ -1,0 +1,174 @@
+"""The reader of the synthetic world's native on-disk layout (written by :func:`lidarssl.synthetic.write_dataset`).
+
+Layout under ``root``::
+
+    index.json                      written last; lists everything below
+    lidar/<stem>.npz                one sweep: points, intensity, ring, raw labels, instance, poses,
+                                    timestamps and the calibration of every camera
+    cameras/<CAMERA>/<stem>.jpg     one JPEG (quality 95) per camera and frame
+
+``<stem>`` is ``seed<seed>_<frame:06d>``. ``index.json`` holds the format name and version, the
+generator parameters (``SyntheticWorld(**generator)`` rebuilds a sequence), the base seed, the class
+map (``nuscenes``), the lidar preset, the camera names and sizes, the sequences with their seed and
+split, and per frame its id, sequence, split, timestamp, point count and files.
+
+Each npz (no pickled objects; read with ``allow_pickle=False``) holds:
+
+- ``points`` float32 (N, 3): xyz in the lidar frame (x forward, y left, z up), metres
+- ``intensity`` float32 (N,): 0..255, integer-valued
+- ``ring`` uint8 (N,): beam index, 0 = lowest
+- ``raw_labels`` uint8 (N,): nuScenes-lidarseg raw class ids (0..31)
+- ``instance`` int32 (N,): instance ids, 0 for stuff
+- ``ego_pose`` float64 (4, 4): lidar -> global at ``timestamp``
+- ``sensor_origin`` float32 (3,): ray origin in the lidar frame (zeros)
+- ``timestamp`` float64 (): sweep time, seconds
+- ``camera_names`` str (C,): camera order of the ``cam_*`` arrays
+- ``cam_K`` float64 (C, 3, 3): intrinsics
+- ``cam_lidar_to_cam`` float64 (C, 4, 4): lidar -> camera, ego motion between the timestamps included
+- ``cam_timestamp`` float64 (C,): camera times, seconds
+
+Splits are by sequence (``train``, ``val``; ``all`` for both), as the index lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from PIL import Image
+
+from lidarssl.data.labels import ClassMap, load_class_map
+from lidarssl.data.scan import CameraView, Scan
+from lidarssl.errors import DataError
+
+__all__ = ["FORMAT", "VERSION", "SyntheticDataset", "frame_stem"]
+
+FORMAT = "lidarssl-synthetic"
+VERSION = 1
+
+_HOW_TO_FIX = "create it with `lidarssl generate out={root}`"
+
+
+def frame_stem(frame_id: str) -> str:
+    """The file stem of a frame (``seed<seed>_<frame:06d>``)."""
+    return frame_id.replace("/", "_")
+
+
+def _read_index(root: Path) -> dict[str, Any]:
+    index_path = root / "index.json"
+    fix = _HOW_TO_FIX.format(root=root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; {fix}")
+    if not index_path.is_file():
+        raise DataError(
+            f"{index_path}: not found, so {root} holds no synthetic dataset (or its generation was "
+            f"interrupted before the index was written); {fix}"
+        )
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{index_path}: unreadable JSON ({e}); {fix}") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        raise DataError(f"{index_path}: not a {FORMAT} index (format = {index.get('format') if isinstance(index, dict) else None!r})")
+    if index.get("version") != VERSION:
+        raise DataError(f"{index_path}: format version {index.get('version')!r}, this lidarssl reads version {VERSION}; regenerate it")
+    for key in ("frames", "cameras", "class_map", "lidar"):
+        if key not in index:
+            raise DataError(f"{index_path}: key '{key}' is missing; {fix}")
+    return index
+
+
+class SyntheticDataset:
+    """A generated synthetic world read back as Scans.
+
+    Args:
+        root: folder holding ``index.json``.
+        split: ``train``, ``val`` or ``all``.
+
+    Raises:
+        DataError: no index, an unreadable index, or a frame whose files are missing (when read).
+    """
+
+    reader_name: ClassVar[str] = "synthetic"
+    splits: ClassVar[tuple[str, ...]] = ("train", "val", "all")
+    default_split: ClassVar[str] = "all"  # what `lidarssl info` and open_dataset(split=None) show
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """Whether ``root`` holds a synthetic world (its ``index.json``)."""
+        return (root / "index.json").is_file()
+
+    def __init__(self, root: str | os.PathLike[str], split: str = "train") -> None:
+        if split not in self.splits:
+            raise DataError(f"{self.reader_name}: unknown split '{split}'; choose one of {list(self.splits)}")
+        self.root = Path(root)
+        self.split = split
+        self.index = _read_index(self.root)
+        self.frames: list[dict[str, Any]] = [f for f in self.index["frames"] if split == "all" or f.get("split") == split]
+        self.class_map: ClassMap = load_class_map(self.index["class_map"])
+        self.camera_names: list[str] = list(self.index["cameras"])
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __repr__(self) -> str:
+        return f"SyntheticDataset({str(self.root)!r}, split={self.split!r}, frames={len(self)})"
+
+    def _missing(self, path: Path) -> DataError:
+        return DataError(
+            f"{path}: missing, though {self.root / 'index.json'} lists it; the dataset is incomplete: "
+            f"regenerate it with `lidarssl generate out={self.root} overwrite=true`"
+        )
+
+    def __getitem__(self, i: int) -> Scan:
+        if not -len(self) <= i < len(self):
+            raise IndexError(f"frame {i} out of range for {len(self)} frames in split '{self.split}' of {self.root}")
+        entry = self.frames[i]
+        path = self.root / entry["lidar"]
+        if not path.is_file():
+            raise self._missing(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: unreadable npz ({e}); regenerate the dataset") from None
+        need = ("points", "intensity", "ring", "raw_labels", "instance", "ego_pose", "sensor_origin", "timestamp",
+                "camera_names", "cam_K", "cam_lidar_to_cam", "cam_timestamp")
+        for key in need:
+            if key not in data:
+                raise DataError(f"{path}: array '{key}' is missing; regenerate the dataset")
+        names = [str(n) for n in data["camera_names"]]
+        views = []
+        for k, name in enumerate(names):
+            rel = entry["cameras"].get(name)
+            img_path = self.root / rel if rel else self.root / "cameras" / name / f"{frame_stem(entry['id'])}.jpg"
+            if not img_path.is_file():
+                raise self._missing(img_path)
+            try:
+                with Image.open(img_path) as im:
+                    image = np.asarray(im.convert("RGB"))
+            except OSError as e:
+                raise DataError(f"{img_path}: unreadable image ({e}); regenerate the dataset") from None
+            views.append(CameraView(
+                name=name, image=image, K=data["cam_K"][k], lidar_to_cam=data["cam_lidar_to_cam"][k],
+                timestamp=float(data["cam_timestamp"][k]), source=str(img_path),
+            ))
+        raw = data["raw_labels"]
+        return Scan(
+            points=data["points"],
+            intensity=data["intensity"],
+            source=str(path),
+            dataset="synthetic",
+            frame_id=entry["id"],
+            timestamp=float(data["timestamp"]),
+            ring=data["ring"],
+            raw_labels=raw,
+            labels=self.class_map.map(raw, str(path)),
+            instance=data["instance"],
+            sensor_origin=data["sensor_origin"],
+            ego_pose=data["ego_pose"],
+            cameras=views,
+        )

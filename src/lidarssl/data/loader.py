@@ -1,0 +1,188 @@
+"""The sample pipeline of every training command: scans to samples to batches, with a data order fixed by a seed.
+
+:class:`ScanSamples` turns scan ``index`` of a dataset into one sample: it draws the point augmentation (a
+(4, 4) affine, so cameras and rays can follow it) and SLidR's DropCuboids, runs the backbone's preprocessing,
+and hands the result to **sample builders**: picklable objects that run in DataLoader workers, add arrays to
+the sample (segmentation labels, point-pixel pairs and images, occupancy queries, ...) and later collate them
+(:class:`ScanCollate`). Keys and shapes are those of :mod:`lidarssl.batch`.
+
+Every random draw of a sample comes from a generator seeded with ``(seed, epoch, index)`` and the sampler's
+order from ``(seed, epoch)`` (:class:`EpochSampler`), so data order and augmentations are fixed by the seed,
+whatever the number of workers, and a run resumed at an epoch boundary sees exactly the batches an
+uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Dataset as TorchDataset
+
+from lidarssl.batch import Batch, Preprocessor, Sample, concat_rows
+from lidarssl.data.datasets import Dataset
+from lidarssl.data.geometry import knn
+from lidarssl.data.pairing import keeps_pairs
+from lidarssl.data.scan import Scan
+from lidarssl.data.transforms import PointAugment, apply_affine, drop_cuboid
+from lidarssl.errors import DataError
+
+if TYPE_CHECKING:
+    import lightning as L
+
+__all__ = ["AugmentedScan", "EpochSampler", "LabelBuilder", "SampleBuilder", "ScanCollate", "ScanSamples",
+           "build_loader"]
+
+
+@dataclass
+class AugmentedScan:
+    """A scan as the backbone saw it.
+
+    Attributes:
+        scan: the scan as read, in its own geometry.
+        A: (4, 4) affine augmentation of the points (``points = A @ scan.points``).
+        points: (N, 3) augmented points, all of them (also those the backbone dropped).
+        kept: (M,) indices into ``scan.points`` of the backbone's kept points, in feature-row order.
+        row_of_point: (N,) feature row of each scan point, -1 for points the backbone did not keep.
+    """
+
+    scan: Scan
+    A: np.ndarray
+    points: np.ndarray
+    kept: np.ndarray
+    row_of_point: np.ndarray
+
+
+class SampleBuilder(Protocol):
+    """What a method or segmentation adds to each sample (in DataLoader workers) and to each batch; must pickle.
+
+    ``rng`` is the sample's generator while training and ``None`` for evaluation samples.
+    """
+
+    def __call__(self, view: AugmentedScan, rng: np.random.Generator | None) -> Sample: ...
+
+    def collate(self, samples: Sequence[Sample], batch: Batch) -> None: ...
+
+
+class ScanSamples(TorchDataset):
+    """Scans of a dataset as samples: augmentation, backbone preprocessing, then the sample builders.
+
+    Args:
+        dataset: a reader or mixture, indexed by integers.
+        prep: the backbone's preprocessing.
+        builders: sample builders, applied in order.
+        seed: seed of every random draw.
+        augment: point augmentation (training only), or ``None``.
+        train: training samples draw augmentations and voxel representatives; evaluation samples are
+            deterministic (the builders then get ``rng=None``).
+    """
+
+    def __init__(self, dataset: Dataset, prep: Preprocessor, builders: Sequence[SampleBuilder], seed: int = 0,
+                 augment: PointAugment | None = None, train: bool = True) -> None:
+        self.dataset, self.prep, self.builders, self.seed = dataset, prep, list(builders), seed
+        self.augment, self.train = (augment if train else None), train
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int] | int) -> Sample:
+        index, epoch = key if isinstance(key, tuple) else (key, 0)
+        if hasattr(self.dataset, "set_epoch"):  # a mixture's per-epoch draw, a function of (seed, epoch) only
+            self.dataset.set_epoch(epoch)
+        scan = self.dataset[index]
+        rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+        A, points, subset = np.eye(4), scan.points, np.arange(len(scan))
+        if self.augment is not None:
+            A = self.augment.matrix(rng)
+            points = apply_affine(A, scan.points)
+            if self.augment.drop_cuboid:
+                keep = drop_cuboid(points, rng, self.augment.drop_cuboid)
+                min_pairs = self.augment.drop_cuboid_min_pairs
+                if min_pairs == 0 or keeps_pairs(scan, keep, min_pairs):
+                    subset = np.flatnonzero(keep)
+        sample = self.prep(points[subset], scan.intensity[subset], rng)
+        kept = subset[sample["kept"]]
+        sample["kept"] = kept
+        row_of_point = np.full(len(points), -1, np.int64)
+        row_of_point[kept] = np.arange(len(kept))
+        view = AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point)
+        for builder in self.builders:
+            sample.update(builder(view, rng))
+        return sample
+
+
+class ScanCollate:
+    """The backbone's collate, then each builder's."""
+
+    def __init__(self, prep: Preprocessor, builders: Sequence[SampleBuilder]) -> None:
+        self.prep, self.builders = prep, list(builders)
+
+    def __call__(self, samples: Sequence[Sample]) -> Batch:
+        batch = self.prep.collate(samples)
+        for builder in self.builders:
+            builder.collate(samples, batch)
+        return batch
+
+
+class LabelBuilder:
+    """Segmentation labels: ``labels`` of the kept points; evaluation samples (``rng=None``) also carry what
+    scores **every original point**: ``point_labels`` (N,) and ``nearest`` (N,), the row of each point's
+    nearest kept point (points dropped by voxel subsampling or the field-of-view crop take its prediction)."""
+
+    def __call__(self, view: AugmentedScan, rng: np.random.Generator | None) -> Sample:
+        scan = view.scan
+        if scan.labels is None:
+            raise DataError(f"{scan.source}: scan has no labels; segmentation needs a labelled split")
+        sample = {"labels": scan.labels[view.kept]}
+        if rng is None:
+            sample["point_labels"] = scan.labels
+            # one thread: this runs inside DataLoader workers, which already use the cores
+            sample["nearest"] = knn(scan.points, scan.points[view.kept], k=1, workers=1)[1][:, 0]
+        return sample
+
+    def collate(self, samples: Sequence[Sample], batch: Batch) -> None:
+        batch["labels"] = concat_rows(samples, "labels").long()
+        if "nearest" in samples[0]:
+            batch["nearest"] = concat_rows(samples, "nearest", batch["offsets"].numpy())
+            batch["point_labels"] = concat_rows(samples, "point_labels")
+
+
+class EpochSampler(Sampler[tuple[int, int]]):
+    """Yields ``(index, epoch)`` keys: a seeded shuffle per epoch, sharded over distributed ranks.
+
+    Each rank takes every ``world_size``-th index of the same permutation; the permutation is padded by
+    wrapping around so every rank yields the same number of keys (DDP needs equal step counts).
+    """
+
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        if size == 0:
+            raise DataError("the dataset split is empty: nothing to sample")
+        self.size, self.shuffle, self.seed = size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at the start of every epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.size // self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = np.arange(self.size)
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.size)
+        order = np.resize(order, len(self) * self.world_size)  # wrap around to equal shards
+        return iter((int(i), self.epoch) for i in order[self.rank :: self.world_size])
+
+
+def build_loader(samples: ScanSamples, batch_size: int, num_workers: int, trainer: L.Trainer | None = None) -> DataLoader:
+    """The DataLoader of ``samples``: shuffled by ``(seed, epoch)`` when they are training samples, sharded
+    over the ranks of ``trainer``, batched by :class:`ScanCollate`."""
+    sampler = EpochSampler(len(samples), shuffle=samples.train, seed=samples.seed,
+                           rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                      collate_fn=ScanCollate(samples.prep, samples.builders), persistent_workers=num_workers > 0)

@@ -1,0 +1,141 @@
+"""The writer of the synthetic world's native on-disk layout: ``index.json``, one npz per sweep, one JPEG per
+camera and frame. The layout is described, and read back, by :mod:`lidarssl.data.formats.synthetic`.
+
+Splits are by sequence: several short sequences (consecutive seeds), the last ones held out as ``val``. Every
+file is written to a temporary name and renamed into place, and ``index.json`` comes last, so an interrupted
+run never leaves a half-written frame behind a valid index.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lidarssl.data.formats.synthetic import FORMAT, VERSION, frame_stem
+from lidarssl.errors import DataError
+from lidarssl.io import atomic_file, write_bytes_atomic
+from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image
+from lidarssl.synthetic.world import SyntheticWorld
+
+
+def write_dataset(
+    source: SyntheticWorld | Mapping[str, Any],
+    root: str | os.PathLike[str],
+    num_frames: int,
+    *,
+    frames_per_sequence: int | None = None,
+    val_fraction: float = 0.2,
+    jpeg_quality: int = 95,
+    overwrite: bool = False,
+    threads: int | None = None,
+    progress: ProgressFn | None = None,
+) -> Path:
+    """Generate ``num_frames`` synthetic frames and write them in the native layout.
+
+    Sequence ``k`` uses seed ``seed + k`` and the other parameters of ``source``; sequence 0 is
+    therefore exactly ``source`` when a world is given (same scans, frame by frame).
+
+    Args:
+        source: a :class:`SyntheticWorld`, or its parameters (``SyntheticWorld(**source)``).
+        root: output folder, created if needed.
+        num_frames: total frames over all sequences.
+        frames_per_sequence: frames per sequence; defaults to the world's ``num_frames`` (40).
+        val_fraction: share of sequences held out as ``val`` (at least one when there are two).
+        jpeg_quality: JPEG quality of the camera images.
+        overwrite: replace an existing dataset in ``root`` (its listed files are deleted first).
+        threads: render threads (0 = one per core); None keeps the setting of a given world and
+            uses all cores for parameters.
+        progress: called with (written, total) after each frame.
+
+    Returns:
+        The path of the written ``index.json``.
+
+    Raises:
+        DataError: ``root`` already holds a dataset and ``overwrite`` is False.
+        ConfigError: invalid parameters.
+    """
+    gen = Generation(source, num_frames, frames_per_sequence=frames_per_sequence, val_fraction=val_fraction,
+                     threads=threads)
+    root = Path(root)
+    index_path = root / "index.json"
+    if index_path.exists():
+        if not overwrite:
+            raise DataError(f"{index_path}: a dataset already exists here; choose another folder or overwrite it")
+        _remove_listed(root, index_path)
+    (root / "lidar").mkdir(parents=True, exist_ok=True)
+    for name in gen.world0.camera_names:
+        (root / "cameras" / name).mkdir(parents=True, exist_ok=True)
+
+    frames = [_write_frame(f, root, jpeg_quality) for f in gen.frames(progress)]
+    index = {
+        "format": FORMAT,
+        "version": VERSION,
+        "generator": gen.generator_params,
+        "seed": gen.params["seed"],
+        "class_map": "nuscenes",
+        "lidar": gen.params["lidar"],
+        "lidar_frame": "x forward, y left, z up; sweeps treated as instantaneous",
+        "cameras": gen.world0.camera_names,
+        "image_size": {c.name: [c.width, c.height] for c in gen.world0.cameras},
+        "sequences": [asdict(seq) for seq in gen.sequences],
+        "frames": frames,
+    }
+    with atomic_file(index_path) as f:
+        f.write(json.dumps(index, indent=1).encode())
+        f.flush()
+        os.fsync(f.fileno())
+    return index_path
+
+
+def _write_frame(frame: Frame, root: Path, quality: int) -> dict[str, Any]:
+    scan = frame.scan
+    stem = frame_stem(scan.frame_id)
+    cams: dict[str, str] = {}
+    for view in scan.cameras:
+        rel = f"cameras/{view.name}/{stem}.jpg"
+        write_bytes_atomic(root / rel, encode_image(view.image, "JPEG", quality))
+        cams[view.name] = rel
+    rel_lidar = f"lidar/{stem}.npz"
+    arrays = {
+        "points": scan.points,
+        "intensity": scan.intensity,
+        "ring": scan.ring.astype(np.uint8),
+        "raw_labels": scan.raw_labels.astype(np.uint8),
+        "instance": scan.instance.astype(np.int32),
+        "ego_pose": scan.ego_pose.astype(np.float64),
+        "sensor_origin": scan.sensor_origin.astype(np.float32),
+        "timestamp": np.float64(scan.timestamp),
+        "camera_names": np.array([v.name for v in scan.cameras], dtype=str),
+        "cam_K": np.array([v.K for v in scan.cameras], np.float64).reshape(-1, 3, 3),
+        "cam_lidar_to_cam": np.array([v.lidar_to_cam for v in scan.cameras], np.float64).reshape(-1, 4, 4),
+        "cam_timestamp": np.array([v.timestamp for v in scan.cameras], np.float64),
+    }
+    with atomic_file(root / rel_lidar) as f:
+        np.savez(f, **arrays)
+    return {
+        "id": scan.frame_id,
+        "sequence": frame.sequence.id,
+        "split": frame.sequence.split,
+        "timestamp": scan.timestamp,
+        "num_points": len(scan),
+        "lidar": rel_lidar,
+        "cameras": cams,
+    }
+
+
+def _remove_listed(root: Path, index_path: Path) -> None:
+    """Delete the index first (so nothing half-replaced looks valid), then the files it listed."""
+    try:
+        old = json.loads(index_path.read_text())
+        listed = [f["lidar"] for f in old.get("frames", [])] + [p for f in old.get("frames", []) for p in f["cameras"].values()]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        listed = []
+    index_path.unlink()
+    for rel in listed:
+        (root / rel).unlink(missing_ok=True)
