@@ -55,11 +55,17 @@ def detect_format(root: Path) -> str:
         return "kitti"
     if root.is_dir() and any((seq / "lidar" / "poses.json").is_file() for seq in root.iterdir() if seq.is_dir()):
         return "pandaset"
+    from lidarssl.data.formats import KITTI360, ONCE
+
+    for reader in (KITTI360, ONCE):  # readers that say themselves whether a folder is theirs
+        if root.is_dir() and reader.detect(root):
+            return reader.reader_name
     if not root.exists():
         raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
     raise DataError(
         f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, nuScenes v1.0-*/sample_data.json, "
-        f"SemanticKITTI sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); write a synthetic "
+        f"SemanticKITTI sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json, KITTI-360 "
+        f"data_3d_raw/<seq>/velodyne_points, ONCE data/<seq>/lidar_roof); write a synthetic "
         f"one with `lidarssl generate out={root}`"
     )
 

@@ -7,7 +7,8 @@ ground under the rear axle) and rendered from the ego pose at their own timestam
 
 Presets: ``nuscenes`` is a six-camera ring like nuScenes' (70 degree horizontal field of view, 110
 for CAM_BACK, default 480x270); ``kitti`` is KITTI's front colour camera (image_2) with its
-1242x375 intrinsics scaled by one half by default; ``none`` has no camera.
+1242x375 intrinsics scaled by one half by default; ``kitti360`` is KITTI-360's rectified front stereo pair
+(image_00 left, image_01 right, 1408x376 halved); ``none`` has no camera.
 """
 
 from __future__ import annotations
@@ -91,6 +92,9 @@ CAMERA_PRESETS: dict[str, tuple[CameraSpec, ...]] = {
     "nuscenes": tuple(_from_fov(n, p, y, f, 480, 270) for n, p, y, f in _NUSC),
     # KITTI image_2: 1242x375 with fx = 721.5; mounted 0.27 m ahead of and 8 cm below the lidar.
     "kitti": (CameraSpec("image_2", (1.08, 0.06, 1.65), 0.0, 0.0, 1242, 375, 721.54, 721.54, 609.56, 172.85).resized(621, 188),),
+    # KITTI-360's rectified stereo pair image_00 / image_01: 1408x376 with fx = 552.55, a 0.6 m baseline; halved.
+    "kitti360": tuple(CameraSpec(name, (1.08, y, 1.65), 0.0, 0.0, 1408, 376, 552.55, 552.55, 682.05, 238.77).resized(704, 188)
+                      for name, y in (("image_00", 0.3), ("image_01", -0.3))),
     "none": (),
 }
 
