@@ -226,11 +226,11 @@ class ONCE(FrameReader):
         cameras = []
         if self.with_images:
             for cam in self.cameras:
+                K, lidar_to_cam, _ = self.camera_calibration(seq, cam)
                 image_path = folder / cam / f"{frame_id}.jpg"
                 image = read_camera_image(image_path, self.on_missing_camera)
                 if image is None:
                     continue
-                K, lidar_to_cam, _ = self.camera_calibration(seq, cam)
                 cameras.append(CameraView(name=cam, image=self._image(seq, cam, image_path, image), K=K,
                                           lidar_to_cam=lidar_to_cam, timestamp=timestamp, source=str(image_path)))
         return Scan(points=raw[:, :3].copy(), intensity=raw[:, 3].copy(), source=str(scan_path), dataset="once",
