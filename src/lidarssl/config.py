@@ -35,7 +35,7 @@ class GenerateConfig(Schema):
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of sequences held out as the val split")
     seed: int = 0
     lidar: Literal["nuscenes", "kitti", "pandar64", "once"] = "nuscenes"
-    cameras: Literal["nuscenes", "kitti", "kitti360", "none"] = "nuscenes"
+    cameras: Literal["nuscenes", "kitti", "kitti360", "once", "none"] = "nuscenes"
     image_size: tuple[int, int] | None = Field(None, description="width, height of every camera; None: preset's")
     overwrite: bool = Field(False, description="replace a dataset already in `out`")
 

@@ -21,11 +21,9 @@ from lidarssl.data.stats import detect_format
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.synthetic import SyntheticWorld, write_kitti360, write_once
 from lidarssl.synthetic.plan import Generation
-from lidarssl.synthetic.writers import ONCE_CAMERA_NAMES
 from lidarssl.synthetic.writers.once import BOX_CLASSES, MIN_BOX_POINTS
 
 PER_SEQUENCE = 3
-ONCE_CAMERAS = tuple(sorted(ONCE_CAMERA_NAMES.values()))
 DISTORTION = (-0.35, 0.1, 0.002, -0.002, 0.0)  # corners move by ~10 % of the image
 
 
@@ -33,11 +31,11 @@ def _originals(world: SyntheticWorld, frames: int, **plan) -> list[Scan]:
     return [f.scan for f in Generation(world, frames, frames_per_sequence=PER_SEQUENCE, **plan).frames()]
 
 
-def _same_projection(got: Scan, want: Scan, names: dict[str, str]) -> None:
+def _same_projection(got: Scan, want: Scan) -> None:
     """Every camera of ``want`` projects ``want``'s points onto the same pixels as ``got``'s camera of that name."""
-    assert sorted(c.name for c in got.cameras) == sorted(names[c.name] for c in want.cameras)
+    assert [c.name for c in got.cameras] == [c.name for c in want.cameras]
     for cw in want.cameras:
-        cg = got.camera(names[cw.name])
+        cg = got.camera(cw.name)
         a = project(want.points, cw.K, cw.lidar_to_cam, cw.hw)
         b = project(got.points, cg.K, cg.lidar_to_cam, cg.hw)
         assert a.valid.sum() > 0 and np.array_equal(a.valid, b.valid)
@@ -80,7 +78,7 @@ def test_kitti360_round_trip(k360, tmp_path):
             np.testing.assert_allclose(cg.lidar_to_cam, cw.lidar_to_cam, atol=1e-9)
             np.testing.assert_allclose(cg.K, cw.K, atol=1e-9)
             assert np.array_equal(cg.image, cw.image)  # PNG
-        _same_projection(got, want, {"image_00": "image_00", "image_01": "image_01"})
+        _same_projection(got, want)
 
 
 def test_kitti360_tables_follow_the_devkit(k360):
@@ -114,7 +112,7 @@ def test_kitti360_writer_needs_the_triggered_stereo_pair(tmp_path):
 
 @pytest.fixture(scope="module")
 def once_world() -> SyntheticWorld:
-    return SyntheticWorld(seed=41, lidar="once", cameras="nuscenes", num_frames=PER_SEQUENCE, image_size=(64, 36))
+    return SyntheticWorld(seed=41, lidar="once", cameras="once", num_frames=PER_SEQUENCE, image_size=(64, 34))
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +139,7 @@ def test_once_round_trip(once, tmp_path):
     assert detect_format(root) == "once"
     for split, seq in (("raw_small", "000000"), ("train", "000001"), ("val", "000002")):
         assert (root / "ImageSets" / f"{split}.txt").read_text() == f"{seq}\n"
-    raw = ONCE(root, "raw_small", cameras=ONCE_CAMERAS, cache_dir=tmp_path)
+    raw = ONCE(root, "raw_small", cache_dir=tmp_path)
     assert [f[0] for f in raw.frames] == ["000000"] * PER_SEQUENCE
     for got, want in zip(raw, originals):
         assert got.dataset == "once" and got.frame_id == f"000000/{round(want.timestamp * 1000)}"
@@ -149,10 +147,10 @@ def test_once_round_trip(once, tmp_path):
         np.testing.assert_allclose(got.ego_pose, want.ego_pose, atol=1e-9)
         assert got.timestamp == pytest.approx(want.timestamp, abs=1e-6)
         for cw in want.cameras:
-            cg = got.camera(ONCE_CAMERA_NAMES[cw.name])
+            cg = got.camera(cw.name)
             np.testing.assert_allclose(cg.lidar_to_cam, cw.lidar_to_cam, atol=1e-12)
             np.testing.assert_allclose(cg.K, cw.K, atol=1e-12)
-        _same_projection(got, want, ONCE_CAMERA_NAMES)
+        _same_projection(got, want)
     # labelled splits: only the annotated frames (every second one that has a box), as OpenPCDet's infos
     for split, first in (("train", PER_SEQUENCE), ("val", 2 * PER_SEQUENCE)):
         reader = ONCE(root, split, with_images=False, cache_dir=tmp_path)
@@ -163,13 +161,15 @@ def test_once_round_trip(once, tmp_path):
 
 def test_once_images_are_undistorted(once, tmp_path):
     """The raw JPEGs carry the lens distortion; undistorted, they are the rendered pinhole images up to the blur of
-    two bilinear resamplings and JPEG at 64x36 (mean error ~8-11 grey levels, half the distorted images' 17-30)."""
+    two bilinear resamplings and JPEG at 64x34 (mean error ~8-11 grey levels, half the distorted images' 17-30)."""
     root, originals = once
     want = originals[1]
-    undistorted = ONCE(root, "raw_small", cameras=ONCE_CAMERAS, cache_dir=tmp_path)[1]
-    raw = ONCE(root, "raw_small", cameras=ONCE_CAMERAS, undistort=False, cache_dir=tmp_path)[1]
+    undistorted = ONCE(root, "raw_small", cache_dir=tmp_path)[1]
+    raw = ONCE(root, "raw_small", undistort=False, cache_dir=tmp_path)[1]
     for cw in want.cameras:
-        name = ONCE_CAMERA_NAMES[cw.name]
+        name = cw.name
+        if name == "cam03":  # its 40-degree field of view keeps the distortion under 2 px: blur dominates
+            continue
         inner = (slice(4, -4), slice(4, -4))  # the border samples outside the raw image
         after = np.abs(undistorted.camera(name).image.astype(int) - cw.image)[inner].mean()
         before = np.abs(raw.camera(name).image.astype(int) - cw.image)[inner].mean()
@@ -177,11 +177,12 @@ def test_once_images_are_undistorted(once, tmp_path):
 
 
 def test_once_writer_refusals_and_interrupted_write(tmp_path, interrupt_after_two):
-    world = SyntheticWorld(seed=2, lidar="nuscenes", cameras="nuscenes", num_frames=3, image_size=(32, 18))
-    with pytest.raises(ConfigError, match=r"camera 'CAM_FRONT' moves against the lidar .* ONCE keeps one calibration "
+    world = SyntheticWorld(seed=2, lidar="nuscenes", cameras="once", num_frames=3, image_size=(32, 17))
+    with pytest.raises(ConfigError, match=r"camera 'cam01' moves against the lidar .* ONCE keeps one calibration "
                                           r"per sequence; use lidar='once'"):
         write_once(world, tmp_path / "moving", 3)
-    with pytest.raises(ConfigError, match=r"cameras \['image_00', 'image_01'\] have no ONCE name"):
+    with pytest.raises(ConfigError, match=r"cameras \['image_00', 'image_01'\] are not ONCE's \(\['cam01', 'cam03', "
+                                          r"'cam05', 'cam06', 'cam07', 'cam08', 'cam09'\]\); use cameras='once' or 'none'"):
         write_once({"seed": 1, "cameras": "kitti360"}, tmp_path / "named", 1)
     with pytest.raises(DataError, match=r"distortion: distortion must be 4 / 5 / 8 / 12 / 14 finite numbers"):
         write_once({"seed": 1, "cameras": "none"}, tmp_path / "lens", 1, distortion=(0.1, 0.2))

@@ -14,7 +14,7 @@ Public API:
 - :data:`LIDAR_PRESETS`: ``nuscenes`` (HDL-32E-like), ``kitti`` (HDL-64E-like), ``pandar64``, ``once`` (40 beams,
   cameras triggered with the sweep).
 - :data:`CAMERA_PRESETS`: ``nuscenes`` (6 cameras, 480x270), ``kitti`` (image_2, 621x188), ``kitti360`` (stereo
-  image_00 / image_01, 704x188), ``none``.
+  image_00 / image_01, 704x188), ``once`` (7 cameras, 480x255), ``none``.
 - :func:`write_dataset` ``(source, root, num_frames, *, frames_per_sequence=None, val_fraction=0.2,
   jpeg_quality=95, overwrite=False, threads=None, progress=None) -> Path``: write the native layout.
 - :class:`NativeDataset` ``(root, split="train")``: read it back (``len``, indexing -> Scan,

@@ -230,7 +230,7 @@ class KITTI360(FrameReader):
         kept = [f for f in frames if int(f[1]) in self._sequence_poses(f[0])]
         if len(kept) < len(frames):
             warnings.warn(f"kitti360 {self.split}: {len(frames) - len(kept)} of {len(frames)} scans have no pose in "
-                          "data_poses/<seq>/poses.txt and are left out (with_poses=False keeps them)", stacklevel=4)
+                          "data_poses/<seq>/poses.txt and are left out (with_poses=False keeps them)", stacklevel=5)
         if not kept:
             raise DataError(f"{self.root}: no scan of split '{self.split}' has a pose in data_poses/<seq>/poses.txt")
         return kept

@@ -4,7 +4,7 @@
 - :func:`write_semantickitti`: ``dataset/sequences/XX`` with velodyne, labels, image_2, calib, poses, times.
 - :func:`write_pandaset`: one folder per sequence with pickled DataFrames and JSON tables.
 - :func:`write_kitti360`: raw Velodyne scans, the rectified stereo pair, calibration, poses and window lists.
-- :func:`write_once`: roof lidar sweeps, ONCE-named cameras (optionally lens-distorted), one JSON per sequence.
+- :func:`write_once`: roof lidar sweeps, ONCE's seven cameras (optionally lens-distorted), one JSON per sequence.
 
 Synthetic labels are nuScenes-lidarseg raw ids; the SemanticKITTI and PandaSet writers map them to those
 datasets' raw ids through :data:`NUSCENES_TO_SEMANTICKITTI` and :data:`NUSCENES_TO_PANDASET`, whose comments
@@ -14,7 +14,6 @@ tables that make a dataset readable (nuScenes JSON tables, per-sequence calibrat
 
 from lidarssl.synthetic.writers.kitti360 import write_kitti360
 from lidarssl.synthetic.writers.nuscenes import NuScenesTables, write_nuscenes
-from lidarssl.synthetic.writers.once import CAMERA_NAMES as ONCE_CAMERA_NAMES
 from lidarssl.synthetic.writers.once import write_once
 from lidarssl.synthetic.writers.pandaset import CAMERA_NAMES as PANDASET_CAMERA_NAMES
 from lidarssl.synthetic.writers.pandaset import NUSCENES_TO_PANDASET, write_pandaset
@@ -23,7 +22,6 @@ from lidarssl.synthetic.writers.semantickitti import NUSCENES_TO_SEMANTICKITTI, 
 __all__ = [
     "NUSCENES_TO_PANDASET",
     "NUSCENES_TO_SEMANTICKITTI",
-    "ONCE_CAMERA_NAMES",
     "PANDASET_CAMERA_NAMES",
     "NuScenesTables",
     "write_kitti360",

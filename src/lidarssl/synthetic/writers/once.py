@@ -3,7 +3,7 @@
 Written under ``root``, per sequence ``NNNNNN`` (000000, 000001, ...)::
 
     data/NNNNNN/lidar_roof/<frame_id>.bin   float32 x 4: x, y, z, intensity (0..255); frame_id = time in ms
-    data/NNNNNN/camXX/<frame_id>.jpg        the world's nuScenes-like cameras under ONCE's names (CAMERA_NAMES)
+    data/NNNNNN/camXX/<frame_id>.jpg        the world's cameras: ONCE's seven (cameras="once"), or none
     data/NNNNNN/NNNNNN.json                 meta_info, calib (cam_to_velo, cam_intrinsic, distortion), frames
     ImageSets/{raw_small,train,val}.txt     the sequences of each split
 
@@ -15,7 +15,7 @@ points in the lidar frame with heading 0, and no 2D boxes (``[-1, -1, -1, -1]`` 
 without such a road user gets none, so the reader, like OpenPCDet, leaves it out of the labelled splits.
 
 ONCE keeps one calibration per sequence, so every camera must fire with the sweep: use ``lidar="once"`` (one
-trigger for the rig) or a world without cameras. With ``distortion`` the cameras get that OpenCV lens distortion:
+trigger for the rig) with ``cameras="once"``, or a world without cameras. With ``distortion`` the cameras get that OpenCV lens distortion:
 the rendered pinhole images are resampled into the raw images such a lens takes (:class:`lens.Distorter
 <lidarssl.data.lens.Distorter>`) and the coefficients go into ``calib``, which the reader undoes. The points
 stay in the synthetic lidar frame (x forward, y left, z up). Each sequence's JSON is written after its frames, the
@@ -41,10 +41,6 @@ from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image,
 from lidarssl.synthetic.world import SyntheticWorld
 from lidarssl.synthetic.writers._shared import refuse_existing
 
-#: Synthetic (nuScenes-like) camera -> ONCE camera with the closest view (ONCE's second front camera, cam03,
-#: has no counterpart and is not written).
-CAMERA_NAMES = {"CAM_FRONT": "cam01", "CAM_BACK_LEFT": "cam05", "CAM_FRONT_LEFT": "cam06",
-                "CAM_FRONT_RIGHT": "cam07", "CAM_BACK_RIGHT": "cam08", "CAM_BACK": "cam09"}
 #: nuScenes-lidarseg raw ids of ONCE's five box classes.
 BOX_CLASSES = {17: "Car", 23: "Truck", 15: "Bus", 16: "Bus", 2: "Pedestrian", 3: "Pedestrian", 4: "Pedestrian",
                6: "Pedestrian", 14: "Cyclist", 21: "Cyclist"}
@@ -70,12 +66,12 @@ def write_once(
 ) -> Path:
     """Generate ``num_frames`` synthetic frames and write them in the ONCE layout.
 
-    Read them back with :class:`~lidarssl.data.formats.ONCE` (``cameras=`` the written ones, the values of
-    :data:`CAMERA_NAMES`, since cam03 is absent). Sequences and the other arguments are those of
+    Read them back with :class:`~lidarssl.data.formats.ONCE`. Sequences and the other arguments are those of
     :func:`~lidarssl.synthetic.write_dataset`.
 
     Args:
-        source: a :class:`SyntheticWorld` (``lidar="once"``, or ``cameras="none"``), or its parameters.
+        source: a :class:`SyntheticWorld` (``lidar="once", cameras="once"``, or ``cameras="none"``), or its
+            parameters.
         root: output folder; it must not exist or be empty.
         num_frames: total frames over all sequences.
         frames_per_sequence: frames per sequence; defaults to the world's ``num_frames``.
@@ -92,15 +88,14 @@ def write_once(
 
     Raises:
         DataError: ``root`` already holds files.
-        ConfigError: invalid parameters, a camera without a ONCE name, or cameras that move against the lidar
+        ConfigError: invalid parameters, cameras other than ONCE's, or cameras that move against the lidar
             between frames.
     """
     gen = Generation(source, num_frames, frames_per_sequence=frames_per_sequence, val_fraction=val_fraction,
                      threads=threads)
-    unnamed = [c for c in gen.world0.camera_names if c not in CAMERA_NAMES]
+    unnamed = [c for c in gen.world0.camera_names if c not in CAMERAS]
     if unnamed:
-        raise ConfigError(f"cameras {unnamed} have no ONCE name (known: {sorted(CAMERA_NAMES)}); "
-                          "use cameras='nuscenes' or 'none'")
+        raise ConfigError(f"cameras {unnamed} are not ONCE's ({list(CAMERAS)}); use cameras='once' or 'none'")
     if label_every < 1 or raw_sequences < 0:
         raise ConfigError(f"label_every must be >= 1 and raw_sequences >= 0, got {label_every}, {raw_sequences}")
     dist = check_distortion(distortion, "distortion")
@@ -156,13 +151,13 @@ class _SequenceWriter:
         write_atomic(self.folder / "lidar_roof" / f"{frame_id}.bin",
                      np.column_stack([scan.points, scan.intensity]).astype("<f4").tobytes())
         for view in scan.cameras:
-            name = CAMERA_NAMES[view.name]
+            name = view.name
             if name not in self.calib:
                 self.lidar_to_cam[name] = view.lidar_to_cam
                 self.calib[name] = {"cam_to_velo": invert_rigid(view.lidar_to_cam).tolist(),
                                     "cam_intrinsic": view.K.tolist(), "distortion": self.dist.tolist()}
             elif np.abs(view.lidar_to_cam - self.lidar_to_cam[name]).max() > _CALIB_TOL:
-                raise ConfigError(f"{scan.source}: camera '{view.name}' moves against the lidar between frames (it "
+                raise ConfigError(f"{scan.source}: camera '{name}' moves against the lidar between frames (it "
                                   f"fires {1e3 * (view.timestamp - scan.timestamp):+.1f} ms from the sweep), but ONCE "
                                   "keeps one calibration per sequence; use lidar='once'")
             if name not in self.distorters:
