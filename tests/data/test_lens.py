@@ -42,7 +42,8 @@ def test_a_dot_moves_as_opencv_says_and_back(uv):
 def test_zero_distortion_is_the_identity_and_sizes_are_checked():
     image = np.random.default_rng(0).integers(0, 255, (9, 16, 3), dtype=np.uint8)
     assert Undistorter(K, np.zeros(5), (16, 9))(image) is image
-    with pytest.raises(DataError, match=r"cam.jpg: image is 16x9, but its camera's undistortion map was built for 32x9"):
+    with pytest.raises(DataError, match=r"cam.jpg: image is 16x9, but its camera's undistortion map was built "
+                                        r"for 32x9"):
         Undistorter(K, DIST, (32, 9))(image, "cam.jpg")
 
 

@@ -11,6 +11,7 @@ import torch
 from lidarssl.config import load_config
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.pretrain import open_pretrain_dataset, run_pretraining
+from lidarssl.models.backbones import create_backbone
 from lidarssl.synthetic import write_kitti360, write_once
 
 
@@ -30,13 +31,19 @@ def _write(recipe: str, root: Path) -> None:
         write_once({"seed": 3, "lidar": "once", "cameras": "none", "num_frames": 2}, root, 4)
 
 
-@pytest.mark.parametrize("recipe, features", [("also-voxelnet-kitti360", 256), ("also-voxelnet-once", 256)])
-def test_recipe_pretrains_on_its_layout(recipe: str, features: int, tmp_path: Path):
+# BEV map (H, W) of each recipe's grid: KITTI's 1600 x 1408 voxels and ONCE's 1504 x 1504, at stride 8
+BEV = {"also-voxelnet-kitti360": (200, 176), "also-voxelnet-once": (188, 188)}
+
+
+@pytest.mark.parametrize("recipe", sorted(BEV))
+def test_recipe_pretrains_on_its_layout(recipe: str, tmp_path: Path):
     root = tmp_path / "data"
     _write(recipe, root)
     cfg = load_config(PretrainConfig, recipe, [
         f"data.root={root}", f"out={tmp_path / 'run'}", "data.num_workers=0", "trainer.batch_size=2",
         "optim.epochs=1", "trainer.progress_bar=false", "trainer.accelerator=cpu", "method.options.queries=256"])
+    model = create_backbone(cfg.backbone.name, **cfg.backbone.options).model
+    assert model.bev_shape == BEV[recipe] and model.out_channels == 256  # ALSO's NUM_BEV_FEATURES: 256
     dataset = open_pretrain_dataset(cfg)
     assert len(dataset) == 2 and dataset[0].cameras == []  # the recipe's split, read without cameras
     result = run_pretraining(cfg)

@@ -182,7 +182,8 @@ def test_once_writer_refusals_and_interrupted_write(tmp_path, interrupt_after_tw
                                           r"per sequence; use lidar='once'"):
         write_once(world, tmp_path / "moving", 3)
     with pytest.raises(ConfigError, match=r"cameras \['image_00', 'image_01'\] are not ONCE's \(\['cam01', 'cam03', "
-                                          r"'cam05', 'cam06', 'cam07', 'cam08', 'cam09'\]\); use cameras='once' or 'none'"):
+                                          r"'cam05', 'cam06', 'cam07', 'cam08', 'cam09'\]\); use cameras='once' or "
+                                          r"'none'"):
         write_once({"seed": 1, "cameras": "kitti360"}, tmp_path / "named", 1)
     with pytest.raises(DataError, match=r"distortion: distortion must be 4 / 5 / 8 / 12 / 14 finite numbers"):
         write_once({"seed": 1, "cameras": "none"}, tmp_path / "lens", 1, distortion=(0.1, 0.2))

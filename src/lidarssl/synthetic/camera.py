@@ -104,8 +104,9 @@ CAMERA_PRESETS: dict[str, tuple[CameraSpec, ...]] = {
     # KITTI image_2: 1242x375 with fx = 721.5; mounted 0.27 m ahead of and 8 cm below the lidar.
     "kitti": (CameraSpec("image_2", (1.08, 0.06, 1.65), 0.0, 0.0, 1242, 375, 721.54, 721.54, 609.56, 172.85).resized(621, 188),),
     # KITTI-360's rectified stereo pair image_00 / image_01: 1408x376 with fx = 552.55, a 0.6 m baseline; halved.
-    "kitti360": tuple(CameraSpec(name, (1.08, y, 1.65), 0.0, 0.0, 1408, 376, 552.55, 552.55, 682.05, 238.77).resized(704, 188)
-                      for name, y in (("image_00", 0.3), ("image_01", -0.3))),
+    "kitti360": tuple(
+        CameraSpec(name, (1.08, y, 1.65), 0.0, 0.0, 1408, 376, 552.55, 552.55, 682.05, 238.77).resized(704, 188)
+        for name, y in (("image_00", 0.3), ("image_01", -0.3))),
     # ONCE's seven cameras (1920x1020, a quarter of the size by default): two front cameras (cam03 narrower) and
     # five around; positions and fields of view approximate the published rig.
     "once": tuple(_from_fov(n, p, y, f, 480, 255) for n, p, y, f in _ONCE),

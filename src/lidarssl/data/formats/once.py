@@ -222,7 +222,8 @@ class ONCE(FrameReader):
         try:
             timestamp = int(frame_id) / 1000.0
         except ValueError:
-            raise DataError(f"{self._sequence(seq).path}: frame_id '{frame_id}' is not a time in milliseconds") from None
+            path = self._sequence(seq).path
+            raise DataError(f"{path}: frame_id '{frame_id}' is not a time in milliseconds") from None
         cameras = []
         if self.with_images:
             for cam in self.cameras:

@@ -10,16 +10,16 @@ Written under ``root``, per sequence ``NNNNNN`` (000000, 000001, ...)::
 The validation sequences of the plan go to ``val``; of the training sequences, the first ``raw_sequences`` go to
 ``raw_small`` (unannotated, what ALSO pretrains on) and the others to ``train``. In ``train`` and ``val`` every
 ``label_every``-th frame (ONCE annotates 2 of the 10 sweeps per second) carries ``annos``: one 3D box per road
-user with at least 5 lidar points (``Car``, ``Truck``, ``Bus``, ``Pedestrian``, ``Cyclist``), the axis-aligned extent of its
-points in the lidar frame with heading 0, and no 2D boxes (``[-1, -1, -1, -1]`` in every camera); a frame
-without such a road user gets none, so the reader, like OpenPCDet, leaves it out of the labelled splits.
+user with at least 5 lidar points (``Car``, ``Truck``, ``Bus``, ``Pedestrian``, ``Cyclist``), the axis-aligned
+extent of its points in the lidar frame with heading 0, and no 2D boxes (``[-1, -1, -1, -1]`` in every camera);
+a frame without such a road user gets none, so the reader, like OpenPCDet, leaves it out of the labelled splits.
 
 ONCE keeps one calibration per sequence, so every camera must fire with the sweep: use ``lidar="once"`` (one
-trigger for the rig) with ``cameras="once"``, or a world without cameras. With ``distortion`` the cameras get that OpenCV lens distortion:
-the rendered pinhole images are resampled into the raw images such a lens takes (:class:`lens.Distorter
-<lidarssl.data.lens.Distorter>`) and the coefficients go into ``calib``, which the reader undoes. The points
-stay in the synthetic lidar frame (x forward, y left, z up). Each sequence's JSON is written after its frames, the
-split lists last.
+trigger for the rig) with ``cameras="once"``, or a world without cameras. With ``distortion`` the cameras get that
+OpenCV lens distortion: the rendered pinhole images are resampled into the raw images such a lens takes
+(:class:`lens.Distorter <lidarssl.data.lens.Distorter>`) and the coefficients go into ``calib``, which the reader
+undoes. The points stay in the synthetic lidar frame (x forward, y left, z up). Each sequence's JSON is written
+after its frames, the split lists last.
 """
 
 from __future__ import annotations
