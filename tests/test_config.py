@@ -37,7 +37,7 @@ def test_wrong_type_names_key_and_file(tmp_path: Path):
     recipe.write_text("frames: many\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: key 'frames': Input should be a valid integer.*'many'"):
         load_config(GenerateConfig, recipe)
-    with pytest.raises(ConfigError, match=r"key 'lidar': Input should be 'nuscenes', 'kitti' or 'pandar64'"):
+    with pytest.raises(ConfigError, match=r"key 'lidar': Input should be 'nuscenes', 'kitti', 'pandar64' or 'once'"):
         load_config(GenerateConfig, None, ["lidar=velodyne"])
     with pytest.raises(ConfigError, match=r"key 'frames': Input should be greater than 0"):
         load_config(GenerateConfig, None, ["frames=0"])

@@ -35,8 +35,8 @@ class GenerateConfig(Schema):
     frames_per_sequence: int = Field(10, gt=0, description="frames of each independent scene (10 Hz)")
     val_fraction: float = Field(0.2, ge=0, lt=1, description="share of sequences held out as the val split")
     seed: int = 0
-    lidar: Literal["nuscenes", "kitti", "pandar64"] = "nuscenes"
-    cameras: Literal["nuscenes", "kitti", "none"] = "nuscenes"
+    lidar: Literal["nuscenes", "kitti", "pandar64", "once"] = "nuscenes"
+    cameras: Literal["nuscenes", "kitti", "kitti360", "once", "none"] = "nuscenes"
     image_size: tuple[int, int] | None = Field(None, description="width, height of every camera; None: preset's")
     overwrite: bool = Field(False, description="replace a dataset already in `out`")
 

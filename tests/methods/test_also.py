@@ -324,7 +324,8 @@ def test_probe_from_also_weights(pretrained: dict, tiny_world: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("name", ["also-minkunet34-nuscenes", "also-minkunet18-semantickitti",
-                                  "also-voxelnet-kitti", "also-wi-synthetic"])
+                                  "also-voxelnet-kitti", "also-voxelnet-kitti360", "also-voxelnet-once",
+                                  "also-wi-synthetic"])
 def test_recipes_validate(name: str):
     cfg = load_config(PretrainConfig, REPO / "src" / "lidarssl" / "configs" / f"{name}.yaml")
     assert cfg.method.name == "also" and cfg.teacher is None

@@ -34,8 +34,9 @@ def detect_format(root: Path) -> str:
         raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
     raise DataError(
         f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, nuScenes v1.0-*/sample_data.json, "
-        f"SemanticKITTI or SemanticPOSS sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json); "
-        f"write a synthetic one with `lidarssl generate out={root}`"
+        f"SemanticKITTI or SemanticPOSS sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json, "
+        f"KITTI-360 data_3d_raw/<seq>/velodyne_points, ONCE data/<seq>/lidar_roof); write a synthetic one with "
+        f"`lidarssl generate out={root}`"
     )
 
 

@@ -76,7 +76,7 @@ class FileCheck:
 
 def frame_checks(dataset: Any, index: int) -> list[FileCheck]:
     """The files frame ``index`` of a reader refers to, with the checks each must pass."""
-    from lidarssl.data.formats import KITTIObject, NuScenes, PandaSet, SemanticKITTI
+    from lidarssl.data.formats import KITTI360, ONCE, KITTIObject, NuScenes, PandaSet, SemanticKITTI
 
     frame = dataset.frames[index]
     if isinstance(frame, dict):  # synthetic native layout
@@ -120,6 +120,26 @@ def frame_checks(dataset: Any, index: int) -> list[FileCheck]:
             out.append(FileCheck(folder / "annotations" / "semseg" / f"{stem}.pkl.gz", "semseg label file"))
         if dataset.with_images:
             out += [FileCheck(folder / "camera" / c / f"{stem}.jpg", "camera image") for c in dataset.cameras]
+        return out
+    if isinstance(dataset, KITTI360):
+        seq, stem = frame
+        out = [FileCheck(dataset.raw / seq / "velodyne_points" / "data" / f"{stem}.bin", "point file", record=16)]
+        calibration = set()
+        if dataset.with_poses:
+            calibration |= {"calib_cam_to_velo.txt", "calib_cam_to_pose.txt"}
+        if dataset.with_images:
+            out += [FileCheck(dataset.root / "data_2d_raw" / seq / c / "data_rect" / f"{stem}.png", "camera image")
+                    for c in dataset.cameras]
+            calibration |= {"calib_cam_to_velo.txt", "perspective.txt"}
+            if any(c != "image_00" for c in dataset.cameras):
+                calibration.add("calib_cam_to_pose.txt")
+        return out + [FileCheck(dataset.calibration / name, "calibration file") for name in sorted(calibration)]
+    if isinstance(dataset, ONCE):
+        seq, frame_id = frame
+        folder = dataset.data / seq
+        out = [FileCheck(folder / "lidar_roof" / f"{frame_id}.bin", "point file", record=16)]
+        if dataset.with_images:
+            out += [FileCheck(folder / c / f"{frame_id}.jpg", "camera image") for c in dataset.cameras]
         return out
     raise DataError(f"lidarssl prepare cannot list the files of a {type(dataset).__name__}")
 

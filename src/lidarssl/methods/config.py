@@ -22,6 +22,8 @@ class PretrainDataConfig(Schema):
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
     superpixel_cache: Path | None = Field(None, description="folder of `lidarssl prepare superpixels` (else computed on the fly)")
     teacher_cache: Path | None = Field(None, description="folder of `lidarssl prepare teacher-features` (ScaLR)")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {with_images: false} "
+                                    "for a method that needs no cameras")
     mixture: list[MixtureMember] | None = Field(
         None, description="several datasets instead of root/split (ScaLR); each member's intensity is z-scored, "
         "so the backbone's own intensity normalisation should be mean 0, std 1")

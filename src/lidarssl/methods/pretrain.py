@@ -64,7 +64,10 @@ def open_pretrain_dataset(config: PretrainConfig):
         from lidarssl.data.mixture import MixtureDataset
 
         return MixtureDataset(config.data.mixture, seed=config.seed)
-    return open_dataset(config.data.root, split=config.data.split)
+    try:
+        return open_dataset(config.data.root, split=config.data.split, **config.data.options)
+    except TypeError as e:  # an option the reader does not take
+        raise ConfigError(f"data.options: {e}; check the reader options of this dataset") from None
 
 
 @dataclass

@@ -7,7 +7,9 @@ ground under the rear axle) and rendered from the ego pose at their own timestam
 
 Presets: ``nuscenes`` is a six-camera ring like nuScenes' (70 degree horizontal field of view, 110
 for CAM_BACK, default 480x270); ``kitti`` is KITTI's front colour camera (image_2) with its
-1242x375 intrinsics scaled by one half by default; ``none`` has no camera.
+1242x375 intrinsics scaled by one half by default; ``kitti360`` is KITTI-360's rectified front stereo pair
+(image_00 left, image_01 right, 1408x376 halved); ``once`` is ONCE's seven cameras (cam01 ... cam09, 480x255);
+``none`` has no camera.
 """
 
 from __future__ import annotations
@@ -86,11 +88,28 @@ _NUSC = [  # name, position in the ego frame (close to nuScenes' calibration), y
     ("CAM_FRONT_LEFT", (1.52, 0.49, 1.51), 55.0, 70.0),
 ]
 
+_ONCE = [  # name, position in the ego frame, yaw, horizontal FOV
+    ("cam01", (1.45, 0.0, 1.95), 0.0, 70.0),
+    ("cam03", (1.45, 0.10, 1.98), 0.0, 40.0),
+    ("cam05", (1.10, 0.45, 1.95), 125.0, 70.0),
+    ("cam06", (1.35, 0.45, 1.95), 60.0, 70.0),
+    ("cam07", (1.35, -0.45, 1.95), -60.0, 70.0),
+    ("cam08", (1.10, -0.45, 1.95), -125.0, 70.0),
+    ("cam09", (0.20, 0.0, 1.95), 180.0, 70.0),
+]
+
 #: Camera rigs by name, at their default resolution.
 CAMERA_PRESETS: dict[str, tuple[CameraSpec, ...]] = {
     "nuscenes": tuple(_from_fov(n, p, y, f, 480, 270) for n, p, y, f in _NUSC),
     # KITTI image_2: 1242x375 with fx = 721.5; mounted 0.27 m ahead of and 8 cm below the lidar.
     "kitti": (CameraSpec("image_2", (1.08, 0.06, 1.65), 0.0, 0.0, 1242, 375, 721.54, 721.54, 609.56, 172.85).resized(621, 188),),
+    # KITTI-360's rectified stereo pair image_00 / image_01: 1408x376 with fx = 552.55, a 0.6 m baseline; halved.
+    "kitti360": tuple(
+        CameraSpec(name, (1.08, y, 1.65), 0.0, 0.0, 1408, 376, 552.55, 552.55, 682.05, 238.77).resized(704, 188)
+        for name, y in (("image_00", 0.3), ("image_01", -0.3))),
+    # ONCE's seven cameras (1920x1020, a quarter of the size by default): two front cameras (cam03 narrower) and
+    # five around; positions and fields of view approximate the published rig.
+    "once": tuple(_from_fov(n, p, y, f, 480, 255) for n, p, y, f in _ONCE),
     "none": (),
 }
 
@@ -98,8 +117,8 @@ CAMERA_PRESETS: dict[str, tuple[CameraSpec, ...]] = {
 def camera_rig(preset: str, image_size: tuple[int, int] | None = None) -> list[CameraSpec]:
     """The cameras of ``preset`` at ``image_size`` = (width, height) when given.
 
-    nuScenes-like cameras keep their horizontal field of view and square pixels at any size (the
-    vertical field of view follows the aspect ratio); the KITTI camera scales its calibrated
+    nuScenes-like and ONCE cameras keep their horizontal field of view and square pixels at any size (the
+    vertical field of view follows the aspect ratio); the KITTI and KITTI-360 cameras scale their calibrated
     intrinsics, per axis when the aspect ratio changes.
 
     Raises:
@@ -110,8 +129,8 @@ def camera_rig(preset: str, image_size: tuple[int, int] | None = None) -> list[C
     if image_size is None:
         return list(CAMERA_PRESETS[preset])
     w, h = int(image_size[0]), int(image_size[1])
-    if preset == "nuscenes":
-        return [_from_fov(n, p, y, f, w, h) for n, p, y, f in _NUSC]
+    if preset in ("nuscenes", "once"):
+        return [_from_fov(n, p, y, f, w, h) for n, p, y, f in (_NUSC if preset == "nuscenes" else _ONCE)]
     return [c.resized(w, h) for c in CAMERA_PRESETS[preset]]
 
 

@@ -7,7 +7,8 @@ either, because every Scan carries its own extrinsics.
 
 **Timing**: a sweep is treated as instantaneous at its timestamp (no rolling-shutter distortion from
 ego motion during the revolution). The spin still matters for cameras: each camera fires when the
-beam sweeps across its optical axis (:meth:`LidarPreset.camera_time_offset`), as in nuScenes.
+beam sweeps across its optical axis (:meth:`LidarPreset.camera_time_offset`), as in nuScenes, or all
+at the sweep timestamp for a rig with one trigger (``global_trigger``, as ONCE's synchronised frames).
 
 **Returns**: one ray per (azimuth step, beam); the first surface hit gives the return, with Gaussian
 range noise, random dropouts, extra dropouts for glass and dark surfaces at grazing angles and long
@@ -50,6 +51,8 @@ class LidarPreset:
         range_noise: standard deviation of the range noise, metres.
         dropout: probability of losing any return.
         self_returns: the ego body is in the scene, so low beams hit the car roof (as in nuScenes).
+        global_trigger: every camera fires at the sweep timestamp (one trigger for the whole rig), so each
+            lidar-to-camera transform is the fixed rig calibration (what ONCE's per-sequence calibration holds).
     """
 
     name: str
@@ -64,6 +67,7 @@ class LidarPreset:
     range_noise: float = 0.02
     dropout: float = 0.01
     self_returns: bool = False
+    global_trigger: bool = False
 
     @property
     def num_beams(self) -> int:
@@ -81,6 +85,8 @@ class LidarPreset:
         The beam spins clockwise seen from above (azimuth decreases with time) and points at
         ``sync_azimuth_deg`` at the sweep timestamp.
         """
+        if self.global_trigger:
+            return 0.0
         period = 1.0 / self.rotation_hz
         # Going back in time the azimuth grows: the beam passed the camera this many degrees ago.
         behind = (azimuth_deg - self.sync_azimuth_deg) % 360.0
@@ -97,6 +103,14 @@ def _pandar64_elevations() -> tuple[float, ...]:
     return tuple(sorted(top + dense + bottom))
 
 
+def _pandar40_elevations() -> tuple[float, ...]:
+    # ONCE's 40-beam roof lidar: sparse beams above and below a 1/3-degree band from +2 to -6 degrees.
+    top = [15.0, 11.0, 8.0, 5.0, 3.0]
+    dense = list(np.round(np.linspace(2.0, -6.0, 25), 3))
+    bottom = [-7.0, -8.0, -9.0, -10.0, -11.0, -12.0, -13.0, -14.0, -19.0, -25.0]
+    return tuple(sorted(top + dense + bottom))
+
+
 def _hdl64_elevations() -> tuple[float, ...]:
     # Two laser blocks: upper +2..-8.33 deg at 1/3 deg, lower -8.83..-24.9 deg at about 1/2 deg.
     upper = np.linspace(2.0, -8.33, 32)
@@ -104,7 +118,8 @@ def _hdl64_elevations() -> tuple[float, ...]:
     return tuple(sorted(np.round(np.concatenate([upper, lower]), 3).tolist()))
 
 
-#: Lidar presets by name: ``nuscenes`` (Velodyne HDL-32E), ``kitti`` (HDL-64E), ``pandar64``.
+#: Lidar presets by name: ``nuscenes`` (Velodyne HDL-32E), ``kitti`` (HDL-64E), ``pandar64``, ``once`` (40 beams,
+#: every camera triggered with the sweep).
 LIDAR_PRESETS: dict[str, LidarPreset] = {
     "nuscenes": LidarPreset(
         name="nuscenes",
@@ -139,6 +154,18 @@ LIDAR_PRESETS: dict[str, LidarPreset] = {
         rotation_hz=10.0,
         sync_azimuth_deg=0.0,
         sync_at_sweep_end=False,
+    ),
+    "once": LidarPreset(
+        name="once",
+        elevations_deg=_pandar40_elevations(),
+        azimuth_steps=1800,
+        max_range=200.0,
+        min_range=1.0,
+        mount=(1.2, 0.0, 1.95),
+        rotation_hz=10.0,
+        sync_azimuth_deg=0.0,
+        sync_at_sweep_end=False,
+        global_trigger=True,
     ),
 }
 

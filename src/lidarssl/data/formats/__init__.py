@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from lidarssl.data.formats._common import FrameReader
 from lidarssl.data.formats.kitti import KITTIObject
+from lidarssl.data.formats.kitti360 import KITTI360
 from lidarssl.data.formats.nuscenes import NuScenes
+from lidarssl.data.formats.once import ONCE
 from lidarssl.data.formats.pandaset import PandaSet
 from lidarssl.data.formats.semantickitti import SemanticKITTI
 from lidarssl.data.formats.semanticposs import SemanticPOSS
@@ -24,7 +26,9 @@ READERS: dict[str, type[FrameReader] | type[SyntheticDataset]] = {
     "semantickitti": SemanticKITTI,
     "kitti": KITTIObject,
     "pandaset": PandaSet,
+    "kitti360": KITTI360,
+    "once": ONCE,
 }
 
-__all__ = ["READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI", "SemanticPOSS",
-           "SyntheticDataset"]
+__all__ = ["KITTI360", "ONCE", "READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI",
+           "SemanticPOSS", "SyntheticDataset"]

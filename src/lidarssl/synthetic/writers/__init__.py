@@ -6,6 +6,8 @@ lidarssl's format readers.
 - :func:`write_nuscenes`: the nuScenes v1.0 tables (nuscenes-devkit can load them), samples and lidarseg.
 - :func:`write_semantickitti`: ``dataset/sequences/XX`` with velodyne, labels, image_2, calib, poses, times.
 - :func:`write_pandaset`: one folder per sequence with pickled DataFrames and JSON tables.
+- :func:`write_kitti360`: raw Velodyne scans, the rectified stereo pair, calibration, poses and window lists.
+- :func:`write_once`: roof lidar sweeps, ONCE's seven cameras (optionally lens-distorted), one JSON per sequence.
 
 Synthetic labels are nuScenes-lidarseg raw ids; the SemanticKITTI and PandaSet writers map them to those
 datasets' raw ids through :data:`NUSCENES_TO_SEMANTICKITTI` and :data:`NUSCENES_TO_PANDASET`, whose comments
@@ -13,8 +15,10 @@ say which training classes merge. Every file is written to a temporary name and 
 tables that make a dataset readable (nuScenes JSON tables, per-sequence calibration and pose files) come last.
 """
 
+from lidarssl.synthetic.writers.kitti360 import write_kitti360
 from lidarssl.synthetic.writers.native import write_dataset
 from lidarssl.synthetic.writers.nuscenes import NuScenesTables, write_nuscenes
+from lidarssl.synthetic.writers.once import write_once
 from lidarssl.synthetic.writers.pandaset import CAMERA_NAMES as PANDASET_CAMERA_NAMES
 from lidarssl.synthetic.writers.pandaset import NUSCENES_TO_PANDASET, write_pandaset
 from lidarssl.synthetic.writers.semantickitti import (
@@ -28,7 +32,9 @@ __all__ = [
     "PANDASET_CAMERA_NAMES",
     "NuScenesTables",
     "write_dataset",
+    "write_kitti360",
     "write_nuscenes",
+    "write_once",
     "write_pandaset",
     "write_semantickitti",
 ]
