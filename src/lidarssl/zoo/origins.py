@@ -143,6 +143,8 @@ def guess_origin(project: str, hints: str, num_classes: int | None = None, proto
     dataset = next((name for key, name in datasets if key in hints), None)
     if dataset is None and num_classes is not None:
         dataset = {16: "nuscenes", 19: "semantickitti"}.get(num_classes)  # 17: Pandar64 or PandarGT, unknown
+    if dataset is None and project == "slidr":
+        dataset = "nuscenes"  # SLidR and ST-SLidR pretrain on nuScenes only
     if dataset is None:
         return None
     name = f"{project}-{dataset}"
