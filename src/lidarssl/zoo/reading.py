@@ -81,8 +81,11 @@ class Source:
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
+    """The first sentence of an exception's message, on one line."""
+    text = " ".join(str(exc).split())
+    end = text.find(". ", 20)
+    text = text[: end + 1] if end > 0 else text
+    return (text[:200] + "...") if len(text) > 200 else (text or type(exc).__name__)
 
 
 def _sha256(path: Path) -> str:
