@@ -127,7 +127,8 @@ def test_unknown_network(tmp_path: Path, capsys) -> None:
         "conv_input.0.weight), ALSO (stem.0.kernel ... or model.backbone_3d.*), NCLR (state_dict with encoder.*) or "
         "OpenPCDet (model_state with backbone_3d.*)")
     torch.save([torch.zeros(1)], path)
-    assert refused(path, tmp_path / "out", capsys) == f"{path}: holds a list, expected a dict of tensors or of state dicts"
+    expected = f"{path}: holds a list, expected a dict of tensors or of state dicts"
+    assert refused(path, tmp_path / "out", capsys) == expected
 
 
 def test_shapes_that_match_no_preset(tmp_path: Path, capsys, originals) -> None:

@@ -41,7 +41,8 @@ def evaluate_release_command(folder: Path, overrides: list[str]) -> None:
     score = evaluate_release(folder, overrides)
     print(score.table)
     published = ", ".join(f"{k} {v}" for k, v in score.published.items())
-    print(f"release {folder} ({score.origin}): mIoU {score.miou:.1f}" + (f"; published {published}" if published else ""))
+    line = f"release {folder} ({score.origin}): mIoU {score.miou:.1f}"
+    print(line + (f"; published {published}" if published else ""))
     print(f"scores: {score.out / 'metrics.json'}")
 
 

@@ -114,7 +114,8 @@ class _Keys:
         source = self.source(key)
         inner = source.rsplit("/", 1)[-1]
         if inner != key:
-            notes = ([_DDP] if inner == f"module.{key}" else [f"prefix '{inner[: len(inner) - len(key)]}' removed"]) + notes
+            prefix = inner[: len(inner) - len(key)]
+            notes = ([_DDP] if prefix == "module." else [f"prefix '{prefix}' removed"]) + notes
         action = "permuted" if permuted else ("renamed" if inner != target else "loaded")
         self.records.append(Record(source, action, target, file, "; ".join(notes)))
         (self.backbone if into is None else into)[target] = tensor.detach()
@@ -420,8 +421,8 @@ def _image_branch(ks: _Keys, u: Unwrapped) -> list[Head]:
     name = "resnet50" if decoder == "ppkt" else "resnet50_dilated"
     heads = []
     if teacher:
-        heads.append(Head("teacher", "image_encoder", teacher, {"teacher": name, "weights": _find(config, "image_weights"),
-                                                                "description": f"image encoder ({name})"}))
+        meta = {"teacher": name, "weights": _find(config, "image_weights"), "description": f"image encoder ({name})"}
+        heads.append(Head("teacher", "image_encoder", teacher, meta))
     if pixel:
         w = pixel.get("pixel_head.proj.weight")
         heads.append(Head("pixel_head", "pixel_head", pixel, {
@@ -479,7 +480,8 @@ def _check_preset(c: Conversion, label: str) -> None:
         with torch.device("meta"):
             model = create_backbone(c.preset, **c.options).model
     except ConfigError as exc:
-        raise CheckpointError(f"{label}: {c.network}: preset {c.preset} with {c.options} cannot be built ({exc})") from None
+        raise CheckpointError(f"{label}: {c.network}: preset {c.preset} with {c.options} cannot be built "
+                              f"({exc})") from None
     problems = _diff(model.state_dict(), c.backbone)
     if problems:
         raise CheckpointError(f"{label}: a {c.network} whose shapes match no lidarssl preset (closest: {c.preset} "
@@ -489,7 +491,8 @@ def _check_preset(c: Conversion, label: str) -> None:
         if head.kind in ("segmentation", "scalr_distillation", "projection", "classifier"):
             c_in = head.meta.get("in_channels")
             if c_in is not None and c_in != width:
-                raise CheckpointError(f"{label}: the {head.kind} head takes {c_in} channels, the backbone gives {width}")
+                raise CheckpointError(f"{label}: the {head.kind} head takes {c_in} channels, the backbone gives "
+                                      f"{width}")
         if head.kind == "image_encoder":
             from lidarssl.models.teachers import create_teacher
 
@@ -524,8 +527,8 @@ def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Con
     family = network_family(u.state)
     if fmt != "auto" and fmt != u.format:
         if family not in _FAMILIES[fmt]:
-            raise CheckpointError(f"{label}: --format {fmt} holds {', '.join(sorted(_FAMILIES[fmt]))} networks, but the "
-                                  f"file is a {u.format} checkpoint of a {family} network; use --format auto")  # fmt: skip
+            raise CheckpointError(f"{label}: --format {fmt} holds {', '.join(sorted(_FAMILIES[fmt]))} networks, but "
+                                  f"the file is a {u.format} checkpoint of a {family} network; use --format auto")
         u.format = fmt
     notes: list[str] = []
     hints = source.hints + " " + str(u.config or "").lower()
@@ -540,7 +543,7 @@ def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Con
             if origin is None:
                 notes.append(f"origin unknown (a {classes}-class head): pass --origin (e.g. scalr-panda64 or "
                              "scalr-pandagt) so that `lidarssl evaluate` uses its preprocessing")
-        if u.role == "pretraining":
+        if u.role == "pretraining" and parts["preset"] == "waffleiron_48_768":
             notes.append("a pretrained backbone: probe it with the recipe of its protocol, e.g. "
                          "configs/probe-wi48x768-nuscenes.yaml for ScaLR's nuScenes linear probing")
     else:
@@ -574,8 +577,9 @@ def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Con
         records=ks.records, origin=origin, origin_options=origin_options,
         notes=notes + (list(ORIGINS[origin].notes) if origin else []),
     )  # fmt: skip
-    for record in conversion.records:
-        if record.source == "config" and u.config is not None:
-            record.note = "training config (read for the voxelisation)" if family == "res16" else record.note
+    if u.format in ("slidr", "stslidr") and u.config is not None:
+        for record in conversion.records:
+            if record.source == "config":
+                record.note = "training config (voxel_size, cylindrical_coordinates and decoder read from it)"
     _check_preset(conversion, label)
     return conversion

@@ -11,6 +11,10 @@ as ScaLR and WaffleIron do.
 from __future__ import annotations
 
 import json
+import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -61,6 +65,20 @@ class ReleaseScore:
     published: dict[str, float]
 
 
+@contextmanager
+def _quiet_lightning() -> Iterator[None]:
+    """Lightning's accelerator banners, tips and its own deprecation notices are noise for a one-pass score."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*LeafSpec")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def _origin(info: dict[str, Any], override: str | None, folder: Path) -> Origin:
     name = override or (info.get("origin") or {}).get("name")
     if name is None:
@@ -99,7 +117,8 @@ def evaluate_release(folder: str | Path, overrides: list[str] | dict[str, Any] |
                           f"pretrained={folder / BACKBONE_FILE})")  # fmt: skip
     origin = _origin(info, config.origin, folder)
     if origin.num_classes is not None and origin.num_classes != head["classes"]:
-        raise ConfigError(f"{folder}: origin {origin.name} has {origin.num_classes} classes, the head {head['classes']}")
+        raise ConfigError(f"{folder}: origin {origin.name} has {origin.num_classes} classes, the head "
+                          f"{head['classes']}")
     root = config.data.root
     if not root.exists():
         raise ConfigError(f"data.root={root} does not exist; set it to the {origin.dataset} dataset folder")
@@ -128,8 +147,9 @@ def evaluate_release(folder: str | Path, overrides: list[str] | dict[str, Any] |
     out = config.out or folder / f"eval-{split}"
     loader = DataLoader(SegmentationSamples(dataset, prep, train=False), batch_size=config.trainer.batch_size,
                         num_workers=config.data.num_workers, collate_fn=SegmentationCollate(prep))  # fmt: skip
-    trainer = build_trainer(out, 1, config.trainer)
-    trainer.validate(module, dataloaders=loader, verbose=False)
+    with _quiet_lightning():
+        trainer = build_trainer(out, 1, config.trainer)
+        trainer.validate(module, dataloaders=loader, verbose=False)
     conf = module.last_confusion
     if conf is None:
         raise DataError(f"{root}: split '{split}' gave no validation batch")

@@ -21,6 +21,7 @@ from lidarssl.checkpoints import atomic_write, load_weights
 from lidarssl.errors import CheckpointError, ConfigError
 from lidarssl.models.backbones import create_backbone
 from lidarssl.zoo.kernels import LAYOUT_NAMES, from_ours
+from lidarssl.zoo.release import lidarssl_version
 
 __all__ = ["EXPORT_LAYOUTS", "EXPORT_TARGETS", "ExportResult", "export_backbone"]
 
@@ -50,12 +51,6 @@ def _weights_file(path: Path) -> Path:
             raise CheckpointError(f"{path}: folder without backbone.safetensors; give the weights file")
         return inner
     return path
-
-
-def _version() -> str:
-    from lidarssl.zoo.release import _version as version
-
-    return version()
 
 
 def export_backbone(weights: str | Path, to: str, out: str | Path, target_channels: int | None = None,
@@ -120,5 +115,5 @@ def _openpcdet(path: Path, state: dict[str, torch.Tensor], name: Any, options: d
         result.notes.append(f"conv_input takes {c_in} input channels; OpenPCDet loads it only where the config's "
                             "point features number the same (pass --target-channels to check)")  # fmt: skip
     model_state = {f"backbone_3d.{k}": v.clone().contiguous() for k, v in state.items()}
-    return {"model_state": model_state, "version": f"lidarssl {_version()}",
+    return {"model_state": model_state, "version": f"lidarssl {lidarssl_version()}",
             "lidarssl": {"backbone": name, "options": options}}  # fmt: skip

@@ -232,7 +232,8 @@ def unwrap(content: Mapping[str, Any], label: str, metadata: Mapping[str, str] |
             b.take(sd, "state_dict/", strip=(), keep="encoder.backbone_3d." if bev else "encoder.",
                    others=lambda k: nclr_part(k.removeprefix("encoder.")))
         elif any(k.startswith("backbone.") for k in keys):
-            fmt, role, container = "also", "pretraining", "ALSO Lightning checkpoint {state_dict: backbone.*, decoder.*}"
+            fmt, role = "also", "pretraining"
+            container = "ALSO Lightning checkpoint {state_dict: backbone.*, decoder.*}"
             b.take(sd, "state_dict/", strip=(), keep="backbone.",
                    others=lambda k: "ALSO occupancy decoder: pretext only")
         elif any(k.startswith("net.") for k in keys):
@@ -245,7 +246,8 @@ def unwrap(content: Mapping[str, Any], label: str, metadata: Mapping[str, str] |
         keys = [str(k) for k in content]
         consumed.update(content)
         if any(k.startswith("model.backbone_3d.") for k in keys):
-            fmt, role, container = "also", "pretraining", "ALSO SECOND backbone {model.backbone_3d.*, model.backbone_2d.*}"
+            fmt, role = "also", "pretraining"
+            container = "ALSO SECOND backbone {model.backbone_3d.*, model.backbone_2d.*}"
 
             def second_part(k: str) -> str:
                 if k.startswith("model.backbone_2d."):
@@ -261,7 +263,8 @@ def unwrap(content: Mapping[str, Any], label: str, metadata: Mapping[str, str] |
             family = network_family(b.state)
             ours = lidarssl_meta is not None or any(v.dim() == 5 for k, v in b.state.items() if k.endswith(".weight"))
             if family == "unet" and not ours:
-                fmt, container = "also", "ALSO backbone file (plain state dict, pretrained_backbone_* / trained_model_*)"
+                fmt = "also"
+                container = "ALSO backbone file (plain state dict, pretrained_backbone_* / trained_model_*)"
                 # ALSO's convert_models.py moves the pretext projection out of pretrained_backbone_* files: a
                 # classifier left in the backbone file is a downstream head (trained_model_*)
                 role = "downstream" if any(k.startswith("classifier.") for k in b.state) else "pretraining"

@@ -146,7 +146,8 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
     """Refuse members that would land outside an extraction folder, or are not plain files and folders."""
     name = member.name
     normal = posixpath.normpath(name)
-    escapes = name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) or normal == ".." or normal.startswith("../")
+    absolute = name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name) is not None
+    escapes = absolute or normal == ".." or normal.startswith("../")
     if escapes:
         raise CheckpointError(f"{archive}: unsafe tar member '{name}' escapes the extraction folder; "
                               "refusing the whole archive")  # fmt: skip

@@ -25,7 +25,7 @@ from lidarssl.zoo.kernels import LAYOUT_NAMES
 from lidarssl.zoo.origins import ORIGINS
 from lidarssl.zoo.reading import Source, read_source
 
-__all__ = ["ImportResult", "format_report", "import_checkpoint", "read_release"]
+__all__ = ["ImportResult", "format_report", "import_checkpoint", "lidarssl_version", "read_release"]
 
 BACKBONE_FILE, HEAD_FILE, INFO_FILE = "backbone.safetensors", "head.safetensors", "import.json"
 
@@ -45,7 +45,8 @@ class ImportResult:
     report: str
 
 
-def _version() -> str:
+def lidarssl_version() -> str:
+    """The installed lidarssl version, for the files it writes."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -67,7 +68,7 @@ def _info(source: Source, c: Conversion) -> dict[str, Any]:
         counts[r.action] += 1
     heads = {h.name: {"kind": h.kind, **h.meta} for h in c.heads}
     return {
-        "lidarssl": _version(),
+        "lidarssl": lidarssl_version(),
         "source": {"path": str(source.path.resolve()), "member": source.member, "sha256": source.sha256,
                    "bytes": source.size},
         "format": c.format, "container": c.container, "role": c.role, "network": c.network,
@@ -186,7 +187,8 @@ def format_report(info: dict[str, Any], out: Path) -> str:
     files = [BACKBONE_FILE] + ([HEAD_FILE] if info["heads"] else []) + [INFO_FILE]
     lines.append(f"wrote:   {', '.join(str(out / f) for f in files)}")
     options = f" 'backbone.options={json.dumps(info['options'])}'" if info["options"] else ""
-    lines.append(f"probe:   lidarssl probe RECIPE pretrained={out / BACKBONE_FILE} backbone.name={info['preset']}{options}")
+    lines.append(f"probe:   lidarssl probe RECIPE pretrained={out / BACKBONE_FILE} "
+                 f"backbone.name={info['preset']}{options}")
     if any(h["kind"] == "segmentation" for h in info["heads"].values()):
         lines.append(f"score:   lidarssl evaluate {out} data.root=DATASET" + ("" if origin else " origin=NAME"))
     return "\n".join(lines)
