@@ -96,9 +96,9 @@ def test_tar_members_escaping_the_folder(tmp_path: Path, capsys, members, links,
 
 
 def test_tar_with_several_checkpoints(tmp_path: Path, capsys) -> None:
-    path = tar_of(tmp_path / "two.tar.gz", {"a/ckpt_last.pth": saved({}), "b/ckpt_best.pth": saved({})})
+    path = tar_of(tmp_path / "two.tar.gz", {"a/epoch_10.pth": saved({}), "b/ckpt_best.pth": saved({})})
     assert refused(path, tmp_path / "out", capsys) == (
-        f"{path}: holds several checkpoints (a/ckpt_last.pth, b/ckpt_best.pth); import the one you want by its path")
+        f"{path}: holds several checkpoints (a/epoch_10.pth, b/ckpt_best.pth); import the one you want by its path")
 
 
 def test_pickle_that_would_run_code(tmp_path: Path, capsys) -> None:

@@ -319,3 +319,30 @@ def test_overwrite_replaces_a_release_only_on_success(tmp_path: Path, originals)
     import_checkpoint(path, out, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary folders left
     assert json.loads((out / "import.json").read_text())["preset"] == "minkunet18"
+
+
+def test_extracted_release_folder_and_its_last_checkpoint(tmp_path: Path, originals) -> None:
+    """A release already untarred: the folder's one checkpoint, or its ckpt_last.pth beside ckpt_best.pth."""
+    run = tmp_path / "pretrained_models" / "WaffleIron-48-384__nuscenes"
+    run.mkdir(parents=True)
+    state = originals.waffleiron(32, 4, layernorm=False, head="conv", classes=16)
+    torch.save({"epoch": 44, "net": ddp(state)}, run / "ckpt_last.pth")
+    torch.save({"epoch": 30, "net": ddp(state)}, run / "ckpt_best.pth")
+    result = import_checkpoint(tmp_path / "pretrained_models", tmp_path / "wi")
+    info = result.info
+    assert info["source"]["member"] == "WaffleIron-48-384__nuscenes/ckpt_last.pth"
+    assert info["origin"]["name"] == "waffleiron-nuscenes"
+    assert info["notes"][0] == ("WaffleIron-48-384__nuscenes/ckpt_best.pth: another checkpoint beside it, not "
+                                "imported (import it by its path)")
+    assert "note:    WaffleIron-48-384__nuscenes/ckpt_best.pth" in result.report
+
+
+def test_also_downstream_model_keeps_its_classifier(tmp_path: Path, originals) -> None:
+    """ALSO's trained_model_* files (convert_models.py --downstream) keep the segmentation classifier."""
+    state = originals.sparse_unet(cs=TINY_CS, head="classifier", head_out=17)
+    path = tmp_path / "trained_model_nuscenes_minkunet_epoch_99.ckpt"
+    torch.save(state, path)
+    info = import_checkpoint(path, tmp_path / "ft").info
+    assert info["role"] == "downstream" and info["heads"]["head"]["kind"] == "classifier"
+    heads, _ = load_weights(tmp_path / "ft" / "head.safetensors")
+    torch.testing.assert_close(heads["head.weight"], state["classifier.0.weight"])

@@ -530,7 +530,8 @@ def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Con
             raise CheckpointError(f"{label}: --format {fmt} holds {', '.join(sorted(_FAMILIES[fmt]))} networks, but "
                                   f"the file is a {u.format} checkpoint of a {family} network; use --format auto")
         u.format = fmt
-    notes: list[str] = []
+    notes: list[str] = [f"{other}: another checkpoint beside it, not imported (import it by its path)"
+                        for other in source.others]
     hints = source.hints + " " + str(u.config or "").lower()
     protocol = next((p for p in ("linear_probing", "finetuning") if p in hints), None)
     if family == "waffleiron":

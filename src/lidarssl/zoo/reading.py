@@ -20,7 +20,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class Source:
         member: the checkpoint's path inside the archive or folder, or ``None`` for a plain file.
         content: what the checkpoint holds (a mapping).
         metadata: the safetensors header metadata, for a ``.safetensors`` file.
+        others: the other checkpoints of the archive or folder, not read (WaffleIron's ``ckpt_best.pth``
+            beside the ``ckpt_last.pth`` it reports).
     """
 
     path: Path
@@ -68,6 +70,7 @@ class Source:
     member: str | None
     content: Mapping[str, Any]
     metadata: dict[str, str] | None = None
+    others: list[str] = field(default_factory=list)
 
     @property
     def label(self) -> str:
@@ -160,11 +163,18 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         raise CheckpointError(f"{archive}: tar member '{name}' is a device or pipe, not a file; refusing the archive")
 
 
+#: The checkpoint a release folder is scored with, when it holds several (WaffleIron also keeps its best epoch).
+_PREFERRED = ("ckpt_last.pth", "model.pth")
+
+
 def _pick(candidates: list[str], where: str) -> str:
     if len(candidates) == 1:
         return candidates[0]
     if not candidates:
         raise CheckpointError(f"{where}: holds no checkpoint ({', '.join(CHECKPOINT_SUFFIXES)} file)")
+    preferred = [c for c in candidates if posixpath.basename(c.replace("\\", "/")) in _PREFERRED]
+    if len(preferred) == 1:
+        return preferred[0]
     raise CheckpointError(f"{where}: holds several checkpoints ({', '.join(sorted(candidates))}); "
                           "import the one you want by its path")  # fmt: skip
 
@@ -175,7 +185,8 @@ def _read_tar(path: Path, sha: str, size: int) -> Source:
             members = tar.getmembers()
             for member in members:
                 _check_member(member, path)
-            name = _pick([m.name for m in members if m.isfile() and m.name.endswith(CHECKPOINT_SUFFIXES)], str(path))
+            candidates = [m.name for m in members if m.isfile() and m.name.endswith(CHECKPOINT_SUFFIXES)]
+            name = _pick(candidates, str(path))
             member = tar.getmember(name)
             with tempfile.TemporaryDirectory(prefix="lidarssl-import-") as tmp:
                 local = Path(tmp) / posixpath.basename(name)
@@ -184,7 +195,9 @@ def _read_tar(path: Path, sha: str, size: int) -> Source:
                     raise CheckpointError(f"{path}: tar member '{name}' cannot be read")
                 with source, local.open("wb") as out:
                     shutil.copyfileobj(source, out, 1 << 20)
-                return _read_file(local, sha, size, label=f"{path}:{name}", shown=path, member=name)
+                read = _read_file(local, sha, size, label=f"{path}:{name}", shown=path, member=name)
+                read.others = [c for c in candidates if c != name]
+                return read
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise CheckpointError(f"{path}: truncated or corrupt tar archive ({_first_line(exc)})") from None
 
@@ -205,9 +218,12 @@ def read_source(path: str | Path) -> Source:
     path = Path(path).expanduser()
     if path.is_dir():
         found = [p for p in sorted(path.rglob("*")) if p.is_file() and p.name.endswith(CHECKPOINT_SUFFIXES)]
-        name = _pick([str(p.relative_to(path)) for p in found], str(path))
+        candidates = [str(p.relative_to(path)) for p in found]
+        name = _pick(candidates, str(path))
         local = path / name
-        return _read_file(local, _sha256(local), local.stat().st_size, str(local), path, name)
+        read = _read_file(local, _sha256(local), local.stat().st_size, str(local), path, name)
+        read.others = [c for c in candidates if c != name]
+        return read
     if not path.is_file():
         raise CheckpointError(f"{path}: file not found; expected a checkpoint (.pt, .pth, .ckpt) or a release .tar.gz")
     sha, size = _sha256(path), path.stat().st_size
