@@ -183,10 +183,14 @@ def test_slidr_raw_release_with_image_branch(tmp_path: Path, originals) -> None:
     assert heads["pixel_head"].meta["in_channels"] == 2048
     torch.testing.assert_close(heads["pixel_head"].tensors["pixel_head.proj.weight"], images["decoder.0.weight"])
     assert heads["head"].tensors["head.weight"].shape == (64, 12)
-    del images["encoder.layer4.2.bn3.running_var"]
-    with pytest.raises(CheckpointError, match="the image branch is not a ResNet-50 encoder: missing: "
-                                              "layer4.2.bn3.running_var"):
-        convert(Source(tmp_path / "raw.pt", "0" * 64, 0, None, content))
+    # an encoder that is no ResNet-50 (SLidR's unreleased ViT option) is left out, the rest imports
+    images["encoder.layer4.2.bn3.running_var"] = torch.empty(7)
+    c = convert(Source(tmp_path / "raw.pt", "0" * 64, 0, None, content))
+    assert [h.name for h in c.heads] == ["head", "pixel_head"]
+    assert c.notes[0] == ("the image encoder is not a ResNet-50 (shape (file vs preset): layer4.2.bn3.running_var "
+                          "(7,) vs (2048,)): left out")
+    ignored = {r.note for r in c.records if r.source.startswith("model_images/encoder.")}
+    assert ignored == {"image encoder of an architecture lidarssl has no teacher for (not a ResNet-50)"}
 
 
 @pytest.mark.parametrize("layout", ["spconv1", "spconv21_native", "spconv2"])

@@ -405,29 +405,38 @@ def _voxelnet_final(ks: _Keys, keys: list[str], layout: str) -> Head:
 # ---------------------------------------------------------------------------------------------- SLidR image branch
 
 
-def _image_branch(ks: _Keys, u: Unwrapped) -> list[Head]:
+def _image_branch(ks: _Keys, u: Unwrapped, notes: list[str]) -> list[Head]:
+    """SLidR's ``model_images``: a torchvision ResNet-50 (``encoder.*``) becomes ``teacher.*`` and ``decoder.0`` the
+    pixel head. An encoder of another architecture (SLidR's unreleased ViT option) is left out, recorded."""
+    from lidarssl.models.teachers import create_teacher
+
+    config = u.config or {}
+    name = "resnet50" if _find(config, "decoder") == "ppkt" else "resnet50_dilated"
+    encoder = {k.removeprefix("encoder."): v for k, v in u.images.items() if k.startswith("encoder.")}
+    with torch.device("meta"):
+        problems = _diff(create_teacher(name).encoder.state_dict(), encoder) if encoder else ""
+    if problems:
+        notes.append(f"the image encoder is not a ResNet-50 ({problems}): left out")
     teacher: dict[str, torch.Tensor] = {}
     pixel: dict[str, torch.Tensor] = {}
     for key, tensor in u.images.items():
-        if key.startswith("encoder."):
+        if key.startswith("encoder.") and problems:
+            ks.ignore(key, "image encoder of an architecture lidarssl has no teacher for (not a ResNet-50)")
+        elif key.startswith("encoder."):
             ks.put(key, "teacher." + key.removeprefix("encoder."), tensor, "head", ["ResNet-50 encoder"], into=teacher)
         elif key.startswith("decoder.0."):
             ks.put(key, "pixel_head.proj." + key.removeprefix("decoder.0."), tensor, "head",
                    ["SLidR decoder 1x1 conv -> pixel head"], into=pixel)
         else:
             ks.ignore(key, "not part of SLidR's image branch (encoder, decoder.0)")
-    config = u.config or {}
-    decoder = _find(config, "decoder")
-    name = "resnet50" if decoder == "ppkt" else "resnet50_dilated"
     heads = []
     if teacher:
         meta = {"teacher": name, "weights": _find(config, "image_weights"), "description": f"image encoder ({name})"}
         heads.append(Head("teacher", "image_encoder", teacher, meta))
-    if pixel:
-        w = pixel.get("pixel_head.proj.weight")
-        heads.append(Head("pixel_head", "pixel_head", pixel, {
-            "in_channels": int(w.shape[1]) if w is not None else None, "out_channels": int(w.shape[0]) if w is not None
-            else None, "description": "pixel head (1x1 conv)"}))  # fmt: skip
+    w = pixel.get("pixel_head.proj.weight")
+    if w is not None:
+        heads.append(Head("pixel_head", "pixel_head", pixel, {"in_channels": int(w.shape[1]),
+                          "out_channels": int(w.shape[0]), "description": "pixel head (1x1 conv)"}))  # fmt: skip
     return heads
 
 
@@ -493,14 +502,6 @@ def _check_preset(c: Conversion, label: str) -> None:
             if c_in is not None and c_in != width:
                 raise CheckpointError(f"{label}: the {head.kind} head takes {c_in} channels, the backbone gives "
                                       f"{width}")
-        if head.kind == "image_encoder":
-            from lidarssl.models.teachers import create_teacher
-
-            with torch.device("meta"):
-                encoder = create_teacher(head.meta["teacher"]).encoder
-            problems = _diff(encoder.state_dict(), {k.removeprefix("teacher."): v for k, v in head.tensors.items()})
-            if problems:
-                raise CheckpointError(f"{label}: the image branch is not a ResNet-50 encoder: {problems}")
 
 
 def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Conversion:
@@ -556,7 +557,7 @@ def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Con
                     project if project == "slidr" else str(origin))
         parts = _sparse(u, label, family, u.format, origin, hints)
         if u.images:
-            parts["heads"] += _image_branch(parts["keys"], u)
+            parts["heads"] += _image_branch(parts["keys"], u, notes)
     ks: _Keys = parts["keys"]
     origin_options = dict(ORIGINS[origin].backbone_options) if origin else {}
     origin_options.update(_slidr_options(u, parts["preset"], notes))

@@ -132,7 +132,8 @@ def _sample(keys: Any, limit: int = 5) -> str:
 class _Builder:
     """Collects the network's tensors and the records of everything else."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str) -> None:
+        self.label = label
         self.state: dict[str, torch.Tensor] = {}
         self.sources: dict[str, str] = {}
         self.records: list[Record] = []
@@ -157,7 +158,8 @@ class _Builder:
                     continue
                 name = name[len(keep):]
             if name in (self.images if images else self.state):
-                raise CheckpointError(f"key '{name}' appears twice once prefixes are removed ({source})")
+                raise CheckpointError(f"{self.label}: key '{name}' appears twice once prefixes are removed "
+                                      f"({source}); expected one network per container")
             (self.images if images else self.state)[name] = value
             (self.image_sources if images else self.sources)[name] = source
 
@@ -176,7 +178,7 @@ def unwrap(content: Mapping[str, Any], label: str, metadata: Mapping[str, str] |
     Raises:
         CheckpointError: no known network in the file (the message lists what was found).
     """
-    b = _Builder()
+    b = _Builder(label)
     consumed: set[str] = set()
     fmt = role = container = None
     config = content.get("config") if isinstance(content.get("config"), Mapping) else None
