@@ -7,7 +7,9 @@ protocol); the importer records which one a release comes from and ``lidarssl ev
 Values are the seed projects' own: ScaLR's ``configs/pretrain/WI_768_pretrain.yaml`` and
 ``configs/downstream/*/WI_768_*.yaml`` (field of view and grids), the intensity statistics of its
 ``datasets/*_for_scalr.py``; WaffleIron's ``configs/WaffleIron-48-*.yaml`` (raw intensity); the voxel sizes and
-input features of ALSO's, SLidR's and NCLR's configs.
+input features of ALSO's, SLidR's and NCLR's configs. Neither ScaLR nor WaffleIron caps the points at evaluation:
+their ``LimitNumPoints`` (20,000 points around a random centre) is one of the training augmentations
+(``get_train_augmentations`` in ScaLR's ``finetune.py``), so scoring here keeps every point too.
 """
 
 from __future__ import annotations
