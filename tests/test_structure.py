@@ -21,6 +21,7 @@ FORBIDDEN = {
     "methods": {"downstream", "synthetic", "viz", "cli"},
     "downstream": {"methods", "synthetic", "viz", "cli"},
     "synthetic": {"methods", "downstream", "models", "cli", "runs"},
+    "zoo": {"methods", "synthetic", "viz", "cli"},
 }
 
 

@@ -81,6 +81,11 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from lidarssl.downstream.train import evaluate_run
 
+    if (args.run / "import.json").is_file():  # a release folder written by `lidarssl import`
+        from lidarssl.zoo.cli import evaluate_release_command
+
+        evaluate_release_command(args.run, args.overrides)
+        return
     config = load_config(SegmentationConfig, args.run / "config.yaml", args.overrides)
     result = evaluate_run(config, args.checkpoint)
     print(result.table)
@@ -267,11 +272,17 @@ def _parser() -> argparse.ArgumentParser:
     pre.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
     pre.set_defaults(func=cmd_pretrain)
 
-    ev = sub.add_parser("evaluate", help="score a run's checkpoint on the val split, every original point")
-    ev.add_argument("run", type=Path, help="run directory (holds config.yaml and checkpoints/)")
+    ev = sub.add_parser("evaluate", help="score a run's checkpoint or an imported release on the val split, every "
+                        "original point")
+    ev.add_argument("run", type=Path, help="run directory (holds config.yaml and checkpoints/), or a release folder "
+                    "written by `lidarssl import` (keys: data.root, data.val_split, origin, trainer.*, out)")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="override keys of the run's config")
     ev.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: the run's last.ckpt)")
     ev.set_defaults(func=cmd_evaluate)
+
+    from lidarssl.zoo.cli import add_zoo_commands
+
+    add_zoo_commands(sub)
 
     info = sub.add_parser("info", help="summarise a dataset: frames, points, classes, cameras")
     info.add_argument("dataset", type=Path, help="dataset root: synthetic, nuScenes, SemanticKITTI, SemanticPOSS, "

@@ -343,6 +343,12 @@ def waffleiron_48_768(**overrides: object) -> BackboneSpec:
 
 
 @register_backbone
+def waffleiron(depth: int = 48, channels: int = 256, layernorm: bool = False, **overrides: object) -> BackboneSpec:
+    """WaffleIron of any depth and width, BatchNorm unless ``layernorm``: checkpoints whose size is no preset's."""
+    return _waffleiron_spec("waffleiron", int(depth), int(channels), bool(layernorm), overrides)
+
+
+@register_backbone
 def waffleiron_12_64(**overrides: object) -> BackboneSpec:
     """WI-12-64 with BatchNorm (0.13M parameters): CPU demos."""
     return _waffleiron_spec("waffleiron_12_64", 12, 64, False, overrides)
