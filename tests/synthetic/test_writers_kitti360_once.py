@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lidarssl.data.stats import detect_format
 
+from lidarssl.data.datasets import detect_format
 from lidarssl.data.formats import KITTI360, ONCE
 from lidarssl.data.formats.kitti360 import read_timestamps
 from lidarssl.data.geometry import project

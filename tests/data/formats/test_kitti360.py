@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lidarssl.data.stats import open_dataset
 
+from lidarssl.cli import run_prepare
+from lidarssl.data.datasets import open_dataset
 from lidarssl.data.formats import KITTI360
-from lidarssl.data.prepare import PrepareJob, run_target
+from lidarssl.data.prepare import PrepareJob
 from lidarssl.errors import DataError
 from lidarssl.synthetic import write_kitti360
 
@@ -129,7 +130,7 @@ def test_prepare_lists_missing_and_truncated_files(root):
     (data / "0000000000.bin").write_bytes(b"\0" * 20)
     (root / "data_2d_raw" / SEQ / "image_01" / "data_rect" / "0000000001.png").unlink()
     lines: list[str] = []
-    problems = run_target(PrepareJob(target="kitti360", root=root, workers=2, log=lines.append))
+    problems = run_prepare(PrepareJob(target="kitti360", root=root, workers=2, log=lines.append))
     assert problems == 3
     assert lines[0] == f"preparing kitti360 dataset {root}: splits train, val, all"
     assert "  missing point file: 1" in lines and "  missing camera image: 1" in lines

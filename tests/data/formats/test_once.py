@@ -12,11 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from lidarssl.data.stats import open_dataset
 
+from lidarssl.cli import run_prepare
+from lidarssl.data.datasets import open_dataset
 from lidarssl.data.formats import ONCE
 from lidarssl.data.formats.once import CAMERAS
-from lidarssl.data.prepare import PrepareJob, run_target
+from lidarssl.data.prepare import PrepareJob
 from lidarssl.errors import DataError
 from lidarssl.synthetic import write_once
 
@@ -108,7 +109,7 @@ def test_prepare_lists_missing_files(root):
     (root / "data" / "000000" / "cam09" / f"{ids[1]}.jpg").unlink()
     lines: list[str] = []
     job = PrepareJob(target="auto", root=root, workers=2, log=lines.append)
-    assert run_target(job) == 2
+    assert run_prepare(job) == 2
     assert lines[0] == f"preparing once dataset {root}: splits raw_small, raw_medium, raw_large, train, val, test"
     assert "  missing point file: 1" in lines and "  missing camera image: 1" in lines
     assert any(line.startswith("  raw_medium: skipped (") for line in lines)

@@ -35,7 +35,8 @@ from lidarssl.data.formats._common import homogeneous, invert_rigid
 from lidarssl.data.formats.kitti360 import WINDOW_FILES
 from lidarssl.data.geometry import quaternion_to_rotation
 from lidarssl.errors import ConfigError
-from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_atomic, write_sequences
+from lidarssl.io import write_bytes_atomic
+from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_sequences
 from lidarssl.synthetic.world import SyntheticWorld
 from lidarssl.synthetic.writers._shared import refuse_existing
 
@@ -113,7 +114,7 @@ def write_kitti360(
     write_sequences(gen, start, progress)
     rig.write(root / "calibration")
     for split, lines in windows.items():
-        write_atomic(root / WINDOW_FILES[split], "".join(f"{line}\n" for line in lines).encode())
+        write_bytes_atomic(root / WINDOW_FILES[split], "".join(f"{line}\n" for line in lines).encode())
     return root
 
 
@@ -165,8 +166,8 @@ class _Rig:
 
     def write(self, folder: Path) -> None:
         velo_from_unrect0 = invert_rigid(self.lidar_to_cam["image_00"]) @ homogeneous(R_RECT["image_00"])
-        write_atomic(folder / "calib_cam_to_velo.txt", f"{_row(velo_from_unrect0[:3])}\n".encode())
-        write_atomic(folder / "calib_cam_to_pose.txt",
+        write_bytes_atomic(folder / "calib_cam_to_velo.txt", f"{_row(velo_from_unrect0[:3])}\n".encode())
+        write_bytes_atomic(folder / "calib_cam_to_pose.txt",
                      "".join(f"{cam}: {_row(self.cam_to_pose(cam)[:3])}\n" for cam in CAMERAS).encode())
         rect1_from_rect0 = self.lidar_to_cam["image_01"] @ invert_rigid(self.lidar_to_cam["image_00"])
         if np.abs(rect1_from_rect0[:3, :3] - np.eye(3)).max() > 1e-9:
@@ -177,7 +178,7 @@ class _Rig:
             P = self.K[cam] @ np.hstack([np.eye(3), offset[:, None]])
             lines += [f"S_rect_{i}: {self.size[cam][0]:.6e} {self.size[cam][1]:.6e}",
                       f"R_rect_{i}: {_row(R_RECT[cam])}", f"P_rect_{i}: {_row(P)}"]
-        write_atomic(folder / "perspective.txt", ("\n".join(lines) + "\n").encode())
+        write_bytes_atomic(folder / "perspective.txt", ("\n".join(lines) + "\n").encode())
 
 
 class _SequenceWriter:
@@ -194,10 +195,10 @@ class _SequenceWriter:
         self.rig.check(frame)
         stem = f"{frame.index:010d}"
         reflectance = scan.intensity / np.float32(255.0)
-        write_atomic(self.root / "data_3d_raw" / self.seq / "velodyne_points" / "data" / f"{stem}.bin",
+        write_bytes_atomic(self.root / "data_3d_raw" / self.seq / "velodyne_points" / "data" / f"{stem}.bin",
                      np.column_stack([scan.points, reflectance]).astype("<f4").tobytes())
         for cam in CAMERAS:
-            write_atomic(self.root / "data_2d_raw" / self.seq / cam / "data_rect" / f"{stem}.png",
+            write_bytes_atomic(self.root / "data_2d_raw" / self.seq / cam / "data_rect" / f"{stem}.png",
                          encode_image(scan.camera(cam).image, "PNG"))
         world_from_pose = scan.ego_pose @ invert_rigid(self.rig.ego_from_lidar)
         self.poses.append(f"{frame.index} {_row(world_from_pose[:3])}")
@@ -207,9 +208,9 @@ class _SequenceWriter:
 
     def finish(self) -> None:
         stamps = "".join(f"{t}\n" for t in self.times).encode()
-        write_atomic(self.root / "data_3d_raw" / self.seq / "velodyne_points" / "timestamps.txt", stamps)
+        write_bytes_atomic(self.root / "data_3d_raw" / self.seq / "velodyne_points" / "timestamps.txt", stamps)
         for cam in CAMERAS:
-            write_atomic(self.root / "data_2d_raw" / self.seq / cam / "timestamps.txt", stamps)
+            write_bytes_atomic(self.root / "data_2d_raw" / self.seq / cam / "timestamps.txt", stamps)
         poses = self.root / "data_poses" / self.seq
-        write_atomic(poses / "cam0_to_world.txt", "".join(f"{line}\n" for line in self.cam0_to_world).encode())
-        write_atomic(poses / "poses.txt", "".join(f"{line}\n" for line in self.poses).encode())
+        write_bytes_atomic(poses / "cam0_to_world.txt", "".join(f"{line}\n" for line in self.cam0_to_world).encode())
+        write_bytes_atomic(poses / "poses.txt", "".join(f"{line}\n" for line in self.poses).encode())

@@ -37,7 +37,8 @@ from lidarssl.data.formats.once import CAMERAS
 from lidarssl.data.geometry import rotation_to_quaternion
 from lidarssl.data.lens import Distorter, check_distortion
 from lidarssl.errors import ConfigError
-from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_atomic, write_sequences
+from lidarssl.io import write_bytes_atomic
+from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image, write_sequences
 from lidarssl.synthetic.world import SyntheticWorld
 from lidarssl.synthetic.writers._shared import refuse_existing
 
@@ -114,7 +115,7 @@ def write_once(
 
     write_sequences(gen, start, progress)
     for split, sequences in listed.items():
-        write_atomic(root / "ImageSets" / f"{split}.txt", "".join(f"{s}\n" for s in sequences).encode())
+        write_bytes_atomic(root / "ImageSets" / f"{split}.txt", "".join(f"{s}\n" for s in sequences).encode())
     return root
 
 
@@ -148,7 +149,7 @@ class _SequenceWriter:
         scan = frame.scan
         self.seed = frame.sequence.seed
         frame_id = str(round(scan.timestamp * 1000))
-        write_atomic(self.folder / "lidar_roof" / f"{frame_id}.bin",
+        write_bytes_atomic(self.folder / "lidar_roof" / f"{frame_id}.bin",
                      np.column_stack([scan.points, scan.intensity]).astype("<f4").tobytes())
         for view in scan.cameras:
             name = view.name
@@ -163,7 +164,7 @@ class _SequenceWriter:
             if name not in self.distorters:
                 self.distorters[name] = Distorter(view.K, self.dist, (view.hw[1], view.hw[0]))
             image = self.distorters[name](view.image)
-            write_atomic(self.folder / name / f"{frame_id}.jpg", encode_image(image, "JPEG", self.quality))
+            write_bytes_atomic(self.folder / name / f"{frame_id}.jpg", encode_image(image, "JPEG", self.quality))
         qw, qx, qy, qz = rotation_to_quaternion(scan.ego_pose[:3, :3])
         entry: dict[str, Any] = {"frame_id": frame_id,
                                  "pose": [float(v) for v in (qx, qy, qz, qw, *scan.ego_pose[:3, 3])]}
@@ -177,4 +178,4 @@ class _SequenceWriter:
     def finish(self) -> None:
         doc = {"meta_info": {"source": "lidarssl synthetic world", "seed": self.seed}, "calib": self.calib,
                "frames": self.frames}
-        write_atomic(self.folder / f"{self.seq}.json", json.dumps(doc).encode())
+        write_bytes_atomic(self.folder / f"{self.seq}.json", json.dumps(doc).encode())
