@@ -125,6 +125,11 @@ def test_pca_figure(val, weights: Path, tmp_path: Path):
     # six cameras on two lines of 90 px, 3 columns of 160 px, beside a 180 px bird's-eye view
     assert image.shape == (TITLE_PX + 180 + FOOTER_PX, 180 + 3 * 160, 3)
     _assert_rich(image[TITLE_PX : TITLE_PX + 180, :180])
+    small = save_pca([panel], tmp_path / "small.png", height=180, compact=True)
+    with Image.open(small) as im:
+        assert im.mode == "P" and im.size == (image.shape[1], image.shape[0])
+    assert small.stat().st_size < out.stat().st_size
+    _assert_rich(_image(small)[TITLE_PX : TITLE_PX + 180, :180], colours=40)  # 256 colours in all
 
 
 def test_error_colours_mark_wrong_labelled_points():
@@ -136,12 +141,21 @@ def test_error_colours_mark_wrong_labelled_points():
     assert order[-1] == 1 and share == pytest.approx(100 / 3)
 
 
-def test_predictions_command(seg_run: Path, tmp_path: Path, capsys):
+def test_predictions_command(seg_run: Path, val, tmp_path: Path, capsys):
+    from lidarssl.viz.predictions import RunPredictor, legend_layout
+
     out = tmp_path / "pred.png"
     assert main(["viz", "predictions", str(seg_run), "--frame", "1", "--height", "120", "--out", str(out),
                  "--device", "cpu"]) == 0
     image = _image(out)
-    assert image.shape == (3 * (TITLE_PX + 120) + FOOTER_PX, 333, 3)  # labels, predictions, errors
+    scan = val[1]
+    pred = RunPredictor(seg_run, device="cpu")(scan)
+    assert pred.shape == scan.labels.shape
+    classes = np.unique(np.concatenate([scan.labels, pred]))
+    entries = int(np.sum(classes < len(val.class_map.classes))) + 3  # + wrong, right, unlabelled
+    assert legend_layout(entries, 333) == (2, 12 + 15 * -(-entries // 2))  # 140 px a column
+    # labels, predictions, errors; the legend's band below
+    assert image.shape == (3 * (TITLE_PX + 120) + legend_layout(entries, 333)[1], 333, 3)
     errors = image[3 * TITLE_PX + 240 : 3 * TITLE_PX + 360, :120].reshape(-1, 3).astype(int)
     red = (errors[:, 0] > 200) & (errors[:, 1] < 100)  # a one-epoch model gets many points wrong
     assert red.sum() > 20

@@ -87,6 +87,7 @@ def _query_args(p: argparse.ArgumentParser) -> None:
 def _figure_args(p: argparse.ArgumentParser, kind: str, cameras: bool = True) -> None:
     p.add_argument("--out", type=Path, default=Path(f"{kind}.png"), help=f"PNG to write (default {kind}.png)")
     p.add_argument("--height", type=int, default=360, help="height of each row's views in pixels (default 360)")
+    p.add_argument("--compact", action="store_true", help="a 256-colour PNG, about a third of the size")
     if cameras:
         p.add_argument("--cameras", default="auto", help="cameras beside the bird's-eye view: auto (the one that sees "
                        "the query point, or the most points), all, none, or names separated by commas")
@@ -146,14 +147,14 @@ def cmd_similarity(args: argparse.Namespace) -> None:
     for scan, feats, dataset, title in _feature_rows(args):
         q = _query(scan, args, dataset.class_map.classes, args.extent)
         panels.append(similarity_panel(scan, feats, q, f"{title}  |  query point {q}", cameras=args.cameras))
-    _report(save_similarity(panels, args.out, height=args.height, extent=args.extent))
+    _report(save_similarity(panels, args.out, height=args.height, extent=args.extent, compact=args.compact))
 
 
 def cmd_pca(args: argparse.Namespace) -> None:
     from lidarssl.viz.pca import pca_panel, save_pca
 
     panels = [pca_panel(scan, feats, title, cameras=args.cameras) for scan, feats, _, title in _feature_rows(args)]
-    _report(save_pca(panels, args.out, height=args.height, extent=args.extent))
+    _report(save_pca(panels, args.out, height=args.height, extent=args.extent, compact=args.compact))
 
 
 def _run_dataset(args, config_root: Path, config_split: str) -> DatasetSpec:
@@ -162,19 +163,30 @@ def _run_dataset(args, config_root: Path, config_split: str) -> DatasetSpec:
     return parse_dataset(str(config_root), args.split or config_split, args.frame)
 
 
-def cmd_pixels(args: argparse.Namespace) -> None:
-    from lidarssl.viz.pixels import PretrainedRun, save_pixels
-
-    runs = [PretrainedRun(r, device=args.device) for r in args.runs]
-    spec = _run_dataset(args, runs[0].config.data.root, runs[0].config.data.split)
+def _camera_frame(spec: DatasetSpec):
+    """The frame of ``spec`` and its dataset; an error when the frame has no camera to compare pixels with."""
     dataset = spec.open()
     scan = dataset[_frame_of(dataset, spec)]
     if not scan.cameras:
         raise DataError(f"{scan.source}: this frame has no cameras; `pixels` compares a point with the pixels of "
                         "the camera that sees it: use a dataset with cameras (synthetic, nuScenes, PandaSet, KITTI)")
-    q = _query(scan, args, dataset.class_map.classes)
-    rows = [(f"{scan.dataset} {scan.frame_id}  |  {r.run.name} ({r.method})", r.pixel_similarity(scan, q)) for r in runs]
-    _report(save_pixels(rows, args.out, height=args.height))
+    return scan, dataset
+
+
+def cmd_pixels(args: argparse.Namespace) -> None:
+    from lidarssl.viz.pixels import PretrainedRun, save_pixels
+
+    runs = [PretrainedRun(r, device=args.device) for r in args.runs]
+    config = runs[0].config.data
+    specs = [parse_dataset(d, args.split, args.frame) for d in args.data] if args.data else \
+        [parse_dataset(str(config.root), args.split or config.split, args.frame)]
+    rows = []
+    for spec in specs:
+        scan, dataset = _camera_frame(spec)
+        q = _query(scan, args, dataset.class_map.classes)
+        rows += [(f"{scan.dataset} {scan.frame_id}  |  {r.run.name} ({r.method})", r.pixel_similarity(scan, q))
+                 for r in runs]
+    _report(save_pixels(rows, args.out, height=args.height, compact=args.compact))
 
 
 def _check_classes(run_classes, dataset, root: Path) -> None:
@@ -194,7 +206,7 @@ def cmd_predictions(args: argparse.Namespace) -> None:
     scan = dataset[_frame_of(dataset, spec)]
     preds = [(p.run.name, p(scan)) for p in predictors]
     _report(save_predictions(scan, preds, dataset.class_map.classes, args.out, f"{scan.dataset} {scan.frame_id}",
-                             cameras=args.cameras, height=args.height, extent=args.extent))
+                             cameras=args.cameras, height=args.height, extent=args.extent, compact=args.compact))
 
 
 def cmd_features(args: argparse.Namespace) -> None:
@@ -293,7 +305,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                            "the cosine similarity of one point's embedding (student backbone and head) to every "
                            "pixel's (frozen teacher and pixel head) in the camera that sees the point.")
     pix.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="pretraining run directories (out= of pretrain)")
-    pix.add_argument("--data", default=None, metavar="DATASET", help="dataset (default: the run's data.root)")
+    pix.add_argument("--data", nargs="+", default=None, metavar="DATASET",
+                     help="datasets, one row each (default: the run's data.root)")
     pix.add_argument("--split", default=None, help="split (default: the run's data.split)")
     pix.add_argument("--frame", type=int, default=0, help="frame index (default 0)")
     _query_args(pix)

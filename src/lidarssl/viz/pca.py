@@ -9,7 +9,7 @@ import numpy as np
 
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
-from lidarssl.viz.views import Panel, draw_rows, pick_cameras
+from lidarssl.viz.views import Panel, draw_rows, pick_cameras, wrap
 
 __all__ = ["pca_colours", "pca_panel", "save_pca"]
 
@@ -40,11 +40,12 @@ def pca_panel(scan: Scan, features: np.ndarray, title: str, cameras: str = "auto
 
 def _caption(fig, rect: tuple[float, float, float, float]) -> None:
     left, bottom, width, height = rect
-    fig.text(0.5, bottom + 0.5 * height, "colour = first three principal components of the point features "
-             "(red, green, blue), fitted per row: similar colours, similar features", ha="center", va="center",
-             fontsize=8)
+    text = wrap("colour: the first three principal components of the point features as red, green and blue, "
+                "fitted per row; similar colours, similar features", int(fig.bbox.width))
+    fig.text(0.5, bottom + 0.5 * height, text, ha="center", va="center", fontsize=8)
 
 
-def save_pca(panels: Sequence[Panel], path: str | Path, height: int = 360, extent: float = 40.0) -> Path:
-    """Write the PCA rows as one PNG."""
-    return draw_rows(panels, path, height=height, extent=extent, footer=_caption)
+def save_pca(panels: Sequence[Panel], path: str | Path, height: int = 360, extent: float = 40.0,
+             compact: bool = False) -> Path:
+    """Write the PCA rows as one PNG (``compact``: 256 colours)."""
+    return draw_rows(panels, path, height=height, extent=extent, footer=_caption, compact=compact)

@@ -17,12 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lidarssl.checkpoints import atomic_write
 from lidarssl.data.scan import Scan
 from lidarssl.errors import CheckpointError, ConfigError, DataError
 from lidarssl.features import _spread
 from lidarssl.viz.query import check_point
-from lidarssl.viz.views import TITLE_PX, FOOTER_PX, dimmed
+from lidarssl.viz.views import FOOTER_PX, TITLE_PX, dimmed, save_png, wrap
 
 __all__ = ["PretrainedRun", "PixelSimilarity", "save_pixels", "IMAGE_METHODS"]
 
@@ -145,7 +144,8 @@ class PretrainedRun:
         return PixelSimilarity(camera=cam.name, image=cam.image, similarity=sim, uv=uv, query=query)
 
 
-def save_pixels(rows: Sequence[tuple[str, PixelSimilarity]], path: str | Path, height: int = 360) -> Path:
+def save_pixels(rows: Sequence[tuple[str, PixelSimilarity]], path: str | Path, height: int = 360,
+                compact: bool = False) -> Path:
     """One row per ``(title, result)``: the camera image with the query point (star), and the similarity of
     every pixel to it over the dimmed image. Colours span each row's own range, printed in its title."""
     import matplotlib
@@ -183,10 +183,9 @@ def save_pixels(rows: Sequence[tuple[str, PixelSimilarity]], path: str | Path, h
     bar = fig.add_axes((0.25, 0.55 * FOOTER_PX / H, 0.5, 0.22 * FOOTER_PX / H))
     ColorbarBase(bar, cmap=cmap, orientation="horizontal").set_ticks([0, 1], labels=["row minimum", "row maximum"])
     bar.tick_params(labelsize=7)
-    fig.text(0.5, 0.88 * FOOTER_PX / H, "cosine similarity of the point's embedding (student head) to each pixel's "
-             "(teacher)", ha="center", va="center", fontsize=8)
+    text = wrap("cosine similarity of the point's embedding (student head) to each pixel's (teacher)", W)
+    fig.text(0.5, 0.88 * FOOTER_PX / H, text, ha="center", va="center", fontsize=8)
     try:
-        atomic_write(Path(path), lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+        return save_png(fig, path, compact)
     finally:
         plt.close(fig)
-    return Path(path)

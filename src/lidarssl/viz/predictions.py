@@ -16,9 +16,9 @@ from lidarssl.data.scan import IGNORE_INDEX, Scan
 from lidarssl.errors import DataError
 from lidarssl.features import _spread
 from lidarssl.viz.palette import IGNORE_COLOUR, class_colours, colour_labels
-from lidarssl.viz.views import Panel, draw_rows, pick_cameras
+from lidarssl.viz.views import Panel, draw_rows, figure_size, pick_cameras
 
-__all__ = ["RunPredictor", "prediction_panels", "save_predictions", "ERROR_COLOUR", "CORRECT_COLOUR"]
+__all__ = ["RunPredictor", "prediction_panels", "save_predictions", "legend_layout", "ERROR_COLOUR", "CORRECT_COLOUR"]
 
 ERROR_COLOUR = (1.0, 0.12, 0.12)
 CORRECT_COLOUR = (0.72, 0.72, 0.72)
@@ -99,7 +99,17 @@ def prediction_panels(scan: Scan, predictions: Sequence[tuple[str, np.ndarray]],
     return rows
 
 
-def _legend(class_names: Sequence[str], present: np.ndarray):
+LEGEND_COLUMN_PX = 140  # width of one legend entry
+LEGEND_ROW_PX = 15
+
+
+def legend_layout(entries: int, width: int) -> tuple[int, int]:
+    """(columns, footer height in pixels) of a legend of ``entries`` items in a figure ``width`` pixels wide."""
+    cols = max(1, min(entries, width // LEGEND_COLUMN_PX))
+    return cols, 12 + LEGEND_ROW_PX * -(-entries // cols)
+
+
+def _legend(class_names: Sequence[str], present: np.ndarray, cols: int):
     def draw(fig, rect: tuple[float, float, float, float]) -> None:
         from matplotlib.patches import Patch
 
@@ -108,17 +118,21 @@ def _legend(class_names: Sequence[str], present: np.ndarray):
         handles += [Patch(color=ERROR_COLOUR, label="wrong"), Patch(color=CORRECT_COLOUR, label="right"),
                     Patch(color=np.array(IGNORE_COLOUR) / 255.0, label="unlabelled")]
         left, bottom, width, height = rect
-        fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, bottom + height / 2), ncol=min(len(handles), 10),
-                   fontsize=7, frameon=False)
+        fig.legend(handles=handles, loc="center", bbox_to_anchor=(0.5, bottom + height / 2), ncol=cols,
+                   fontsize=7, frameon=False, handlelength=1.2, columnspacing=1.0, borderaxespad=0.0)
 
     return draw
 
 
 def save_predictions(scan: Scan, predictions: Sequence[tuple[str, np.ndarray]], class_names: Sequence[str],
                      path: str | Path, title: str, cameras: str = "auto", height: int = 360,
-                     extent: float = 40.0) -> Path:
-    """Write labels, predictions and errors of one scan as one PNG, with a legend of the classes that appear."""
+                     extent: float = 40.0, compact: bool = False) -> Path:
+    """Write labels, predictions and errors of one scan as one PNG, with a legend of the classes that appear
+    (``compact``: 256 colours)."""
     panels = prediction_panels(scan, predictions, class_names, title, cameras)
     present = np.unique(np.concatenate([scan.labels, *[p for _, p in predictions]]))
     present = present[(present >= 0) & (present < len(class_names))]
-    return draw_rows(panels, path, height=height, extent=extent, footer=_legend(class_names, present))
+    width = figure_size([p.cameras for p in panels], height, 0)[0]
+    cols, footer_px = legend_layout(len(present) + 3, width)
+    return draw_rows(panels, path, height=height, extent=extent, footer=_legend(class_names, present, cols),
+                     footer_px=footer_px, compact=compact)

@@ -15,7 +15,7 @@ import numpy as np
 from lidarssl.data.scan import Scan
 from lidarssl.features import cosine_similarity
 from lidarssl.viz.query import check_point
-from lidarssl.viz.views import Panel, draw_rows, pick_cameras
+from lidarssl.viz.views import Panel, draw_rows, pick_cameras, wrap
 
 __all__ = ["similarity_colours", "similarity_panel", "save_similarity", "CMAP"]
 
@@ -50,10 +50,11 @@ def _colour_bar(fig, rect: tuple[float, float, float, float]) -> None:
     bar = ColorbarBase(ax, cmap=matplotlib.colormaps[CMAP], orientation="horizontal")
     bar.set_ticks([0, 1], labels=["low (the row's 2nd percentile)", "1 (the query point)"])
     bar.ax.tick_params(labelsize=7)
-    fig.text(0.5, bottom + 0.88 * height, "cosine similarity of each point's feature to the query point's (star)",
-             ha="center", va="center", fontsize=8)
+    text = wrap("cosine similarity of each point's feature to the query point's (star)", int(fig.bbox.width))
+    fig.text(0.5, bottom + 0.88 * height, text, ha="center", va="center", fontsize=8)
 
 
-def save_similarity(panels: Sequence[Panel], path: str | Path, height: int = 360, extent: float = 40.0) -> Path:
-    """Write the similarity rows as one PNG with a colour bar."""
-    return draw_rows(panels, path, height=height, extent=extent, footer=_colour_bar)
+def save_similarity(panels: Sequence[Panel], path: str | Path, height: int = 360, extent: float = 40.0,
+                    compact: bool = False) -> Path:
+    """Write the similarity rows as one PNG with a colour bar (``compact``: 256 colours)."""
+    return draw_rows(panels, path, height=height, extent=extent, footer=_colour_bar, compact=compact)

@@ -20,7 +20,7 @@ from lidarssl.data.geometry import project
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import DataError
 
-__all__ = ["Panel", "pick_cameras", "figure_size", "draw_rows", "camera_cells", "TITLE_PX", "FOOTER_PX",
+__all__ = ["Panel", "pick_cameras", "figure_size", "draw_rows", "save_png", "wrap", "camera_cells", "TITLE_PX", "FOOTER_PX",
            "query_camera", "busiest_camera", "dimmed"]
 
 TITLE_PX = 22  # band above each row for its title
@@ -97,10 +97,34 @@ def camera_cells(cameras: Sequence[CameraView], height: int) -> tuple[int, list[
     return cols * cell_w, cells
 
 
-def figure_size(rows: Sequence[Sequence[CameraView]], height: int, footer: bool = True) -> tuple[int, int]:
-    """(width, height) in pixels of a figure whose rows show these cameras."""
+def figure_size(rows: Sequence[Sequence[CameraView]], height: int, footer_px: int = FOOTER_PX) -> tuple[int, int]:
+    """(width, height) in pixels of a figure whose rows show these cameras, with a footer band ``footer_px`` tall."""
     width = max(height + camera_cells(cams, height)[0] for cams in rows)
-    return width, len(rows) * (TITLE_PX + height) + (FOOTER_PX if footer else 0)
+    return width, len(rows) * (TITLE_PX + height) + footer_px
+
+
+def save_png(fig, path: str | Path, compact: bool = False) -> Path:
+    """Write a matplotlib figure as a PNG, atomically; ``compact`` quantises it to 256 colours (about a third
+    of the size, for documentation)."""
+    from PIL import Image
+
+    def write(tmp: str) -> None:
+        if not compact:
+            fig.savefig(tmp, format="png", dpi=fig.dpi)
+            return
+        fig.canvas.draw()
+        rgb = Image.fromarray(np.asarray(fig.canvas.buffer_rgba())[..., :3])
+        rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(
+            tmp, format="png", optimize=True)
+
+    return atomic_write(Path(path), write)
+
+
+def wrap(text: str, width_px: int, fontsize: float = 8) -> str:
+    """``text`` broken into lines that fit ``width_px`` at ``fontsize`` (DejaVu Sans: about 0.6 em a character)."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, max(20, int(width_px / (0.6 * fontsize * 100 / 72)))))
 
 
 def dimmed(image: np.ndarray) -> np.ndarray:
@@ -143,7 +167,8 @@ def _camera(ax, panel: Panel, cam: CameraView, size: float) -> None:
 
 
 def draw_rows(panels: Sequence[Panel], path: str | Path, height: int = 360, extent: float = 40.0,
-              footer: Callable[[object, tuple[float, float, float, float]], None] | None = None) -> Path:
+              footer: Callable[[object, tuple[float, float, float, float]], None] | None = None,
+              footer_px: int = FOOTER_PX, compact: bool = False) -> Path:
     """Draw one row per panel (bird's-eye view, then its cameras) and save the figure as a PNG, atomically.
 
     Args:
@@ -153,6 +178,8 @@ def draw_rows(panels: Sequence[Panel], path: str | Path, height: int = 360, exte
         extent: half-width of the bird's-eye view in metres.
         footer: draws a colour bar or legend in the band below the rows, given the figure and the band's
             ``(left, bottom, width, height)`` in figure fractions.
+        footer_px: height of that band in pixels (0 without a footer).
+        compact: write a 256-colour PNG (see :func:`save_png`).
     """
     import matplotlib
 
@@ -164,7 +191,7 @@ def draw_rows(panels: Sequence[Panel], path: str | Path, height: int = 360, exte
     for p in panels:
         if len(p.colours) != len(p.scan.points):
             raise DataError(f"{p.scan.source}: {len(p.colours)} colours for {len(p.scan.points)} points")
-    W, H = figure_size([p.cameras for p in panels], height, footer is not None)
+    W, H = figure_size([p.cameras for p in panels], height, footer_px if footer is not None else 0)
     fig = plt.figure(figsize=(W / _DPI, H / _DPI), dpi=_DPI, facecolor="white")
     scale = height / 360
     top = 0
@@ -177,17 +204,11 @@ def draw_rows(panels: Sequence[Panel], path: str | Path, height: int = 360, exte
         for cam, (x, y, w, h) in zip(p.cameras, cells):
             ax = fig.add_axes(((height + x) / W, 1 - (top + y + h) / H, w / W, h / H))
             zoom = h / cam.hw[0]  # small images drawn large get larger dots, so their sparse points stay visible
-            _camera(ax, p, cam, 2.5 * (h / 360) ** 2 * max(1.0, zoom) ** 1.5)
+            _camera(ax, p, cam, 4.0 * (h / 360) ** 2 * max(1.0, zoom) ** 2)
         top += height
     if footer is not None:
-        footer(fig, (0.0, 0.0, 1.0, FOOTER_PX / H))
-    out = Path(path)
-
-    def write(tmp: str) -> None:
-        fig.savefig(tmp, format="png", dpi=_DPI)
-
+        footer(fig, (0.0, 0.0, 1.0, footer_px / H))
     try:
-        atomic_write(out, write)
+        return save_png(fig, path, compact)
     finally:
         plt.close(fig)
-    return out
