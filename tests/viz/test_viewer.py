@@ -95,3 +95,15 @@ def test_viewer_extra_not_installed(monkeypatch, tiny_world: Path, tmp_path: Pat
 def test_viewer_needs_a_destination(rerun, tiny_world: Path, capsys):
     assert main(["view", str(tiny_world)]) == 2
     assert "give an .rrd file (--out) or --spawn" in capsys.readouterr().err
+
+
+def test_spawn_without_a_display_keeps_the_file_and_says_so(rerun, tiny_world: Path, tmp_path: Path, monkeypatch,
+                                                            capsys):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"):
+        monkeypatch.delenv(var, raising=False)  # the viewer cannot open a window on any machine
+    out = tmp_path / "a.rrd"
+    assert main(["view", str(tiny_world), "--out", str(out), "--spawn"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lidarssl view: error: the rerun viewer did not open (") and err.count("\n") == 1
+    assert err.endswith(f"the recording is in {out}: open it with `rerun {out}` where there is a display\n")
+    assert out.stat().st_size > 0

@@ -27,7 +27,7 @@ from lidarssl.data.scan import IGNORE_INDEX, Scan
 from lidarssl.errors import ConfigError
 from lidarssl.viz.palette import IGNORE_COLOUR, class_colours
 
-__all__ = ["require_rerun", "record", "FrameExtras", "MISSING_RERUN"]
+__all__ = ["require_rerun", "record", "open_viewer", "FrameExtras", "MISSING_RERUN"]
 
 MISSING_RERUN = ("the interactive viewer needs rerun-sdk, which is not installed; install it with: "
                  "pip install 'lidarssl[viz]'  (or: pip install rerun-sdk==0.41.0)")
@@ -159,21 +159,50 @@ def record(scans: Sequence[Scan] | Callable[[], Any], class_names: Sequence[str]
 
     rec = rr.RecordingStream(name)
     if out is None:
-        rec.spawn()
+        import rerun_cli
+
+        # the viewer binary shipped in rerun-sdk's wheel: found without the environment's bin/ on PATH
+        rr.spawn(executable_path=str(Path(rerun_cli.__file__).parent / "rerun"), recording=rec)
         log_all(rec)
-        rec.flush()
+        try:
+            rec.flush()
+        except RuntimeError as exc:
+            raise ConfigError(f"could not reach the rerun viewer ({str(exc).splitlines()[0]}); on a machine without "
+                              "a display write the recording with --out FILE.rrd and open it with `rerun FILE.rrd` "
+                              "where there is one") from None
         return None
 
     def write(tmp: str) -> None:
-        if spawn:
-            rr.spawn(connect=False)
-            rec.set_sinks(rr.FileSink(tmp), rr.GrpcSink())
-        else:
-            rec.save(tmp)
+        rec.save(tmp)
         try:
             log_all(rec)
         finally:
             rec.flush()
             rec.disconnect()
 
-    return atomic_write(Path(out), write)
+    path = atomic_write(Path(out), write)
+    if spawn:
+        open_viewer(path)
+    return path
+
+
+def open_viewer(path: Path, wait: float = 2.0) -> None:
+    """Open an ``.rrd`` file in the rerun viewer (a detached process); an error if the viewer exits at once."""
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "rerun_cli", str(path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    if proc.poll() is not None:  # a viewer that is gone already never opened (it exits 0 without a display)
+        import re
+
+        lines = re.sub(r"\x1b\[[0-9;]*m", "", proc.stderr.read().decode(errors="replace")).strip().splitlines()
+        last = next((x for x in reversed(lines) if "rror" in x), lines[-1] if lines else "no message")
+        last = last.strip()
+        last = last if len(last) <= 100 else "..." + last[-97:]  # the end of rust errors says what is missing
+        raise ConfigError(f"the rerun viewer did not open ({last}); the recording is in {path}: "
+                          f"open it with `rerun {path}` where there is a display")
