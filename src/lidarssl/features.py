@@ -13,7 +13,7 @@ grids, intensity normalisation) come from the metadata too, or from the run's ``
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,8 @@ from lidarssl.data.stats import Dataset, open_dataset
 from lidarssl.errors import CheckpointError, DataError
 from lidarssl.models.backbones import BackboneSpec, create_backbone
 
-__all__ = ["PointFeatures", "FeatureExtractor", "load_backbone", "extract_features", "parse_frames",
-           "write_features", "cosine_similarity"]
+__all__ = ["PointFeatures", "FeatureExtractor", "load_backbone", "extract_features", "rows_of_points",
+           "parse_frames", "check_frame", "write_features", "cosine_similarity"]
 
 
 @dataclass
@@ -98,7 +98,7 @@ def load_backbone(weights: str | Path, backbone: str | None = None,
     return spec, meta
 
 
-def _spread(kept: np.ndarray, points: np.ndarray) -> np.ndarray:
+def rows_of_points(kept: np.ndarray, points: np.ndarray) -> np.ndarray:
     """(N,) row among the kept points of every point: its own row when kept, else its nearest kept point's."""
     row = np.full(len(points), -1, np.int64)
     row[kept] = np.arange(len(kept))
@@ -145,7 +145,7 @@ class FeatureExtractor:
 
     def __call__(self, scan: Scan) -> PointFeatures:
         feats, kept = self.kept_features(scan)
-        rows = torch.from_numpy(_spread(kept, scan.points)).to(feats.device)
+        rows = torch.from_numpy(rows_of_points(kept, scan.points)).to(feats.device)
         return PointFeatures(features=feats[rows].cpu().numpy(), kept=kept)
 
 
@@ -249,11 +249,3 @@ def cosine_similarity(features: np.ndarray, query: int) -> np.ndarray:
     norms = np.linalg.norm(f, axis=1)
     unit = f / np.maximum(norms, 1e-12)[:, None]
     return (unit @ unit[query]).astype(np.float32)
-
-
-def iter_features(extractor: FeatureExtractor, dataset: Dataset,
-                  frames: Sequence[int]) -> Iterator[tuple[int, Scan, PointFeatures]]:
-    """``(index, scan, features)`` of each frame, one scan in memory at a time."""
-    for i in frames:
-        scan = dataset[check_frame(dataset, i)]
-        yield i, scan, extractor(scan)

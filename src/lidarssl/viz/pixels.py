@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from lidarssl.data.scan import Scan
 from lidarssl.errors import CheckpointError, ConfigError, DataError
-from lidarssl.features import _spread
+from lidarssl.features import rows_of_points
 from lidarssl.viz.query import check_point
 from lidarssl.viz.views import FOOTER_PX, TITLE_PX, dimmed, save_png, wrap
 
@@ -104,7 +104,7 @@ class PretrainedRun:
         sample = self.spec.prep(scan.points, scan.intensity, None)
         batch = {k: v.to(self.device) for k, v in self.spec.collate([sample]).items()}
         feats = self.module.backbone(batch).float()
-        rows = torch.from_numpy(_spread(np.asarray(sample["kept"], np.int64), scan.points)).to(feats.device)
+        rows = torch.from_numpy(rows_of_points(np.asarray(sample["kept"], np.int64), scan.points)).to(feats.device)
         return feats[rows].cpu().numpy()
 
     @torch.no_grad()

@@ -14,7 +14,7 @@ import torch
 
 from lidarssl.data.scan import IGNORE_INDEX, Scan
 from lidarssl.errors import DataError
-from lidarssl.features import _spread
+from lidarssl.features import rows_of_points
 from lidarssl.viz.palette import IGNORE_COLOUR, class_colours, colour_labels
 from lidarssl.viz.views import Panel, draw_rows, figure_size, pick_cameras
 
@@ -63,7 +63,7 @@ class RunPredictor:
         sample = self.spec.prep(scan.points, scan.intensity, None)
         batch = {k: v.to(self.device) for k, v in self.spec.collate([sample]).items()}
         pred = self.module(batch).argmax(1).cpu().numpy()
-        return pred[_spread(np.asarray(sample["kept"], np.int64), scan.points)]
+        return pred[rows_of_points(np.asarray(sample["kept"], np.int64), scan.points)]
 
 
 def _error_colours(labels: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
