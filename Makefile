@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,viz]'
 	@# On a CUDA machine swap spconv's CPU build for its CUDA build (same module and API).
 	if nvidia-smi >/dev/null 2>&1; then \
 	  $(BIN)/python -m pip uninstall --quiet -y spconv && $(BIN)/python -m pip install --quiet spconv-cu126==2.3.8; fi

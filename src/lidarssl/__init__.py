@@ -8,6 +8,7 @@ The names a user calls, timm style::
     teacher = lidarssl.create_teacher("dinov2_vitl14", weights="dinov2_vitl14_pretrain.pth")
     dataset = lidarssl.open_dataset("/data/sets/nuscenes", split="train@1%")
     scan = dataset[0]                                 # a lidarssl.Scan with its CameraViews
+    feats = lidarssl.extract_features("runs/scalr/backbone.safetensors", scan)   # (N, C), every point
     config = lidarssl.load_config(lidarssl.PretrainConfig, "scalr-wi-synthetic")
 
 They are imported on first use, so ``import lidarssl`` (and ``lidarssl --help``) stays fast.
@@ -31,6 +32,7 @@ _EXPORTS = {
     "list_teachers": "lidarssl.models.teachers",
     "list_methods": "lidarssl.methods",
     "open_dataset": "lidarssl.data.datasets",
+    "extract_features": "lidarssl.features",
     "Scan": "lidarssl.data.scan",
     "CameraView": "lidarssl.data.scan",
     "load_config": "lidarssl.config",
@@ -39,12 +41,14 @@ _EXPORTS = {
 }
 
 __all__ = ["CameraView", "PretrainConfig", "Scan", "SegmentationConfig", "__version__", "create_backbone",
-           "create_teacher", "list_backbones", "list_methods", "list_teachers", "load_config", "open_dataset"]
+           "create_teacher", "extract_features", "list_backbones", "list_methods", "list_teachers", "load_config",
+           "open_dataset"]
 
 if TYPE_CHECKING:
     from lidarssl.config import SegmentationConfig, load_config
     from lidarssl.data.datasets import open_dataset
     from lidarssl.data.scan import CameraView, Scan
+    from lidarssl.features import extract_features
     from lidarssl.methods import list_methods
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.models.backbones import create_backbone, list_backbones

@@ -222,7 +222,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(pre.seed)
         spec = create_backbone(pre.backbone.name, **pre.backbone.options)
-    random = save_weights(out / "random" / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name})
+    random = save_weights(out / "random" / "backbone.safetensors", spec.model.state_dict(),
+                          {"backbone": spec.name, "backbone_options": pre.backbone.options})
     results = {}
     for name, weights in (("pretrained", pretrained), ("random", random)):
         probe = load_config(SegmentationConfig, "probe-wi-synthetic", [
@@ -324,6 +325,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("overrides", nargs="*", metavar="stage.key=value",
                       help="override a stage's recipe: world.frames=24, pretrain.optim.epochs=4, probe.optim.lr=0.02")
     demo.set_defaults(func=cmd_demo)
+
+    from lidarssl.viz.cli import add_commands
+
+    add_commands(sub)  # features, viz, view
     return parser
 
 

@@ -92,7 +92,8 @@ def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = Fals
         write_run_info(out, config, config.seed)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.is_global_zero:
-        save_weights(out / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name, "mode": mode})
+        save_weights(out / "backbone.safetensors", spec.model.state_dict(),
+                     {"backbone": spec.name, "mode": mode, "backbone_options": config.backbone.options})
     return _finish(out, module, class_map.classes, trainer)
 
 

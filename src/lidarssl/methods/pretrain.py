@@ -111,7 +111,8 @@ def run_pretraining(config: PretrainConfig, resume: bool = False) -> PretrainRes
     path = out / "backbone.safetensors"
     if trainer.is_global_zero:
         save_weights(path, spec.model.state_dict(), {"backbone": spec.name, "method": config.method.name,
-                                                     "epochs": config.optim.epochs})
+                                                     "epochs": config.optim.epochs,
+                                                     "backbone_options": config.backbone.options})
     loss = trainer.callback_metrics.get("train/loss_epoch")
     return PretrainResult(out=out, backbone=path, loss=float(loss) if loss is not None else float("nan"))
 
