@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from lidarssl.config import AugmentConfig, BackboneConfig, Schema, TrainerConfig
+from lidarssl.config import AugmentConfig, BackboneConfig, RecipeInfo, Schema, TrainerConfig
+from lidarssl.data.crops import InputCrop
 from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
 
@@ -65,6 +66,7 @@ class PretrainOptimConfig(Schema):
 class PretrainConfig(Schema):
     """``lidarssl pretrain``: self-supervised pretraining of a backbone."""
 
+    recipe: RecipeInfo | None = Field(None, description="what the recipe reproduces (read by `lidarssl recipes`)")
     out: Path = Field(Path("runs/pretrain"), description="run directory")
     seed: int = 0
     data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
@@ -72,6 +74,7 @@ class PretrainConfig(Schema):
     teacher: TeacherConfig | None = Field(default_factory=TeacherConfig)
     pairing: PairingConfig = Field(default_factory=PairingConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    crop: InputCrop | None = Field(None, description="points the student sees (ScaLR: one camera's frustum, 20000 points)")
     method: MethodConfig = Field(default_factory=MethodConfig)
     loss_scope: Literal["process", "global"] = Field(
         "process", description="contrastive negatives from this process's batch, or gathered from all processes")

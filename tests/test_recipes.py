@@ -1,0 +1,280 @@
+"""Published cells: one recipe each, named with its number, resolving to the original protocol (drift test)."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lidarssl.cli import main
+from lidarssl.config import SegmentationConfig, load_config
+from lidarssl.downstream.train import build_module, run_segmentation
+from lidarssl.errors import ConfigError, DataError
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.models.backbones import create_backbone
+from lidarssl.recipes import COLUMNS, catalogue
+
+# --- the originals' hyperparameters of every published cell, with the file each value comes from ------------------
+
+SLIDR_NUS = "valeoai/SLidR README.md (downstream commands) + config/semseg_nuscenes.yaml"
+SLIDR_KI = "valeoai/SLidR README.md (downstream commands) + config/semseg_kitti.yaml"
+STSLIDR = "TRAILab/ST-SLidR post_pretrain.py + config/semseg_nuscenes.yaml"
+ALSO = "valeoai/ALSO also_selfsup/train_downstream_semseg.py + configs/cfg/nuscenes.yaml (NCLR: downstream/, same)"
+SCALR = "valeoai/ScaLR finetune.py + configs/downstream/<dataset>/*.yaml"
+Cell = dict[str, tuple[Any, str]]
+
+
+def slidr(lr: float, head_lr: float | None, epochs: int, batch: int, split: str, src: str) -> Cell:
+    values = {"optim.optimizer": "sgd", "optim.momentum": 0.9, "optim.dampening": 0.1, "optim.weight_decay": 1e-4,
+              "optim.decay_all": True, "optim.schedule": "epoch", "optim.warmup_epochs": 0, "optim.min_lr": 0.0,
+              "optim.loss": "ce+lovasz", "head": "linear", "trainer.precision": "32-true",
+              "backbone.name": "res16unet34c", "optim.lr": lr, "optim.head_lr": head_lr, "optim.epochs": epochs,
+              "trainer.batch_size": batch, "optim.base_batch": batch, "data.train_split": split,
+              "augment.scale": None}
+    return {k: (v, src) for k, v in values.items()}
+
+
+def also(p: float, epochs: int) -> Cell:
+    split = "parametrizing" if p == 100 else f"parametrizing@{p:g}%-scenes"
+    values = {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.01, "optim.decay_all": True,
+              "optim.schedule": "epoch", "optim.min_lr": 0.0, "optim.warmup_epochs": 0, "optim.loss": "ce",
+              "optim.epochs": epochs, "trainer.batch_size": 8, "optim.base_batch": 8, "data.train_split": split,
+              "data.val_split": "val", "backbone.name": "minkunet34", "trainer.precision": "32-true"}
+    return {k: (v, ALSO) for k, v in values.items()}
+
+
+def scalr(kind: str, epochs: int, warmup: int, fov: int, grid: int, layer_decay: float = 0.99,
+          split: str = "train") -> Cell:
+    probe = kind == "probe"
+    values = {"optim.optimizer": "adamw", "optim.lr": 1e-3 if probe else 2e-3, "optim.weight_decay": 3e-3 if probe else 0.0,
+              "optim.min_lr": 1e-5 if probe else 0.0, "optim.epochs": epochs, "optim.warmup_epochs": warmup,
+              "optim.layer_decay": 1.0 if probe else layer_decay, "optim.schedule": "iteration",
+              "optim.loss": "ce+lovasz", "trainer.batch_size": 8, "optim.base_batch": 8, "crop.max_points": 20000,
+              "head": "bn-linear", "backbone.options.drop_path": 0.0 if probe else 0.2,
+              "backbone.options.fov_max": [fov, fov, 8], "backbone.options.grid_shapes": [[grid, grid], [grid, 32], [grid, 32]],
+              "data.train_split": split}
+    return {k: (v, SCALR) for k, v in values.items()}
+
+
+CELLS: dict[str, tuple[float, Cell]] = {
+    # SLidR README, 'Few-shot semantic segmentation' (Minkowski SR-UNet)
+    "slidr-res16unet34c-nuscenes-probe": (38.8, slidr(0.05, None, 100, 16, "train", SLIDR_NUS)),
+    "slidr-res16unet34c-nuscenes-finetune-1p": (38.3, slidr(0.02, 2.0, 100, 16, "train@1%-scenes", SLIDR_NUS)),
+    "slidr-res16unet34c-semantickitti-finetune-1p": (44.6, slidr(0.05, 2.0, 100, 10, "train@1%-frames", SLIDR_KI)),
+    "ppkt-res16unet34c-nuscenes-probe": (36.4, slidr(0.05, None, 100, 16, "train", SLIDR_NUS)),
+    "ppkt-res16unet34c-nuscenes-finetune-1p": (37.8, slidr(0.02, 2.0, 100, 16, "train@1%-scenes", SLIDR_NUS)),
+    "ppkt-res16unet34c-semantickitti-finetune-1p": (43.9, slidr(0.05, 2.0, 100, 10, "train@1%-frames", SLIDR_KI)),
+    "scratch-res16unet34c-nuscenes-probe": (8.1, slidr(0.05, None, 100, 16, "train", SLIDR_NUS)),
+    "scratch-res16unet34c-semantickitti-train-1p": (39.5, slidr(0.05, None, 100, 10, "train@1%-frames", SLIDR_KI)),
+    # ScaLR README (linear probing, finetuning 100 %) and scalr_plus README (finetuning 1 %)
+    "scalr-wi48x768-nuscenes-probe": (67.8, scalr("probe", 20, 2, 64, 256)),
+    "scalr-wi48x768-semantickitti-probe": (55.8, scalr("probe", 20, 2, 64, 256)),
+    "scalr-wi48x768-pandar64-probe": (37.9, scalr("probe", 50, 2, 128, 512)),
+    "scalr-wi48x768-pandargt-probe": (34.5, scalr("probe", 50, 2, 128, 512)),
+    "scalr-wi48x768-nuscenes-finetune": (78.4, scalr("finetune", 25, 2, 64, 256)),
+    "scalr-wi48x768-semantickitti-finetune": (65.8, scalr("finetune", 10, 1, 64, 256)),
+    "scalr-wi48x768-pandar64-finetune": (48.3, scalr("finetune", 25, 2, 128, 512)),
+    "scalr-wi48x768-pandargt-finetune": (41.1, scalr("finetune", 25, 2, 96, 384)),
+    "scalr-wi48x768-nuscenes-finetune-1p": (50.7, scalr("finetune", 45, 4, 64, 256, 0.95, "train@1%-frames")),
+}
+# SLidR README, 'Semantic Segmentation on nuScenes' (label fractions)
+for _p, _scratch, _slidr in ((1, 30.3, 39.0), (5, 47.7, 52.2), (10, 56.6, 58.8), (25, 64.8, 66.2), (100, 74.2, 74.6)):
+    _split = "train" if _p == 100 else f"train@{_p}%-scenes"
+    CELLS[f"scratch-res16unet34c-nuscenes-train-{_p}p"] = (_scratch, slidr(0.05, None, 100, 16, _split, SLIDR_NUS))
+    CELLS[f"slidr-res16unet34c-nuscenes-finetune-{_p}p-fractions"] = (_slidr, slidr(0.02, 2.0, 100, 16, _split, SLIDR_NUS))
+# ST-SLidR README 'Results': 50 epochs, lr 0.02 / head 2.0 for finetuning and linear probing alike
+for _t, (_slp, _sft, _tlp, _tft) in {"moco": (38.08, 40.01, 40.56, 41.13), "swav": (38.96, 40.01, 40.36, 41.20),
+                                     "dino": (38.29, 39.86, 40.36, 41.07), "obow": (37.41, 39.51, 40.00, 40.87)}.items():
+    for _m, _lp, _ft in (("slidr", _slp, _sft), ("stslidr", _tlp, _tft)):
+        CELLS[f"stslidr-{_m}-{_t}-res16unet34c-nuscenes-probe"] = (_lp, slidr(0.02, 2.0, 50, 16, "train", STSLIDR))
+        CELLS[f"stslidr-{_m}-{_t}-res16unet34c-nuscenes-finetune-1p"] = (
+            _ft, slidr(0.02, 2.0, 50, 16, "train@1%-scenes", STSLIDR))
+# NCLR README, nuScenes table (MinkUNet34), under ALSO's downstream protocol
+for _m, _numbers in {"scratch": (21.6, 35.0, 57.3, 69.0, 71.2), "also": (26.2, 37.4, 59.0, 69.8, 71.8),
+                     "nclr": (26.6, 37.8, 59.5, 71.2, 72.7)}.items():
+    for _p, _tag, _epochs, _miou in zip((0.1, 1, 10, 50, 100), ("01p", "1p", "10p", "50p", "100p"),
+                                       (1000, 500, 100, 50, 30), _numbers):
+        _kind = "train" if _m == "scratch" else "finetune"
+        CELLS[f"{_m}-minkunet34-nuscenes-{_kind}-{_tag}"] = (_miou, also(_p, _epochs))
+# WaffleIron README (supervised baselines the ScaLR paper compares with)
+CELLS["seg-wi48x384-nuscenes"] = (77.6, {})
+CELLS["seg-wi48x256-semantickitti"] = (68.0, {})
+
+
+def _get(config: Any, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part)
+    return [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def test_every_published_cell_has_a_recipe_resolving_to_the_original_protocol():
+    listed = {e.name: e for e in catalogue()}
+    drift = []
+    for name, (miou, cell) in CELLS.items():
+        if name not in listed:
+            drift.append(f"{name}: no such recipe")
+            continue
+        if listed[name].info.expected_miou != miou:
+            drift.append(f"{name}: recipe.expected_miou: ours {listed[name].info.expected_miou}, original {miou} (README)")
+        config = load_config(SegmentationConfig, name)
+        for key, (original, source) in cell.items():
+            ours = _get(config, key)
+            if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
+                drift.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+    assert not drift, "recipes drifted from the originals:\n" + "\n".join(drift)
+    # and no recipe claims a number that is not in the table above
+    claimed = {e.name for e in catalogue() if e.info.expected_miou is not None}
+    assert claimed == set(CELLS)
+
+
+def test_downstream_recipes_name_an_existing_pretraining_recipe():
+    pretrain = {e.name for e in catalogue("pretrain")}
+    for e in catalogue():
+        if e.info.kind != "pretrain" and e.info.method != "scratch":
+            assert e.info.pretrain in pretrain, e.name
+            load_config(PretrainConfig, e.info.pretrain)
+
+
+def test_recipes_command_table_and_json(capsys):
+    assert main(["recipes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(list(r) == list(COLUMNS) for r in rows)
+    assert {r["kind"] for r in rows} == {"pretrain", "probe", "finetune", "train"}
+    assert all(r["expected_miou"] is None or isinstance(r["expected_miou"], float) for r in rows)
+    assert all(r["labels"] is None or r["labels"].endswith("%") for r in rows)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["slidr-res16unet34c-nuscenes-finetune-1p"] == {
+        "name": "slidr-res16unet34c-nuscenes-finetune-1p", "kind": "finetune", "method": "slidr",
+        "backbone": "res16unet34c", "dataset": "nuscenes", "labels": "1%",
+        "paper": "SLidR (CVPR'22), README 'Few-shot semantic segmentation'", "expected_miou": 38.3}
+    assert main(["recipes"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "kind", "method", "backbone", "dataset", "labels", "paper", "expected", "mIoU"]
+    line = next(t for t in table if t.startswith("nclr-minkunet34-nuscenes-finetune-1p "))
+    assert line.split()[1:6] == ["finetune", "nclr", "minkunet34", "nuscenes", "1%"] and line.endswith("37.8")
+
+
+@pytest.mark.parametrize("kind", ["probe", "finetune", "train", "pretrain"])
+def test_kind_help_lists_its_recipes(kind: str, capsys):
+    with pytest.raises(SystemExit):
+        main([kind, "--help"])
+    out = capsys.readouterr().out
+    names = [e.name for e in catalogue(kind)]
+    assert names and all(f"  {n}" in out for n in names)
+    assert not any(f"  {e.name} " in out for e in catalogue() if e.info.kind != kind)
+
+
+# --- the engine honours the protocols ------------------------------------------------------------------------------
+
+
+class _Trainer:
+    max_epochs, estimated_stepping_batches = 100, 700
+
+
+def _optimizer(name: str, mode: str, *overrides: str):
+    config = load_config(SegmentationConfig, name, list(overrides))
+    spec = create_backbone("minkunet18" if config.backbone.name != "waffleiron_48_768" else "waffleiron_4_32")
+    module = build_module(config, spec, SimpleNamespace(classes=("a", "b", "c"), ignore_index=255), mode)
+    type(module).trainer = property(lambda self: _Trainer())  # configure_optimizers reads epochs and steps
+    try:
+        return module, module.configure_optimizers()
+    finally:
+        del type(module).trainer
+
+
+def test_slidr_finetuning_runs_sgd_with_two_learning_rates_and_a_per_epoch_cosine():
+    module, opt = _optimizer("slidr-res16unet34c-nuscenes-finetune-1p", "finetune")
+    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and scheduler["interval"] == "epoch"
+    lrs = {round(g["lr"], 6) for g in optimizer.param_groups}
+    assert lrs == {0.02, 2.0}
+    head = {id(p) for p in module.head.parameters()}
+    for g in optimizer.param_groups:
+        assert g["momentum"] == 0.9 and g["dampening"] == 0.1 and g["weight_decay"] == 1e-4  # 1-D ones too
+        assert round(g["lr"], 6) == (2.0 if id(g["params"][0]) in head else 0.02)
+    assert isinstance(module.head, torch.nn.Linear)  # SLidR's 1x1 `final`, no BatchNorm
+    for _ in range(50):
+        optimizer.step()  # no gradients: parameters stay, the schedule advances as in training
+        scheduler["scheduler"].step()  # halfway through the 100 epochs: cosine at one half
+    assert {round(g["lr"], 6) for g in optimizer.param_groups} == {0.01, 1.0}
+
+
+def test_also_protocol_is_adamw_cross_entropy_only():
+    module, opt = _optimizer("also-minkunet34-nuscenes-finetune-1p", "finetune")
+    assert type(opt["optimizer"]) is torch.optim.AdamW and opt["lr_scheduler"]["interval"] == "epoch"
+    assert all(g["weight_decay"] == 0.01 for g in opt["optimizer"].param_groups)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 255])
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    assert torch.allclose(module._loss(logits, labels), expected)
+
+
+def test_scalr_protocol_keeps_its_shape():
+    module, opt = _optimizer("scalr-wi48x768-nuscenes-probe", "probe")
+    assert type(opt["optimizer"]) is torch.optim.AdamW and opt["lr_scheduler"]["interval"] == "step"
+    assert isinstance(module.head[0], torch.nn.BatchNorm1d) and not module.head[1].weight.any()
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+
+def test_downstream_recipe_refuses_a_dataset_it_was_not_written_for(tiny_world: Path, tmp_path: Path, capsys):
+    code = main(["finetune", "slidr-res16unet34c-nuscenes-finetune-1p", f"data.root={tiny_world}",
+                 f"out={tmp_path / 'run'}", f"pretrained={tmp_path / 'w.safetensors'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err == (f"lidarssl finetune: error: recipe slidr-res16unet34c-nuscenes-finetune-1p: data.root={tiny_world} "
+                   "is synthetic, but this recipe's protocol is written for nuscenes (recipe.dataset); write a recipe "
+                   "for synthetic (or drop the `recipe:` header)")
+
+
+def test_a_semantickitti_root_is_pointed_to_the_semantickitti_recipe(tmp_path: Path):
+    from lidarssl.recipes import check_recipe_dataset
+
+    info = load_config(SegmentationConfig, "slidr-res16unet34c-nuscenes-finetune-1p").recipe
+    with pytest.raises(ConfigError, match=r"^recipe slidr-res16unet34c-nuscenes-finetune-1p: data.root=K is "
+                       r"semantickitti, but this recipe's protocol is written for nuscenes \(recipe.dataset\); use "
+                       r"slidr-res16unet34c-semantickitti-finetune-1p$"):
+        check_recipe_dataset(info, "semantickitti", "K", info.where())
+
+
+def test_label_fraction_leaving_no_scan_names_recipe_key_and_fix(tiny_world: Path, tmp_path: Path):
+    config = load_config(SegmentationConfig, "scratch-res16unet34c-nuscenes-train-1p",
+                         [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "recipe.dataset=synthetic"])
+    with pytest.raises(DataError, match=r"^recipe scratch-res16unet34c-nuscenes-train-1p: "
+                       r"data.train_split=train@1%-scenes: split 'train@1%-scenes' of .*: every 100th scene of 2 "
+                       r"scenes keeps none; use 'train@1%-frames' or a larger fraction$"):
+        run_segmentation(config, "scratch")
+
+
+def test_protocol_option_the_backbone_cannot_honour():
+    # ScaLR's protocol sets WaffleIron grids and drop path; a MinkUNet has neither
+    config = load_config(SegmentationConfig, "scalr-wi48x768-nuscenes-probe", ["backbone.name=minkunet34"])
+    from lidarssl.downstream.train import segmentation_backbone
+
+    with pytest.raises(ConfigError, match=r"^recipe scalr-wi48x768-nuscenes-probe: backbone.name=minkunet34: backbone "
+                       r"'minkunet34' has no option \['drop_path', 'fov_max', 'fov_min', 'grid_shapes'\]; options: .*; "
+                       r"this recipe's protocol is written for waffleiron_48_768: keep "
+                       r"backbone.name=waffleiron_48_768 or override backbone.options=\{\}$"):
+        segmentation_backbone(config)
+
+
+# --- ScaLR's PandaSet members ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.real
+def test_pandargt_member_pairs_with_the_front_camera_only_and_sits_lower(real_root: Path, tmp_path: Path):
+    from lidarssl.data.formats import PandaSet
+
+    members = load_config(PretrainConfig, "scalr-wi48x768-mixture").data.mixture
+    gt = next(m for m in members if m.options.get("sensor") == "pandargt")
+    p64 = next(m for m in members if m.options.get("sensor") == "pandar64")
+    assert p64.options["z_shift"] == gt.options["z_shift"] == -1.6
+    plain = PandaSet(real_root / "pandaset", sensor="pandargt", cache_dir=tmp_path)[0]
+    scan = PandaSet(real_root / "pandaset", cache_dir=tmp_path, **gt.options)[0]
+    assert [c.name for c in scan.cameras] == ["front_camera"]
+    np.testing.assert_allclose(scan.points[:, 2], plain.points[:, 2] - 1.6, atol=1e-5)
+    np.testing.assert_allclose(scan.points[:, :2], plain.points[:, :2])
