@@ -278,3 +278,19 @@ def test_pandargt_member_pairs_with_the_front_camera_only_and_sits_lower(real_ro
     assert [c.name for c in scan.cameras] == ["front_camera"]
     np.testing.assert_allclose(scan.points[:, 2], plain.points[:, 2] - 1.6, atol=1e-5)
     np.testing.assert_allclose(scan.points[:, :2], plain.points[:, :2])
+
+
+def test_slidr_pretraining_decays_every_parameter_with_a_per_epoch_cosine():
+    from lidarssl.methods.pretrain import build_method
+
+    config = load_config(PretrainConfig, "slidr-res16unet34c-nuscenes", ["teacher.weights=null",
+                                                                         "backbone.name=minkunet_tiny"])
+    assert config.trainer.precision == "32-true" and config.optim.decay_all and config.optim.schedule == "epoch"
+    module, _, _ = build_method(config)
+    type(module).trainer = property(lambda self: _Trainer())
+    try:
+        opt = module.configure_optimizers()
+    finally:
+        del type(module).trainer
+    assert isinstance(opt["optimizer"], torch.optim.SGD) and opt["lr_scheduler"]["interval"] == "epoch"
+    assert all(g["weight_decay"] == 1e-4 for g in opt["optimizer"].param_groups)

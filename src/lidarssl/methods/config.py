@@ -61,6 +61,9 @@ class PretrainOptimConfig(Schema):
     epochs: int = Field(25, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     min_lr: float = Field(1e-5, ge=0)
+    decay_all: bool = Field(False, description="weight decay on every parameter (every original) or rank >= 2 only")
+    schedule: Literal["iteration", "epoch"] = Field("iteration", description="cosine stepped per iteration (ScaLR, "
+                                                    "NCLR) or per epoch (SLidR's CosineAnnealingLR)")
 
 
 class PretrainConfig(Schema):
