@@ -23,7 +23,7 @@ SLIDR_NUS = "valeoai/SLidR README.md (downstream commands) + config/semseg_nusce
 SLIDR_KI = "valeoai/SLidR README.md (downstream commands) + config/semseg_kitti.yaml"
 STSLIDR = "TRAILab/ST-SLidR post_pretrain.py + config/semseg_nuscenes.yaml"
 ALSO = "valeoai/ALSO also_selfsup/train_downstream_semseg.py + configs/cfg/nuscenes.yaml (NCLR: downstream/, same)"
-SCALR = "valeoai/ScaLR finetune.py + configs/downstream/<dataset>/*.yaml"
+SCALR = "valeoai/ScaLR finetune.py + configs/downstream/{}/WI_768_{}.yaml"
 Cell = dict[str, tuple[Any, str]]
 
 
@@ -47,8 +47,10 @@ def also(p: float, epochs: int) -> Cell:
 
 
 def scalr(kind: str, epochs: int, warmup: int, fov: int, grid: int, layer_decay: float = 0.99,
-          split: str = "train") -> Cell:
+          split: str = "train", folder: str = "nuscenes") -> Cell:
     probe = kind == "probe"
+    labels = "1p" if split != "train" else "100p"
+    src = SCALR.format(folder, "linprob" if probe else f"finetune_{labels}")
     values = {"optim.optimizer": "adamw", "optim.lr": 1e-3 if probe else 2e-3, "optim.weight_decay": 3e-3 if probe else 0.0,
               "optim.min_lr": 1e-5 if probe else 0.0, "optim.epochs": epochs, "optim.warmup_epochs": warmup,
               "optim.layer_decay": 1.0 if probe else layer_decay, "optim.schedule": "iteration",
@@ -56,7 +58,7 @@ def scalr(kind: str, epochs: int, warmup: int, fov: int, grid: int, layer_decay:
               "head": "bn-linear", "backbone.options.drop_path": 0.0 if probe else 0.2,
               "backbone.options.fov_max": [fov, fov, 8], "backbone.options.grid_shapes": [[grid, grid], [grid, 32], [grid, 32]],
               "data.train_split": split}
-    return {k: (v, SCALR) for k, v in values.items()}
+    return {k: (v, src) for k, v in values.items()}
 
 
 CELLS: dict[str, tuple[float, Cell]] = {
@@ -71,13 +73,13 @@ CELLS: dict[str, tuple[float, Cell]] = {
     "scratch-res16unet34c-semantickitti-train-1p": (39.5, slidr(0.05, None, 100, 10, "train@1%-frames", SLIDR_KI)),
     # ScaLR README (linear probing, finetuning 100 %) and scalr_plus README (finetuning 1 %)
     "scalr-wi48x768-nuscenes-probe": (67.8, scalr("probe", 20, 2, 64, 256)),
-    "scalr-wi48x768-semantickitti-probe": (55.8, scalr("probe", 20, 2, 64, 256)),
-    "scalr-wi48x768-pandar64-probe": (37.9, scalr("probe", 50, 2, 128, 512)),
-    "scalr-wi48x768-pandargt-probe": (34.5, scalr("probe", 50, 2, 128, 512)),
+    "scalr-wi48x768-semantickitti-probe": (55.8, scalr("probe", 20, 2, 64, 256, folder="semantic_kitti")),
+    "scalr-wi48x768-pandar64-probe": (37.9, scalr("probe", 50, 2, 128, 512, folder="panda64")),
+    "scalr-wi48x768-pandargt-probe": (34.5, scalr("probe", 50, 2, 128, 512, folder="panda64")),  # no pandagt file
     "scalr-wi48x768-nuscenes-finetune": (78.4, scalr("finetune", 25, 2, 64, 256)),
-    "scalr-wi48x768-semantickitti-finetune": (65.8, scalr("finetune", 10, 1, 64, 256)),
-    "scalr-wi48x768-pandar64-finetune": (48.3, scalr("finetune", 25, 2, 128, 512)),
-    "scalr-wi48x768-pandargt-finetune": (41.1, scalr("finetune", 25, 2, 96, 384)),
+    "scalr-wi48x768-semantickitti-finetune": (65.8, scalr("finetune", 10, 1, 64, 256, folder="semantic_kitti")),
+    "scalr-wi48x768-pandar64-finetune": (48.3, scalr("finetune", 25, 2, 128, 512, folder="panda64")),
+    "scalr-wi48x768-pandargt-finetune": (41.1, scalr("finetune", 25, 2, 96, 384, folder="pandagt")),
     "scalr-wi48x768-nuscenes-finetune-1p": (50.7, scalr("finetune", 45, 4, 64, 256, 0.95, "train@1%-frames")),
 }
 # SLidR README, 'Semantic Segmentation on nuScenes' (label fractions)
@@ -104,6 +106,36 @@ CELLS["seg-wi48x384-nuscenes"] = (77.6, {})
 CELLS["seg-wi48x256-semantickitti"] = (68.0, {})
 
 
+# the pretraining recipes the cells chain to
+_SLIDR_PRE = {"optim.optimizer": "sgd", "optim.lr": 0.5, "optim.momentum": 0.9, "optim.dampening": 0.1,
+              "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.schedule": "epoch", "optim.epochs": 50,
+              "trainer.precision": "32-true", "data.split": "parametrizing", "backbone.name": "res16unet34c",
+              "pairing.crop_size": [224, 416], "augment.drop_cuboid": 0.2}
+PRETRAIN: dict[str, Cell] = {
+    "scalr-wi48x768-mixture": {k: (v, "valeoai/ScaLR configs/pretrain/WI_768_pretrain.yaml, datasets/*_for_scalr.py, "
+                                   "im_pc_dataset.py (LimitNumPoints)") for k, v in {
+        "optim.optimizer": "adamw", "optim.lr": 2e-3, "optim.weight_decay": 0.03, "optim.decay_all": True,
+        "optim.epochs": 25, "trainer.batch_size": 8, "optim.base_batch": 8, "crop.frustum": True,
+        "crop.max_points": 20000, "pairing.cameras": "one", "pairing.resize": [224, 448],
+        "teacher.name": "dinov2_vitl14", "backbone.name": "waffleiron_48_768"}.items()},
+    "slidr-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/slidr_minkunet.yaml") for k, v in {
+        **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50_dilated"}.items()},
+    "ppkt-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/ppkt_nuscenes.yaml") for k, v in {
+        **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50"}.items()},
+    "stslidr-res16unet34c-nuscenes": {k: (v, "TRAILab/ST-SLidR config/pretrain/nuscenes/slidr/"
+                                          "stslidr_classbalance_moco.yaml") for k, v in {
+        **_SLIDR_PRE, "trainer.batch_size": 8, "trainer.devices": 2, "seed": 2022}.items()},
+    "also-minkunet34-nuscenes": {k: (v, "valeoai/ALSO also_selfsup/configs/cfg/nuscenes.yaml") for k, v in {
+        "optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.01, "optim.decay_all": True,
+        "optim.epochs": 200, "trainer.batch_size": 16, "data.split": "parametrizing",
+        "trainer.precision": "32-true", "backbone.name": "minkunet34"}.items()},
+    "nclr-minkunet34-nuscenes": {k: (v, "Eaphan/NCLR cfgs/pretrain_ns_minkunet.yaml, datasets.py") for k, v in {
+        "optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 1e-3, "optim.decay_all": True,
+        "optim.epochs": 50, "trainer.batch_size": 10, "data.split": "parametrizing", "pairing.resize": [224, 416],
+        "pairing.crop_size": None, "trainer.precision": "32-true", "backbone.name": "minkunet34"}.items()},
+}
+
+
 def _get(config: Any, key: str) -> Any:
     value = config
     for part in key.split("."):
@@ -121,6 +153,13 @@ def test_every_published_cell_has_a_recipe_resolving_to_the_original_protocol():
         if listed[name].info.expected_miou != miou:
             drift.append(f"{name}: recipe.expected_miou: ours {listed[name].info.expected_miou}, original {miou} (README)")
         config = load_config(SegmentationConfig, name)
+        for key, (original, source) in cell.items():
+            ours = _get(config, key)
+            if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
+                drift.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+    assert not drift, "recipes drifted from the originals:\n" + "\n".join(drift)
+    for name, cell in PRETRAIN.items():
+        config = load_config(PretrainConfig, name)
         for key, (original, source) in cell.items():
             ours = _get(config, key)
             if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
