@@ -33,6 +33,11 @@ def write(name: str, comment: str, body: dict) -> None:
     (CONFIGS / f"{name}.yaml").write_text(text)
 
 
+def pretrain_backbone(name: str) -> dict:
+    """The backbone section of a pretraining recipe: downstream builds the same network on the same input."""
+    return yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())["backbone"]
+
+
 def header(kind, method, backbone, dataset, labels, paper, miou, pretrain=None) -> dict:
     return {"kind": kind, "method": method, "backbone": backbone, "dataset": dataset, "labels": labels,
             "paper": paper, "expected_miou": miou, "pretrain": pretrain}
@@ -64,7 +69,7 @@ def slidr_protocol(name, method, kind, dataset, labels, lr, head_lr, epochs, bat
     body = {
         "recipe": header(kind, method, "res16unet34c", dataset, labels, paper, miou, pretrain),
         "data": {"root": NUSCENES if nus else KITTI, "train_split": split, "val_split": "val", "num_workers": 8},
-        "backbone": {"name": "res16unet34c"},
+        "backbone": pretrain_backbone("slidr-res16unet34c-nuscenes"),
         "head": "linear",
         "augment": {"rotate": True, "flip": True, "scale": None},
         "optim": {"optimizer": "sgd", "lr": lr, "head_lr": head_lr, "momentum": 0.9, "dampening": 0.1,
@@ -140,7 +145,8 @@ def also_cells() -> None:
             body = {
                 "recipe": header(kind, method, "minkunet34", "nuscenes", pct(p), paper, miou, pre),
                 "data": {"root": NUSCENES, "train_split": split, "val_split": "val", "num_workers": 8},
-                "backbone": {"name": "minkunet34"},
+                "backbone": pretrain_backbone("also-minkunet34-nuscenes" if method != "nclr" else
+                                              "nclr-minkunet34-nuscenes"),
                 "head": "linear",
                 "augment": {"rotate": True, "flip": True, "scale": None},
                 "optim": {"optimizer": "adamw", "lr": 1.0e-3, "weight_decay": 0.01, "decay_all": True,

@@ -34,7 +34,11 @@ def slidr(lr: float, head_lr: float | None, epochs: int, batch: int, split: str,
               "backbone.name": "res16unet34c", "optim.lr": lr, "optim.head_lr": head_lr, "optim.epochs": epochs,
               "trainer.batch_size": batch, "optim.base_batch": batch, "data.train_split": split,
               "augment.scale": None}
-    return {k: (v, src) for k, v in values.items()}
+    cell = {k: (v, src) for k, v in values.items()}
+    no_crop = "valeoai/SLidR downstream/dataloader_nuscenes.py: every point voxelised, no range crop"
+    cell["backbone.options.range_min"] = ([0.0, -180.0, -25.6], no_crop)  # wider than any return
+    cell["backbone.options.range_max"] = ([204.8, 180.0, 25.6], no_crop)
+    return cell
 
 
 def also(p: float, epochs: int) -> Cell:
@@ -42,7 +46,9 @@ def also(p: float, epochs: int) -> Cell:
     values = {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.01, "optim.decay_all": True,
               "optim.schedule": "epoch", "optim.min_lr": 0.0, "optim.warmup_epochs": 0, "optim.loss": "ce",
               "optim.epochs": epochs, "trainer.batch_size": 8, "optim.base_batch": 8, "data.train_split": split,
-              "data.val_split": "val", "backbone.name": "minkunet34", "trainer.precision": "32-true"}
+              "data.val_split": "val", "backbone.name": "minkunet34", "trainer.precision": "32-true",
+              "backbone.options.range_min": [-102.4, -102.4, -25.6], "backbone.options.range_max": [102.4, 102.4, 25.6],
+              "backbone.options.intensity_std": 255.0}  # no crop; intensity / 255
     return {k: (v, ALSO) for k, v in values.items()}
 
 
