@@ -69,7 +69,8 @@ def slidr_protocol(name, method, kind, dataset, labels, lr, head_lr, epochs, bat
     body = {
         "recipe": header(kind, method, "res16unet34c", dataset, labels, paper, miou, pretrain),
         "data": {"root": NUSCENES if nus else KITTI, "train_split": split, "val_split": "val", "num_workers": 8},
-        "backbone": pretrain_backbone("slidr-res16unet34c-nuscenes"),
+        "backbone": {"name": "res16unet34c", "options": {  # SLidR downstream bn_momentum 0.02 (blocks keep 0.1)
+            **pretrain_backbone("slidr-res16unet34c-nuscenes")["options"], "bn_momentum": 0.02}},
         "head": "linear",
         "augment": {"rotate": True, "flip": True, "scale": None},
         "optim": {"optimizer": "sgd", "lr": lr, "head_lr": head_lr, "momentum": 0.9, "dampening": 0.1,

@@ -38,6 +38,9 @@ def slidr(lr: float, head_lr: float | None, epochs: int, batch: int, split: str,
     no_crop = "valeoai/SLidR downstream/dataloader_nuscenes.py: every point voxelised, no range crop"
     cell["backbone.options.range_min"] = ([0.0, -180.0, -25.6], no_crop)  # wider than any return
     cell["backbone.options.range_max"] = ([204.8, 180.0, 25.6], no_crop)
+    bn = "valeoai/SLidR config/semseg_nuscenes.yaml bn_momentum (model/res16unet.py: not in BasicBlocks)"
+    cell["backbone.options.bn_momentum"] = (0.02, bn)
+    cell["backbone.options.block_bn_momentum"] = (0.1, bn)
     return cell
 
 
@@ -116,7 +119,8 @@ CELLS["seg-wi48x256-semantickitti"] = (68.0, {})
 _SLIDR_PRE = {"optim.optimizer": "sgd", "optim.lr": 0.5, "optim.momentum": 0.9, "optim.dampening": 0.1,
               "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.schedule": "epoch", "optim.epochs": 50,
               "trainer.precision": "32-true", "data.split": "parametrizing", "backbone.name": "res16unet34c",
-              "pairing.crop_size": [224, 416], "augment.drop_cuboid": 0.2}
+              "pairing.crop_size": [224, 416], "augment.drop_cuboid": 0.2, "backbone.options.bn_momentum": 0.05,
+              "backbone.options.block_bn_momentum": 0.1}
 PRETRAIN: dict[str, Cell] = {
     "scalr-wi48x768-mixture": {k: (v, "valeoai/ScaLR configs/pretrain/WI_768_pretrain.yaml, datasets/*_for_scalr.py, "
                                    "im_pc_dataset.py (LimitNumPoints)") for k, v in {
@@ -339,3 +343,34 @@ def test_slidr_pretraining_decays_every_parameter_with_a_per_epoch_cosine():
         del type(module).trainer
     assert isinstance(opt["optimizer"], torch.optim.SGD) and opt["lr_scheduler"]["interval"] == "epoch"
     assert all(g["weight_decay"] == 1e-4 for g in opt["optimizer"].param_groups)
+
+
+def test_slidr_batchnorm_momentum_skips_the_residual_blocks():
+    from lidarssl.models.sparse import nn as spnn
+
+    config = load_config(SegmentationConfig, "slidr-res16unet34c-nuscenes-finetune-1p")
+    spec = create_backbone("minkunet_tiny", bn_momentum=config.backbone.options["bn_momentum"],
+                           block_bn_momentum=config.backbone.options["block_bn_momentum"])
+    from lidarssl.models.backbones.minkunet import ResidualBlock
+
+    in_blocks = {id(bn) for block in spec.model.modules() if isinstance(block, ResidualBlock)
+                 for bn in block.modules() if isinstance(bn, spnn.BatchNorm)}
+    bns = [m for m in spec.model.modules() if isinstance(m, spnn.BatchNorm)]
+    assert in_blocks and {m.momentum for m in bns if id(m) in in_blocks} == {0.1}
+    assert {m.momentum for m in bns if id(m) not in in_blocks} == {0.02}  # stem, strided and transposed convs
+
+
+def test_drop_cuboids_draws_one_ratio_for_all_axes():
+    from lidarssl.data.transforms import drop_cuboid
+
+    grid = np.stack(np.meshgrid(*[np.linspace(0, 1, 21)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    points = grid * [100.0, 50.0, 10.0]
+    for seed in range(20):
+        removed = points[~drop_cuboid(points, np.random.default_rng(seed), max_side=0.5)]
+        centre = np.random.default_rng(seed)
+        centre.uniform(0, 0.5)
+        c = points[centre.integers(len(points))]
+        if len(removed) < 8 or np.any(np.abs(c - 50 * np.array([1, 0.5, 0.1])) > [20, 10, 2]):
+            continue  # a cuboid clipped by the cloud's border says nothing of its sides
+        side = np.ptp(removed, 0) / [100.0, 50.0, 10.0]
+        assert np.ptp(side) <= 0.1 + 1e-9, side  # the same share of the extent on x, y and z (lattice step 0.05)

@@ -74,12 +74,13 @@ def apply_affine(A: np.ndarray, points: np.ndarray) -> np.ndarray:
 def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 0.2) -> np.ndarray:
     """SLidR's DropCuboids: a (N,) keep mask removing a random cuboid centred on a random point.
 
-    Each side is drawn in ``U(0, max_side)`` times the cloud's extent along that axis.
+    One ratio drawn in ``U(0, max_side)`` scales the cloud's extent along all three axes, as SLidR's
+    ``DropCuboids`` (``utils/transforms.py``).
     """
     if len(points) == 0:
         return np.ones(0, bool)
     extent = points.max(0) - points.min(0)
-    half = rng.uniform(0, max_side, 3) * extent / 2
+    half = rng.uniform(0, max_side) * extent / 2
     centre = points[rng.integers(len(points))]
     inside = np.all(np.abs(points - centre) <= half, axis=1)
     return ~inside
