@@ -220,6 +220,7 @@ def write_scalr(name, kind, ds, fmt, root, options, mean, std, fov, drop_path, e
             "fov_min": fov[0], "fov_max": fov[1], "grid_shapes": fov[2]}},
         "head": "bn-linear",
         "crop": {"max_points": 20000},
+        "augment": {"rotate": True, "flip": True, "flip_axes": "one", "scale": [0.9, 1.1]},
         "optim": {"optimizer": "adamw", "lr": optim["lr"], "base_batch": 8, "weight_decay": optim["weight_decay"],
                   "epochs": epochs, "warmup_epochs": warmup, "min_lr": optim["min_lr"],
                   "layer_decay": optim["layer_decay"], "schedule": "iteration", "loss": "ce+lovasz"},

@@ -66,7 +66,7 @@ def scalr(kind: str, epochs: int, warmup: int, fov: int, grid: int, layer_decay:
               "optim.loss": "ce+lovasz", "trainer.batch_size": 8, "optim.base_batch": 8, "crop.max_points": 20000,
               "head": "bn-linear", "backbone.options.drop_path": 0.0 if probe else 0.2,
               "backbone.options.fov_max": [fov, fov, 8], "backbone.options.grid_shapes": [[grid, grid], [grid, 32], [grid, 32]],
-              "data.train_split": split}
+              "data.train_split": split, "augment.flip_axes": "one"}
     return {k: (v, src) for k, v in values.items()}
 
 
@@ -127,7 +127,8 @@ PRETRAIN: dict[str, Cell] = {
         "optim.optimizer": "adamw", "optim.lr": 2e-3, "optim.weight_decay": 0.03, "optim.decay_all": True,
         "optim.epochs": 25, "trainer.batch_size": 8, "optim.base_batch": 8, "crop.frustum": True,
         "crop.max_points": 20000, "pairing.cameras": "one", "pairing.resize": [224, 448],
-        "teacher.name": "dinov2_vitl14", "backbone.name": "waffleiron_48_768"}.items()},
+        "teacher.name": "dinov2_vitl14", "backbone.name": "waffleiron_48_768", "optim.min_lr": 1e-5,
+        "augment.flip_axes": "one"}.items()},
     "slidr-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/slidr_minkunet.yaml") for k, v in {
         **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50_dilated"}.items()},
     "ppkt-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/ppkt_nuscenes.yaml") for k, v in {
@@ -374,3 +375,13 @@ def test_drop_cuboids_draws_one_ratio_for_all_axes():
             continue  # a cuboid clipped by the cloud's border says nothing of its sides
         side = np.ptp(removed, 0) / [100.0, 50.0, 10.0]
         assert np.ptp(side) <= 0.1 + 1e-9, side  # the same share of the extent on x, y and z (lattice step 0.05)
+
+
+def test_scalr_flip_mirrors_every_scan():
+    from lidarssl.data.transforms import PointAugment
+
+    rng = np.random.default_rng(0)
+    one = [np.linalg.det(PointAugment(flip_axes="one", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
+    anyf = [np.linalg.det(PointAugment(flip_axes="any", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
+    assert np.allclose(one, -1)  # ScaLR's FlipXY: x or y, never none or both
+    assert 50 < sum(d < 0 for d in anyf) < 150

@@ -108,6 +108,8 @@ class AugmentConfig(Schema):
 
     rotate: bool = True
     flip: bool = True
+    flip_axes: Literal["any", "one"] = Field("any", description="any: none, x, y or both; one: x or y, always "
+                                             "(ScaLR's FlipXY)")
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
     drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
