@@ -260,6 +260,7 @@ def test_also_protocol_is_adamw_cross_entropy_only():
     logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 255])
     expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
     assert torch.allclose(module._loss(logits, labels), expected)
+    assert module._loss(logits, torch.full((6,), 255)).item() == 0.0  # no labelled point: no NaN
 
 
 def test_scalr_protocol_keeps_its_shape():
@@ -385,3 +386,20 @@ def test_scalr_flip_mirrors_every_scan():
     anyf = [np.linalg.det(PointAugment(flip_axes="any", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
     assert np.allclose(one, -1)  # ScaLR's FlipXY: x or y, never none or both
     assert 50 < sum(d < 0 for d in anyf) < 150
+
+
+def test_slidr_shaped_protocol_trains_end_to_end(tiny_world: Path, tmp_path: Path, one_thread):
+    overrides = [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "data.num_workers=0", "trainer.batch_size=2",
+                 "trainer.progress_bar=false", "backbone.name=waffleiron_4_32",
+                 "backbone.options={fov_min: [-128, -128, -16], fov_max: [128, 128, 16]}", "optim.optimizer=sgd",
+                 "optim.lr=0.01", "optim.head_lr=0.05", "optim.base_batch=2", "head=linear", "optim.schedule=epoch",
+                 "optim.warmup_epochs=0", "optim.min_lr=0", "optim.loss=ce", "optim.decay_all=true",
+                 "optim.weight_decay=1e-4", "optim.epochs=2", "crop={max_points: 1000}"]  # the FOV holds the whole world;
+    # some crops hold only unlabelled points (a seed among the ego returns): they add no loss instead of NaN
+    result = run_segmentation(load_config(SegmentationConfig, None, overrides), "scratch")
+    assert 0 < result.miou <= 100
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    lr = [float(r.split(",")[rows[0].split(",").index("lr")]) for r in rows[1:]]
+    # metrics.csv logs the last group's (the head's, 0.05) rate at each epoch's end, after that epoch's step of a
+    # per-epoch cosine over 2 epochs: 0.05 * 0.5, then 0
+    assert lr == pytest.approx([0.025, 0.0])
