@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from lidarssl.config import (
     GenerateConfig,
@@ -8,6 +9,7 @@ from lidarssl.config import (
     list_recipes,
     load_config,
     parse_overrides,
+    resolve_recipe,
     to_yaml,
 )
 from lidarssl.errors import ConfigError
@@ -63,14 +65,14 @@ def test_every_shipped_recipe_validates(name: str):
     from lidarssl.methods import method_class
     from lidarssl.methods.config import PretrainConfig
 
-    kind = name.split("-")[0]
-    schema = {"world": GenerateConfig, "seg": SegmentationConfig, "probe": SegmentationConfig,
-              "finetune": SegmentationConfig}.get(kind, PretrainConfig)
+    header = (yaml.safe_load(resolve_recipe(name).read_text()) or {}).get("recipe")
+    kind = header["kind"] if header else "world"  # `generate` recipes describe a world, not a run
+    schema = {"world": GenerateConfig, "pretrain": PretrainConfig}.get(kind, SegmentationConfig)
     cfg = load_config(schema, name)
     assert cfg == load_config(schema, Path(__file__).parents[1] / "configs" / f"{name}.yaml")  # repo configs/ is the same
     if schema is PretrainConfig:
-        assert cfg.method.name == kind  # recipes are named <method>-<backbone>-<dataset>
-        method_class(kind).parse_options(cfg.method.options)  # the method's own options validate too
+        assert cfg.method.name == header["method"]
+        method_class(cfg.method.name).parse_options(cfg.method.options)  # the method's own options validate too
 
 
 def test_unknown_recipe_lists_shipped_ones():

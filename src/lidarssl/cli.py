@@ -91,6 +91,24 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(result.table)
 
 
+def cmd_recipes(args: argparse.Namespace) -> None:
+    from lidarssl.recipes import catalogue, catalogue_json, format_catalogue
+
+    entries = catalogue(args.kind)
+    print(catalogue_json(entries) if args.json else format_catalogue(entries))
+
+
+def _recipes_of(kind: str) -> str:
+    """The epilog of ``lidarssl <kind> --help``: that kind's shipped recipes and their published numbers."""
+    from lidarssl.recipes import catalogue
+
+    lines = [f"{kind} recipes (lidarssl recipes --kind {kind} for the whole table):"]
+    for e in catalogue(kind):
+        miou = f"{e.info.expected_miou:g} mIoU" if e.info.expected_miou is not None else ""
+        lines.append(f"  {e.name}  {e.info.dataset} {e.info.labels or ''} {miou}".rstrip())
+    return "\n".join(lines)
+
+
 def cmd_info(args: argparse.Namespace) -> None:
     from lidarssl.data.datasets import dataset_summary, open_dataset, split_summary
     from lidarssl.viz.overlay import save_overlay
@@ -258,7 +276,8 @@ def _parser() -> argparse.ArgumentParser:
         ("probe", "probe", "linear probing: train a head on a frozen pretrained backbone"),
         ("finetune", "finetune", "finetune a pretrained backbone with a new head"),
     ):
-        p = sub.add_parser(command, help=helptext,
+        p = sub.add_parser(command, help=helptext, epilog=_recipes_of(command),
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
                            description=f"{helptext}. Keys: {', '.join(SegmentationConfig.model_fields)} "
                            "(nested: data.*, backbone.*, optim.*, trainer.*; see --print-config).")
         recipe_args(p)
@@ -268,10 +287,21 @@ def _parser() -> argparse.ArgumentParser:
     pre = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (PPKT, SLidR, ST-SLidR, "
                          "ScaLR, ALSO, NCLR)", description="Pretrain a backbone without labels; writes "
                          "backbone.safetensors for probe and finetune. Keys: "
-                         f"{', '.join(PretrainConfig.model_fields)} (see --print-config).")
+                         f"{', '.join(PretrainConfig.model_fields)} (see --print-config).",
+                         epilog=_recipes_of("pretrain"), formatter_class=argparse.RawDescriptionHelpFormatter)
     recipe_args(pre)
     pre.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
     pre.set_defaults(func=cmd_pretrain)
+
+    rec = sub.add_parser("recipes", help="the shipped recipes: which published cell each reproduces",
+                         description="Every shipped recipe with the paper, table and mIoU it reproduces. A downstream "
+                         "recipe's header names its pretraining recipe: run `lidarssl pretrain PRETRAIN`, then "
+                         "`lidarssl KIND NAME pretrained=RUN/backbone.safetensors`.")
+    rec.add_argument("--json", action="store_true", help="a JSON list of objects with keys name, kind, method, "
+                     "backbone, dataset, labels, paper, expected_miou")
+    rec.add_argument("--kind", choices=["pretrain", "probe", "finetune", "train"], default=None,
+                     help="only recipes of this kind")
+    rec.set_defaults(func=cmd_recipes)
 
     ev = sub.add_parser("evaluate", help="score a run's checkpoint or an imported release on the val split, every "
                         "original point")

@@ -15,10 +15,11 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from lidarssl.data.crops import InputCrop
 from lidarssl.data.transforms import PointAugment
 from lidarssl.errors import ConfigError
 
-__all__ = ["Schema", "AugmentConfig", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
+__all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
 
 
 class Schema(BaseModel):
@@ -48,6 +49,8 @@ class DataConfig(Schema):
     train_split: str = "train"
     val_split: str = "val"
     num_workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
+    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {sensor: pandargt, "
+                                    "z_shift: -1.6} for PandaSet")
 
 
 class BackboneConfig(Schema):
@@ -58,13 +61,23 @@ class BackboneConfig(Schema):
 
 
 class OptimConfig(Schema):
-    """AdamW with per-iteration linear warmup then cosine decay.
+    """The downstream protocol's optimisation: AdamW (ScaLR, ALSO, NCLR) or SGD (SLidR, PPKT, ST-SLidR), linear
+    warmup then cosine decay stepped per iteration (ScaLR) or per epoch (the others).
 
     ``lr`` is the learning rate for ``base_batch`` scans per step; the run scales it linearly with its
     global batch (batch_size x devices x nodes x accumulate), the usual rule for AdamW at these sizes.
+    ``head_lr`` (scaled the same way) is the head's own rate (SLidR's ``lr_head``).
     """
 
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = Field(0.9, ge=0, description="SGD only")
+    dampening: float = Field(0.1, ge=0, description="SGD only")
     lr: float = Field(1e-3, gt=0)
+    head_lr: float | None = Field(None, gt=0, description="learning rate of the head; null: lr (SLidR's lr_head)")
+    decay_all: bool = Field(False, description="weight decay on every parameter (the originals) or rank >= 2 only")
+    schedule: Literal["iteration", "epoch"] = Field("iteration", description="cosine stepped per iteration or "
+                                                    "per epoch (SLidR, ALSO)")
+    loss: Literal["ce+lovasz", "ce"] = Field("ce+lovasz", description="ce: cross-entropy only (ALSO, NCLR)")
     base_batch: int = Field(4, gt=0, description="global batch size that lr is meant for")
     weight_decay: float = Field(3e-3, ge=0)
     epochs: int = Field(10, gt=0)
@@ -95,6 +108,8 @@ class AugmentConfig(Schema):
 
     rotate: bool = True
     flip: bool = True
+    flip_axes: Literal["any", "one"] = Field("any", description="any: none, x, y or both; one: x or y, always "
+                                             "(ScaLR's FlipXY)")
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
     drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
@@ -104,13 +119,36 @@ class AugmentConfig(Schema):
         return PointAugment(**self.model_dump())
 
 
+class RecipeInfo(Schema):
+    """``recipe:`` header of a shipped recipe: the published cell it reproduces. Runs ignore it, except that a
+    downstream recipe refuses a dataset other than its ``dataset``."""
+
+    kind: Literal["pretrain", "probe", "finetune", "train"]
+    method: str = Field(description="pretraining method, or 'scratch'")
+    backbone: str
+    dataset: str = Field(description="dataset format the protocol is written for (nuscenes, semantickitti, ...)")
+    labels: str | None = Field(None, description="label fraction, e.g. '1%'; null for pretraining")
+    paper: str | None = Field(None, description="paper and table of the published number")
+    expected_miou: float | None = Field(None, description="published mIoU, percent")
+    pretrain: str | None = Field(None, description="the recipe whose backbone.safetensors is pretrained=")
+    synthetic: bool = Field(False, description="a recipe of the synthetic world, reproducing no paper")
+    name: str | None = Field(None, description="the recipe's name (set from its file name when loaded)")
+
+    def where(self) -> str:
+        return f"recipe {self.name}" if self.name else "recipe"
+
+
 class SegmentationConfig(Schema):
     """``lidarssl train | probe | finetune``: lidar semantic segmentation."""
 
+    recipe: RecipeInfo | None = Field(None, description="what the recipe reproduces (read by `lidarssl recipes`)")
     out: Path = Field(Path("runs/segmentation"), description="run directory")
     seed: int = 0
     pretrained: Path | None = Field(None, description="backbone weights (.safetensors) for probe and finetune")
     augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
+    crop: InputCrop | None = Field(None, description="points a training scan keeps (ScaLR: max_points 20000)")
+    head: Literal["bn-linear", "linear"] = Field(
+        "bn-linear", description="BatchNorm + zero-initialised linear (ScaLR) or a plain 1x1 linear (SLidR's final)")
     data: DataConfig = Field(default_factory=DataConfig)
     backbone: BackboneConfig = Field(default_factory=BackboneConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
@@ -216,6 +254,8 @@ def load_config(schema: type[S], path: str | Path | None = None,
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: a recipe must be a mapping of keys to values, got {type(loaded).__name__}")
         data = loaded or {}
+        if isinstance(data.get("recipe"), dict):  # errors of a run name the recipe they come from
+            data["recipe"] = {**data["recipe"], "name": data["recipe"].get("name") or path.stem}
     tree = overrides if isinstance(overrides, dict) else parse_overrides(overrides or [])
     data = _merge(data, tree)
     try:

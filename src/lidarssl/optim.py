@@ -17,8 +17,11 @@ def param_groups(
     layer_of: Callable[[str], int] | None = None,
     num_layers: int = 0,
     layer_decay: float = 1.0,
+    decay_all: bool = False,
+    lr_scale: float = 1.0,
 ) -> list[dict]:
-    """AdamW groups: no weight decay on 1-D parameters (norms, biases), and optional
+    """Optimiser groups: no weight decay on 1-D parameters (norms, biases) unless ``decay_all`` (as every
+    original does: plain ``SGD(params, weight_decay=...)``, ``AdamW(params, ...)``), and optional
     layer-wise learning-rate decay ``lr_scale = layer_decay ** (num_layers - layer_of(name))``.
 
     Args:
@@ -28,16 +31,18 @@ def param_groups(
             ``layer_decay < 1``.
         num_layers: depth of the head.
         layer_decay: multiplicative decay of the learning rate per layer below the head.
+        decay_all: decay every parameter, 1-D ones included.
+        lr_scale: factor of every group's learning rate (a head's own rate, SLidR's ``lr_head``).
     """
     groups: dict[tuple[int, bool], dict] = {}
     for name, p in named:
         if not p.requires_grad:
             continue
         layer = layer_of(name) if layer_of is not None else num_layers
-        no_decay = p.ndim <= 1
+        no_decay = p.ndim <= 1 and not decay_all
         group = groups.setdefault((layer, no_decay), {
             "params": [], "weight_decay": 0.0 if no_decay else weight_decay,
-            "lr_scale": layer_decay ** (num_layers - layer),
+            "lr_scale": lr_scale * layer_decay ** (num_layers - layer),
         })
         group["params"].append(p)
     return list(groups.values())

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from lidarssl.batch import Batch, Preprocessor, Sample, concat_rows
+from lidarssl.data.crops import InputCrop
 from lidarssl.data.datasets import Dataset
 from lidarssl.data.geometry import knn
 from lidarssl.data.pairing import keeps_pairs
@@ -47,6 +48,8 @@ class AugmentedScan:
         points: (N, 3) augmented points, all of them (also those the backbone dropped).
         kept: (M,) indices into ``scan.points`` of the backbone's kept points, in feature-row order.
         row_of_point: (N,) feature row of each scan point, -1 for points the backbone did not keep.
+        camera: the camera an input crop drew (its frustum holds every kept point; pairing uses only it), or
+            ``None``.
     """
 
     scan: Scan
@@ -54,6 +57,7 @@ class AugmentedScan:
     points: np.ndarray
     kept: np.ndarray
     row_of_point: np.ndarray
+    camera: int | None = None
 
 
 class SampleBuilder(Protocol):
@@ -76,14 +80,16 @@ class ScanSamples(TorchDataset):
         builders: sample builders, applied in order.
         seed: seed of every random draw.
         augment: point augmentation (training only), or ``None``.
+        crop: input crop of training scans (ScaLR's frustum and point cap), or ``None``.
         train: training samples draw augmentations and voxel representatives; evaluation samples are
             deterministic (the builders then get ``rng=None``).
     """
 
     def __init__(self, dataset: Dataset, prep: Preprocessor, builders: Sequence[SampleBuilder], seed: int = 0,
-                 augment: PointAugment | None = None, train: bool = True) -> None:
+                 augment: PointAugment | None = None, train: bool = True, crop: InputCrop | None = None) -> None:
         self.dataset, self.prep, self.builders, self.seed = dataset, prep, list(builders), seed
         self.augment, self.train = (augment if train else None), train
+        self.crop = crop if train else None  # evaluation scores every original point
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -94,7 +100,9 @@ class ScanSamples(TorchDataset):
             self.dataset.set_epoch(epoch)
         scan = self.dataset[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
-        A, points, subset = np.eye(4), scan.points, np.arange(len(scan))
+        A, points, subset, camera = np.eye(4), scan.points, np.arange(len(scan)), None
+        if self.crop is not None:
+            subset, camera = self.crop(scan, subset, rng)
         if self.augment is not None:
             A = self.augment.matrix(rng)
             points = apply_affine(A, scan.points)
@@ -102,13 +110,13 @@ class ScanSamples(TorchDataset):
                 keep = drop_cuboid(points, rng, self.augment.drop_cuboid)
                 min_pairs = self.augment.drop_cuboid_min_pairs
                 if min_pairs == 0 or keeps_pairs(scan, keep, min_pairs):
-                    subset = np.flatnonzero(keep)
+                    subset = subset[keep[subset]]
         sample = self.prep(points[subset], scan.intensity[subset], rng)
         kept = subset[sample["kept"]]
         sample["kept"] = kept
         row_of_point = np.full(len(points), -1, np.int64)
         row_of_point[kept] = np.arange(len(kept))
-        view = AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point)
+        view = AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point, camera=camera)
         for builder in self.builders:
             sample.update(builder(view, rng))
         return sample

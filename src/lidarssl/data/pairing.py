@@ -138,6 +138,7 @@ def pair_views(
     A: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
     superpixels: list[np.ndarray] | None = None,
+    camera: int | None = None,
 ) -> PairedViews:
     """Pair the scan's points with pixels of its cameras and augment the images.
 
@@ -148,6 +149,7 @@ def pair_views(
         rng: random generator for the camera choice, crops and flips; ``None``: no random image augmentation
             (the first camera when ``cameras: one``).
         superpixels: one (H, W) id map per camera of ``scan.cameras``, augmented with the images.
+        camera: pair with this camera only (the one whose frustum an input crop kept), whatever ``cameras``.
 
     Raises:
         DataError: the scan has no camera, or cameras of different sizes without crop or resize.
@@ -159,7 +161,9 @@ def pair_views(
     A = np.eye(4) if A is None else np.asarray(A, dtype=np.float64)
     A_inv = np.linalg.inv(A)
     chosen = range(len(scan.cameras))
-    if config.cameras == "one":
+    if camera is not None:
+        chosen = [camera]
+    elif config.cameras == "one":
         chosen = [int(rng.integers(len(scan.cameras))) if rng is not None else 0]
     names, images, Ks, extrinsics, points, views, uvs, sps = [], [], [], [], [], [], [], []
     for v, c in enumerate(chosen):
@@ -244,7 +248,7 @@ class PairBuilder:
         sps = None
         if self.superpixels is not None:
             sps = [self.superpixels.get(scan, c) for c in range(len(scan.cameras))]
-        views = pair_views(scan, self.config, view.A, rng, superpixels=sps)
+        views = pair_views(scan, self.config, view.A, rng, superpixels=sps, camera=view.camera)
         rows = view.row_of_point[views.point]
         keep = rows >= 0
         sample = {"images": views.images, "K": views.K.astype(np.float32),

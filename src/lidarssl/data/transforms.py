@@ -7,6 +7,7 @@ One :class:`PointAugment` serves pretraining and segmentation alike (its setting
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -23,7 +24,9 @@ class PointAugment:
 
     Attributes:
         rotate: rotate by an angle drawn uniformly in [-pi, pi).
-        flip: flip x, y or both, each with probability 1/4 (no flip 1/4), as ScaLR does.
+        flip: flip x, y or both, each with probability 1/4 (no flip 1/4).
+        flip_axes: ``any`` (above) or ``one``: flip x or y, one of them always (ScaLR's and WaffleIron's
+            ``FlipXY`` in ``utils/transforms.py``: with the uniform rotation, every scan is mirrored).
         scale: (low, high) range of the isotropic scale factor, or ``None``.
         translate: ``(std, limit)`` of a horizontal translation drawn per axis from N(0, std) clipped to
             ±limit metres (NCLR's pose perturbation), or ``None``.
@@ -34,6 +37,7 @@ class PointAugment:
 
     rotate: bool = True
     flip: bool = True
+    flip_axes: Literal["any", "one"] = "any"
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = None
     drop_cuboid: float | None = None
@@ -50,7 +54,7 @@ class PointAugment:
             a = rng.uniform(-np.pi, np.pi)
             M = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
         if self.flip:
-            which = rng.integers(4)  # 0: none, 1: x, 2: y, 3: both
+            which = rng.integers(4) if self.flip_axes == "any" else 1 + rng.integers(2)  # 0: none, 1: x, 2: y, 3: both
             M = np.diag([-1.0 if which & 1 else 1.0, -1.0 if which & 2 else 1.0, 1.0]) @ M
         if self.scale is not None:
             M = rng.uniform(*self.scale) * M
@@ -74,12 +78,13 @@ def apply_affine(A: np.ndarray, points: np.ndarray) -> np.ndarray:
 def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 0.2) -> np.ndarray:
     """SLidR's DropCuboids: a (N,) keep mask removing a random cuboid centred on a random point.
 
-    Each side is drawn in ``U(0, max_side)`` times the cloud's extent along that axis.
+    One ratio drawn in ``U(0, max_side)`` scales the cloud's extent along all three axes, as SLidR's
+    ``DropCuboids`` (``utils/transforms.py``).
     """
     if len(points) == 0:
         return np.ones(0, bool)
     extent = points.max(0) - points.min(0)
-    half = rng.uniform(0, max_side, 3) * extent / 2
+    half = rng.uniform(0, max_side) * extent / 2
     centre = points[rng.integers(len(points))]
     inside = np.all(np.abs(points - centre) <= half, axis=1)
     return ~inside

@@ -31,13 +31,26 @@ from lidarssl.metrics import (
 from lidarssl.models.backbones.base import Backbone
 from lidarssl.optim import param_groups, warmup_cosine
 
-__all__ = ["SegmentationModule", "Mode"]
+__all__ = ["SegmentationModule", "Mode", "Head"]
 
 Mode = Literal["scratch", "probe", "finetune"]
+Head = Literal["bn-linear", "linear"]
+
+
+def make_head(kind: Head, channels: int, num_classes: int) -> nn.Module:
+    """``bn-linear``: BatchNorm then a zero-initialised linear layer (ScaLR's downstream ``classif``), a probe
+    that starts from uniform predictions whatever the scale of the features; ``linear``: a 1x1 linear layer
+    with PyTorch's default initialisation (SLidR's ``final`` convolution, ``downstream/model_builder.py``)."""
+    if kind == "linear":
+        return nn.Linear(channels, num_classes)
+    head = nn.Sequential(nn.BatchNorm1d(channels), nn.Linear(channels, num_classes))
+    nn.init.zeros_(head[1].weight)
+    nn.init.zeros_(head[1].bias)
+    return head
 
 
 class SegmentationModule(L.LightningModule):
-    """Backbone + BatchNorm/linear head, trained with cross-entropy + Lovász-softmax.
+    """Backbone + head, trained with cross-entropy (+ Lovász-softmax) under one seed's downstream protocol.
 
     Args:
         backbone: any backbone of the registry (per-point features out).
@@ -50,6 +63,12 @@ class SegmentationModule(L.LightningModule):
         layer_decay: layer-wise learning-rate decay in ``finetune`` mode (1 = none).
         lovasz_weight: weight of the Lovász-softmax term.
         ignore_index: training id of unlabelled points.
+        head: head type (:func:`make_head`).
+        optimizer: ``adamw`` or ``sgd`` (with ``momentum`` and ``dampening``).
+        head_lr: learning rate of the head (SLidR's ``lr_head``); ``None``: ``lr``.
+        decay_all: weight decay on every parameter, 1-D ones included (the originals).
+        schedule: cosine stepped per ``iteration`` (ScaLR) or per ``epoch`` (SLidR, ALSO).
+        loss: ``ce+lovasz`` or ``ce``.
     """
 
     def __init__(
@@ -64,16 +83,20 @@ class SegmentationModule(L.LightningModule):
         layer_decay: float = 1.0,
         lovasz_weight: float = 1.0,
         ignore_index: int = 255,
+        head: Head = "bn-linear",
+        optimizer: Literal["adamw", "sgd"] = "adamw",
+        momentum: float = 0.9,
+        dampening: float = 0.1,
+        head_lr: float | None = None,
+        decay_all: bool = False,
+        schedule: Literal["iteration", "epoch"] = "iteration",
+        loss: Literal["ce+lovasz", "ce"] = "ce+lovasz",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
         self.class_names = tuple(class_names)
-        # Zero-initialised linear head behind a BatchNorm, as ScaLR's downstream head: a linear probe that
-        # starts from uniform predictions whatever the scale of the backbone's features.
-        self.head = nn.Sequential(nn.BatchNorm1d(backbone.out_channels), nn.Linear(backbone.out_channels, len(class_names)))
-        nn.init.zeros_(self.head[1].weight)
-        nn.init.zeros_(self.head[1].bias)
+        self.head = make_head(head, backbone.out_channels, len(class_names))
         if mode == "probe":
             self.backbone.requires_grad_(False)
             self.backbone.eval()  # Lightning keeps each module's mode (it never calls train() at fit start)
@@ -92,8 +115,10 @@ class SegmentationModule(L.LightningModule):
 
     def _loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         ignore = self.hparams.ignore_index
+        if not bool((labels != ignore).any()):  # a cropped batch may hold no labelled point: no signal, not NaN
+            return logits.float().sum() * 0.0
         loss = F.cross_entropy(logits.float(), labels, ignore_index=ignore)
-        if self.hparams.lovasz_weight:
+        if self.hparams.loss == "ce+lovasz" and self.hparams.lovasz_weight:
             loss = loss + self.hparams.lovasz_weight * lovasz_softmax(logits.float().softmax(1), labels, ignore)
         return loss
 
@@ -130,18 +155,25 @@ class SegmentationModule(L.LightningModule):
     def configure_optimizers(self):
         hp = self.hparams
         head = [(f"head.{n}", p) for n, p in self.head.named_parameters()]
-        if hp.mode == "probe":
-            named, layer_of, depth = head, None, 0
-        else:
-            named = [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()] + head
-            depth = getattr(self.backbone, "num_layers", 0) + 1
+        head_scale = (hp.head_lr / hp.lr) if hp.head_lr is not None else 1.0
+        depth = getattr(self.backbone, "num_layers", 0) + 1
+        groups = []
+        if hp.mode != "probe":
+            backbone = [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()]
             layer_of = self._layer_of if hp.mode == "finetune" and hp.layer_decay < 1 else None
-        groups = param_groups(named, hp.weight_decay, layer_of, depth, hp.layer_decay)
-        optimizer = torch.optim.AdamW(groups, lr=hp.lr)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        per_epoch = total / max(1, self.trainer.max_epochs)
-        scheduler = warmup_cosine(optimizer, total, int(round(hp.warmup_epochs * per_epoch)), hp.min_lr / hp.lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+            groups += param_groups(backbone, hp.weight_decay, layer_of, depth, hp.layer_decay, hp.decay_all)
+        groups += param_groups(head, hp.weight_decay, None, depth, hp.layer_decay, hp.decay_all, head_scale)
+        if hp.optimizer == "sgd":
+            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, dampening=hp.dampening)
+        else:
+            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
+        if hp.schedule == "epoch":  # SLidR's CosineAnnealingLR(T_max=num_epochs), ALSO's per-epoch cosine
+            total, warmup, interval = max(1, self.trainer.max_epochs), int(round(hp.warmup_epochs)), "epoch"
+        else:
+            total = max(1, self.trainer.estimated_stepping_batches)
+            warmup, interval = int(round(hp.warmup_epochs * total / max(1, self.trainer.max_epochs))), "step"
+        scheduler = warmup_cosine(optimizer, total, warmup, hp.min_lr / hp.lr)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     def _layer_of(self, name: str) -> int:
         """Depth of a parameter for layer-wise decay: the backbone says for its own, the head is on top."""

@@ -11,15 +11,16 @@ import numpy as np
 
 from lidarssl.checkpoints import load_state_dict_strict, load_weights, save_weights
 from lidarssl.config import SegmentationConfig
-from lidarssl.data.datasets import open_dataset
+from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.loader import LabelBuilder, ScanSamples
 from lidarssl.downstream.segmentation import Mode, SegmentationModule
-from lidarssl.errors import CheckpointError, ConfigError
+from lidarssl.errors import CheckpointError, ConfigError, DataError
 from lidarssl.io import atomic_write
 from lidarssl.metrics import format_iou_table, iou_per_class, miou
 from lidarssl.models.backbones import BackboneSpec, create_backbone
 from lidarssl.optim import scaled_lr
+from lidarssl.recipes import check_recipe_dataset
 from lidarssl.runs import (
     LabelledScanData,
     build_trainer,
@@ -28,15 +29,43 @@ from lidarssl.runs import (
     write_run_info,
 )
 
-__all__ = ["SegmentationResult", "evaluate_run", "run_segmentation", "segmentation_data"]
+__all__ = ["SegmentationResult", "build_module", "evaluate_run", "run_segmentation", "segmentation_data"]
+
+
+def _check_dataset(config: SegmentationConfig) -> None:
+    """A published-cell recipe runs only on the dataset its protocol is written for."""
+    if config.recipe is not None:
+        check_recipe_dataset(config.recipe, detect_format(Path(config.data.root)), config.data.root,
+                             config.recipe.where())
+
+
+def segmentation_backbone(config: SegmentationConfig) -> BackboneSpec:
+    """The recipe's backbone; options of the recipe's protocol that the chosen backbone cannot honour (ScaLR's
+    WaffleIron grids on a MinkUNet) are named with the recipe and the fix."""
+    try:
+        return create_backbone(config.backbone.name, **config.backbone.options)
+    except ConfigError as exc:
+        info = config.recipe
+        if info is None or info.synthetic or config.backbone.name == info.backbone:
+            raise
+        raise ConfigError(f"{info.where()}: backbone.name={config.backbone.name}: {exc}; this recipe's protocol is "
+                          f"written for {info.backbone}: keep backbone.name={info.backbone} or override "
+                          "backbone.options={}") from None
 
 
 def segmentation_data(config: SegmentationConfig, spec: BackboneSpec) -> tuple[LabelledScanData, ClassMap]:
     """Train and val samples of ``config.data`` with segmentation labels, and the class map of the train split."""
-    train_set = open_dataset(config.data.root, split=config.data.train_split)
-    val_set = open_dataset(config.data.root, split=config.data.val_split)
+    info = config.recipe
+    _check_dataset(config)
+    try:
+        train_set = open_dataset(config.data.root, split=config.data.train_split, **config.data.options)
+    except DataError as exc:
+        if info is None or "@" not in config.data.train_split:
+            raise
+        raise DataError(f"{info.where()}: data.train_split={config.data.train_split}: {exc}") from None
+    val_set = open_dataset(config.data.root, split=config.data.val_split, **config.data.options)
     augment = config.augment.point_augment() if config.augment is not None else None
-    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment)
+    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment, crop=config.crop)
     val = ScanSamples(val_set, spec.prep, [LabelBuilder()], seed=config.seed, train=False)
     return LabelledScanData(train, val, config.trainer.batch_size, config.data.num_workers), train_set.class_map
 
@@ -53,7 +82,9 @@ class SegmentationResult:
     classes: tuple[str, ...]
 
 
-def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
+def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode, random_init: bool = False) -> None:
+    if random_init and path is None:  # SLidR's "Random init." linear probing: a frozen random backbone
+        return
     if mode == "scratch":
         if path is not None:
             raise ConfigError(f"pretrained={path} is for probe and finetune; `lidarssl train` starts from scratch")
@@ -67,6 +98,19 @@ def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode) -> None:
     load_state_dict_strict(spec.model, state, str(path))
 
 
+def build_module(config: SegmentationConfig, spec: BackboneSpec, class_map: ClassMap, mode: Mode) -> SegmentationModule:
+    """The segmentation module of ``config``'s protocol (optimiser, head, loss, schedule) around ``spec``."""
+    o, t = config.optim, config.trainer
+    lr = scaled_lr(o.lr, o.base_batch, t.batch_size, t.devices, t.num_nodes, t.accumulate)
+    head_lr = scaled_lr(o.head_lr, o.base_batch, t.batch_size, t.devices, t.num_nodes, t.accumulate) if o.head_lr else None
+    return SegmentationModule(spec.model, class_map.classes, mode=mode, lr=lr,
+                              weight_decay=o.weight_decay, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr,
+                              layer_decay=o.layer_decay, lovasz_weight=o.lovasz_weight,
+                              ignore_index=class_map.ignore_index, head=config.head, optimizer=o.optimizer,
+                              momentum=o.momentum, dampening=o.dampening, head_lr=head_lr, decay_all=o.decay_all,
+                              schedule=o.schedule, loss=o.loss)
+
+
 def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False) -> SegmentationResult:
     """Train (scratch), linear-probe or finetune a backbone on ``config.data`` and evaluate every epoch.
 
@@ -78,16 +122,13 @@ def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = Fals
     ckpt = last_checkpoint(out) if resume else None
     if not resume:
         check_fresh(out)
-    spec = create_backbone(config.backbone.name, **config.backbone.options)
-    _load_pretrained(spec, config.pretrained, mode)
+    _check_dataset(config)
+    spec = segmentation_backbone(config)
+    _load_pretrained(spec, config.pretrained, mode,
+                     random_init=mode == "probe" and config.recipe is not None and config.recipe.method == "scratch")
     data, class_map = segmentation_data(config, spec)
-    o, t = config.optim, config.trainer
-    lr = scaled_lr(o.lr, o.base_batch, t.batch_size, t.devices, t.num_nodes, t.accumulate)
-    module = SegmentationModule(spec.model, class_map.classes, mode=mode, lr=lr,
-                                weight_decay=o.weight_decay, warmup_epochs=o.warmup_epochs, min_lr=o.min_lr,
-                                layer_decay=o.layer_decay, lovasz_weight=o.lovasz_weight,
-                                ignore_index=class_map.ignore_index)
-    trainer = build_trainer(out, o.epochs, config.trainer)
+    module = build_module(config, spec, class_map, mode)
+    trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
@@ -114,7 +155,7 @@ def _finish(out: Path, module: SegmentationModule, class_names: tuple[str, ...],
 def evaluate_run(config: SegmentationConfig, checkpoint: Path | None = None) -> SegmentationResult:
     """Score a run's checkpoint (its ``last.ckpt`` by default) on the val split of ``config.data``."""
     ckpt = checkpoint or last_checkpoint(config.out)
-    spec = create_backbone(config.backbone.name, **config.backbone.options)
+    spec = segmentation_backbone(config)
     data, class_map = segmentation_data(config, spec)
     module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model, weights_only=True)
     trainer = build_trainer(config.out / "eval", 1, config.trainer)

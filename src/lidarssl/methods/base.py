@@ -134,15 +134,18 @@ class PretrainMethod(L.LightningModule, ABC):
 
     def configure_optimizers(self):
         o = self.optim
-        groups = param_groups(self.trainable(), o.weight_decay)
+        groups = param_groups(self.trainable(), o.weight_decay, decay_all=o.decay_all)
         if o.optimizer == "sgd":
             optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening)
         else:
             optimizer = torch.optim.AdamW(groups, lr=o.lr)
-        total = max(1, self.trainer.estimated_stepping_batches)
-        warmup = int(round(o.warmup_epochs * total / max(1, self.trainer.max_epochs)))
+        if o.schedule == "epoch":  # SLidR: CosineAnnealingLR(T_max=num_epochs)
+            total, warmup, interval = max(1, self.trainer.max_epochs), int(round(o.warmup_epochs)), "epoch"
+        else:
+            total, interval = max(1, self.trainer.estimated_stepping_batches), "step"
+            warmup = int(round(o.warmup_epochs * total / max(1, self.trainer.max_epochs)))
         scheduler = warmup_cosine(optimizer, total, warmup, o.min_lr / o.lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     # -- the teacher stays out of checkpoints -----------------------------------------------------------------
 

@@ -7,7 +7,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from lidarssl.config import AugmentConfig, BackboneConfig, Schema, TrainerConfig
+from lidarssl.config import AugmentConfig, BackboneConfig, RecipeInfo, Schema, TrainerConfig
+from lidarssl.data.crops import InputCrop
 from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
 
@@ -60,11 +61,15 @@ class PretrainOptimConfig(Schema):
     epochs: int = Field(25, gt=0)
     warmup_epochs: float = Field(0.0, ge=0)
     min_lr: float = Field(1e-5, ge=0)
+    decay_all: bool = Field(False, description="weight decay on every parameter (every original) or rank >= 2 only")
+    schedule: Literal["iteration", "epoch"] = Field("iteration", description="cosine stepped per iteration (ScaLR, "
+                                                    "NCLR) or per epoch (SLidR's CosineAnnealingLR)")
 
 
 class PretrainConfig(Schema):
     """``lidarssl pretrain``: self-supervised pretraining of a backbone."""
 
+    recipe: RecipeInfo | None = Field(None, description="what the recipe reproduces (read by `lidarssl recipes`)")
     out: Path = Field(Path("runs/pretrain"), description="run directory")
     seed: int = 0
     data: PretrainDataConfig = Field(default_factory=PretrainDataConfig)
@@ -72,6 +77,7 @@ class PretrainConfig(Schema):
     teacher: TeacherConfig | None = Field(default_factory=TeacherConfig)
     pairing: PairingConfig = Field(default_factory=PairingConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    crop: InputCrop | None = Field(None, description="points the student sees (ScaLR: one camera's frustum, 20000 points)")
     method: MethodConfig = Field(default_factory=MethodConfig)
     loss_scope: Literal["process", "global"] = Field(
         "process", description="contrastive negatives from this process's batch, or gathered from all processes")

@@ -10,7 +10,7 @@ import lightning as L
 import torch
 
 from lidarssl.checkpoints import save_weights
-from lidarssl.data.datasets import open_dataset
+from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.loader import SampleBuilder, ScanSamples
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, method_class
@@ -24,6 +24,7 @@ from lidarssl.models.backbones import BackboneSpec, create_backbone
 from lidarssl.models.teachers import create_teacher
 from lidarssl.models.teachers.base import Teacher
 from lidarssl.optim import scaled_lr
+from lidarssl.recipes import check_recipe_dataset
 from lidarssl.runs import (
     ScanData,
     build_trainer,
@@ -100,9 +101,12 @@ def run_pretraining(config: PretrainConfig, resume: bool = False) -> PretrainRes
     ckpt = last_checkpoint(out) if resume else None
     if not resume:
         check_fresh(out)
+    if config.recipe is not None and config.data.mixture is None:
+        check_recipe_dataset(config.recipe, detect_format(Path(config.data.root)), config.data.root,
+                             config.recipe.where())
     module, spec, builders = build_method(config)
     samples = ScanSamples(open_pretrain_dataset(config), spec.prep, builders, seed=config.seed,
-                          augment=config.augment.point_augment())
+                          augment=config.augment.point_augment(), crop=config.crop)
     data = ScanData(samples, config.trainer.batch_size, config.data.num_workers)
     trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:

@@ -547,7 +547,7 @@ def convert(source: Source, fmt: str = "auto", origin: str | None = None) -> Con
                              "scalr-pandagt) so that `lidarssl evaluate` uses its preprocessing")
         if u.role == "pretraining" and parts["preset"] == "waffleiron_48_768":
             notes.append("a pretrained backbone: probe it with the recipe of its protocol, e.g. "
-                         "configs/probe-wi48x768-nuscenes.yaml for ScaLR's nuScenes linear probing")
+                         "configs/scalr-wi48x768-nuscenes-probe.yaml for ScaLR's nuScenes linear probing")
     else:
         if origin is None:
             project = "slidr" if u.format == "stslidr" else u.format

@@ -101,6 +101,9 @@ class MinkUNet(Backbone):
         stem_convs: 3^3 convolutions in the stem (1 for MinkUNet34 and Res16UNet34C, 2 for "SC"
             variants and SPVCNN).
         bn_momentum: momentum of every BatchNorm (torch convention: weight of the new batch).
+        block_bn_momentum: momentum of the residual blocks' BatchNorms if not ``bn_momentum``: SLidR's
+            ``bn_momentum`` (0.05 pretraining, 0.02 downstream) reaches only the stem and the strided and
+            transposed convolutions of its Res16UNet34C, its ``BasicBlock`` s keep PyTorch's 0.1.
 
     Attributes:
         num_layers: 8; :meth:`layer_id` puts the stem at 0, stage i at i and up i at 4 + i.
@@ -117,6 +120,7 @@ class MinkUNet(Backbone):
         stem_channels: int = 32,
         stem_convs: int = 1,
         bn_momentum: float = 0.1,
+        block_bn_momentum: float | None = None,
     ) -> None:
         super().__init__()
         if len(planes) != 8 or len(layers) != 8 or min(planes) < 1 or min(layers) < 1:
@@ -129,6 +133,7 @@ class MinkUNet(Backbone):
         self.spatial_shape = tuple(-(-int(n) // GRID_MULTIPLE) * GRID_MULTIPLE for n in grid_shape)
         self.out_channels = planes[7]
         m = bn_momentum
+        mb = bn_momentum if block_bn_momentum is None else block_bn_momentum
         stem: list[nn.Module] = []
         for i in range(stem_convs):
             conv = spnn.SubMConv3d(in_channels if i == 0 else stem_channels, stem_channels, 3)
@@ -138,7 +143,7 @@ class MinkUNet(Backbone):
         skips = [width]
         for i in range(4):
             down = ConvBlock(spnn.Conv3d(width, width, 2, stride=2, indice_key=f"down{i + 1}"), width, m)
-            blocks = [ResidualBlock(width if j == 0 else planes[i], planes[i], m) for j in range(layers[i])]
+            blocks = [ResidualBlock(width if j == 0 else planes[i], planes[i], mb) for j in range(layers[i])]
             setattr(self, f"stage{i + 1}", nn.Sequential(down, *blocks))
             width = planes[i]
             skips.append(width)
@@ -146,7 +151,7 @@ class MinkUNet(Backbone):
             out = planes[4 + i]
             up = ConvBlock(spnn.ConvTranspose3d(width, out, 2, indice_key=f"down{4 - i}"), out, m)
             skip = skips[3 - i]
-            blocks = [ResidualBlock(out + skip if j == 0 else out, out, m) for j in range(layers[4 + i])]
+            blocks = [ResidualBlock(out + skip if j == 0 else out, out, mb) for j in range(layers[4 + i])]
             setattr(self, f"up{i + 1}", nn.ModuleList([up, nn.Sequential(*blocks)]))
             width = out
         self._layers = [("stem", 0)] + [(f"stage{i}", i) for i in range(1, 5)]
@@ -183,7 +188,7 @@ class MinkUNet(Backbone):
 
 # ---------------------------------------------------------------------------------------------- presets
 
-_UNET_OPTIONS = ("width", "bn_momentum")
+_UNET_OPTIONS = ("width", "bn_momentum", "block_bn_momentum")
 #: ALSO/NCLR nuScenes input: intensity of the voxel's first point, 0.1 m cartesian voxels.
 _CARTESIAN = {"voxel_size": (0.1, 0.1, 0.1), "range_min": (-51.2, -51.2, -5.0), "range_max": (51.2, 51.2, 3.0),
               "features": ("intensity",), "voxel_features": "first"}  # fmt: skip

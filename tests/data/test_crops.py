@@ -1,0 +1,79 @@
+"""ScaLR's student input: one camera's frustum, capped at N points around a random seed; evaluation uncropped."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lidarssl.config import load_config
+from lidarssl.data.crops import InputCrop, cap_points
+from lidarssl.data.datasets import open_dataset
+from lidarssl.data.geometry import project
+from lidarssl.data.loader import LabelBuilder, ScanCollate, ScanSamples
+from lidarssl.data.pairing import PairBuilder, PairingConfig
+from lidarssl.errors import DataError
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.models.backbones import create_backbone
+
+
+def test_cap_keeps_the_nearest_points_of_a_random_seed():
+    points = np.stack([np.arange(100.0), np.zeros(100), np.zeros(100)], 1)
+    subset = np.arange(0, 100, 2)
+    kept = cap_points(points, subset, 10, np.random.default_rng(0))
+    assert len(kept) == 10 and set(kept) <= set(subset)
+    assert np.ptp(points[kept, 0]) == 18  # ten consecutive even points: a ball around the seed, not a random draw
+    assert np.array_equal(cap_points(points, subset, 500, np.random.default_rng(0)), subset)
+
+
+def test_scalr_batch_holds_only_frustum_points_at_most_the_cap(camera_world: Path, one_thread):
+    cfg = load_config(PretrainConfig, "scalr-wi48x768-mixture")
+    assert cfg.crop == InputCrop(frustum=True, max_points=20000) and cfg.pairing.cameras == "one"
+    dataset = open_dataset(camera_world, split="train")
+    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    crop = InputCrop(frustum=True, max_points=300)
+    builders = [PairBuilder(PairingConfig(cameras="one"))]
+    samples = ScanSamples(dataset, spec.prep, builders, seed=3, crop=crop)
+    batch = ScanCollate(spec.prep, builders)([samples[(i, 0)] for i in range(len(dataset))])
+    for i in range(len(dataset)):
+        sample = samples[(i, 1)]
+        scan = dataset[i]
+        kept = sample["kept"]
+        assert 0 < len(kept) <= 300 < len(scan)
+        # every kept point is seen by the one paired camera (no augmentation here: its extrinsic is the scan's)
+        paired = next(c for c in scan.cameras if np.allclose(c.lidar_to_cam, sample["lidar_to_cam"][0], atol=1e-5))
+        assert len(sample["images"]) == 1
+        assert project(scan.points[kept], paired.K, paired.lidar_to_cam, paired.hw, 1.0).valid.all()
+    assert len(batch["offsets"]) == len(dataset) + 1
+    assert int(batch["offsets"][-1]) <= 300 * len(dataset)
+
+
+def test_crop_draws_the_camera_that_pairing_uses(camera_world: Path):
+    dataset = open_dataset(camera_world, split="train")
+    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    samples = ScanSamples(dataset, spec.prep, [PairBuilder(PairingConfig(cameras="all"))], seed=0,
+                          crop=InputCrop(frustum=True))
+    for epoch in range(3):
+        sample = samples[(0, epoch)]
+        scan = dataset[0]
+        cams = [c for c in scan.cameras
+                if project(scan.points[sample["kept"]], c.K, c.lidar_to_cam, c.hw, 1.0).valid.all()]
+        assert len(sample["images"]) == 1  # the crop's camera overrides pairing.cameras: all
+        assert any(np.allclose(sample["lidar_to_cam"][0], c.lidar_to_cam, atol=1e-5) for c in cams)
+
+
+def test_evaluation_samples_are_never_cropped(camera_world: Path):
+    dataset = open_dataset(camera_world, split="val")
+    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    crop = InputCrop(max_points=50)
+    train = ScanSamples(dataset, spec.prep, [LabelBuilder()], crop=crop)
+    val = ScanSamples(dataset, spec.prep, [LabelBuilder()], crop=crop, train=False)
+    assert len(train[(0, 0)]["kept"]) <= 50 < len(val[0]["kept"])
+    assert len(val[0]["nearest"]) == len(dataset[0])  # every original point is scored
+
+
+def test_frustum_needs_cameras(tiny_world: Path):
+    dataset = open_dataset(tiny_world, split="train")
+    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    samples = ScanSamples(dataset, spec.prep, [], crop=InputCrop(frustum=True))
+    with pytest.raises(DataError, match="crop.frustum needs camera views; set crop.frustum: false"):
+        samples[(0, 0)]

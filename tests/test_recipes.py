@@ -1,0 +1,405 @@
+"""Published cells: one recipe each, named with its number, resolving to the original protocol (drift test)."""
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from lidarssl.cli import main
+from lidarssl.config import SegmentationConfig, load_config
+from lidarssl.downstream.train import build_module, run_segmentation
+from lidarssl.errors import ConfigError, DataError
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.models.backbones import create_backbone
+from lidarssl.recipes import COLUMNS, catalogue
+
+# --- the originals' hyperparameters of every published cell, with the file each value comes from ------------------
+
+SLIDR_NUS = "valeoai/SLidR README.md (downstream commands) + config/semseg_nuscenes.yaml"
+SLIDR_KI = "valeoai/SLidR README.md (downstream commands) + config/semseg_kitti.yaml"
+STSLIDR = "TRAILab/ST-SLidR post_pretrain.py + config/semseg_nuscenes.yaml"
+ALSO = "valeoai/ALSO also_selfsup/train_downstream_semseg.py + configs/cfg/nuscenes.yaml (NCLR: downstream/, same)"
+SCALR = "valeoai/ScaLR finetune.py + configs/downstream/{}/WI_768_{}.yaml"
+Cell = dict[str, tuple[Any, str]]
+
+
+def slidr(lr: float, head_lr: float | None, epochs: int, batch: int, split: str, src: str) -> Cell:
+    values = {"optim.optimizer": "sgd", "optim.momentum": 0.9, "optim.dampening": 0.1, "optim.weight_decay": 1e-4,
+              "optim.decay_all": True, "optim.schedule": "epoch", "optim.warmup_epochs": 0, "optim.min_lr": 0.0,
+              "optim.loss": "ce+lovasz", "head": "linear", "trainer.precision": "32-true",
+              "backbone.name": "res16unet34c", "optim.lr": lr, "optim.head_lr": head_lr, "optim.epochs": epochs,
+              "trainer.batch_size": batch, "optim.base_batch": batch, "data.train_split": split,
+              "augment.scale": None}
+    cell = {k: (v, src) for k, v in values.items()}
+    no_crop = "valeoai/SLidR downstream/dataloader_nuscenes.py: every point voxelised, no range crop"
+    cell["backbone.options.range_min"] = ([0.0, -180.0, -25.6], no_crop)  # wider than any return
+    cell["backbone.options.range_max"] = ([204.8, 180.0, 25.6], no_crop)
+    bn = "valeoai/SLidR config/semseg_nuscenes.yaml bn_momentum (model/res16unet.py: not in BasicBlocks)"
+    cell["backbone.options.bn_momentum"] = (0.02, bn)
+    cell["backbone.options.block_bn_momentum"] = (0.1, bn)
+    return cell
+
+
+def also(p: float, epochs: int) -> Cell:
+    split = "parametrizing" if p == 100 else f"parametrizing@{p:g}%-scenes"
+    values = {"optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.01, "optim.decay_all": True,
+              "optim.schedule": "epoch", "optim.min_lr": 0.0, "optim.warmup_epochs": 0, "optim.loss": "ce",
+              "optim.epochs": epochs, "trainer.batch_size": 8, "optim.base_batch": 8, "data.train_split": split,
+              "data.val_split": "val", "backbone.name": "minkunet34", "trainer.precision": "32-true",
+              "backbone.options.range_min": [-102.4, -102.4, -25.6], "backbone.options.range_max": [102.4, 102.4, 25.6],
+              "backbone.options.intensity_std": 255.0}  # no crop; intensity / 255
+    return {k: (v, ALSO) for k, v in values.items()}
+
+
+def scalr(kind: str, epochs: int, warmup: int, fov: int, grid: int, layer_decay: float = 0.99,
+          split: str = "train", folder: str = "nuscenes") -> Cell:
+    probe = kind == "probe"
+    labels = "1p" if split != "train" else "100p"
+    src = SCALR.format(folder, "linprob" if probe else f"finetune_{labels}")
+    values = {"optim.optimizer": "adamw", "optim.lr": 1e-3 if probe else 2e-3, "optim.weight_decay": 3e-3 if probe else 0.0,
+              "optim.min_lr": 1e-5 if probe else 0.0, "optim.epochs": epochs, "optim.warmup_epochs": warmup,
+              "optim.layer_decay": 1.0 if probe else layer_decay, "optim.schedule": "iteration",
+              "optim.loss": "ce+lovasz", "trainer.batch_size": 8, "optim.base_batch": 8, "crop.max_points": 20000,
+              "head": "bn-linear", "backbone.options.drop_path": 0.0 if probe else 0.2,
+              "backbone.options.fov_max": [fov, fov, 8], "backbone.options.grid_shapes": [[grid, grid], [grid, 32], [grid, 32]],
+              "data.train_split": split, "augment.flip_axes": "one"}
+    return {k: (v, src) for k, v in values.items()}
+
+
+CELLS: dict[str, tuple[float, Cell]] = {
+    # SLidR README, 'Few-shot semantic segmentation' (Minkowski SR-UNet)
+    "slidr-res16unet34c-nuscenes-probe": (38.8, slidr(0.05, None, 100, 16, "train", SLIDR_NUS)),
+    "slidr-res16unet34c-nuscenes-finetune-1p": (38.3, slidr(0.02, 2.0, 100, 16, "train@1%-scenes", SLIDR_NUS)),
+    "slidr-res16unet34c-semantickitti-finetune-1p": (44.6, slidr(0.05, 2.0, 100, 10, "train@1%-frames", SLIDR_KI)),
+    "ppkt-res16unet34c-nuscenes-probe": (36.4, slidr(0.05, None, 100, 16, "train", SLIDR_NUS)),
+    "ppkt-res16unet34c-nuscenes-finetune-1p": (37.8, slidr(0.02, 2.0, 100, 16, "train@1%-scenes", SLIDR_NUS)),
+    "ppkt-res16unet34c-semantickitti-finetune-1p": (43.9, slidr(0.05, 2.0, 100, 10, "train@1%-frames", SLIDR_KI)),
+    "scratch-res16unet34c-nuscenes-probe": (8.1, slidr(0.05, None, 100, 16, "train", SLIDR_NUS)),
+    "scratch-res16unet34c-semantickitti-train-1p": (39.5, slidr(0.05, None, 100, 10, "train@1%-frames", SLIDR_KI)),
+    # ScaLR README (linear probing, finetuning 100 %) and scalr_plus README (finetuning 1 %)
+    "scalr-wi48x768-nuscenes-probe": (67.8, scalr("probe", 20, 2, 64, 256)),
+    "scalr-wi48x768-semantickitti-probe": (55.8, scalr("probe", 20, 2, 64, 256, folder="semantic_kitti")),
+    "scalr-wi48x768-pandar64-probe": (37.9, scalr("probe", 50, 2, 128, 512, folder="panda64")),
+    "scalr-wi48x768-pandargt-probe": (34.5, scalr("probe", 50, 2, 128, 512, folder="panda64")),  # no pandagt file
+    "scalr-wi48x768-nuscenes-finetune": (78.4, scalr("finetune", 25, 2, 64, 256)),
+    "scalr-wi48x768-semantickitti-finetune": (65.8, scalr("finetune", 10, 1, 64, 256, folder="semantic_kitti")),
+    "scalr-wi48x768-pandar64-finetune": (48.3, scalr("finetune", 25, 2, 128, 512, folder="panda64")),
+    "scalr-wi48x768-pandargt-finetune": (41.1, scalr("finetune", 25, 2, 96, 384, folder="pandagt")),
+    "scalr-wi48x768-nuscenes-finetune-1p": (50.7, scalr("finetune", 45, 4, 64, 256, 0.95, "train@1%-frames")),
+}
+# SLidR README, 'Semantic Segmentation on nuScenes' (label fractions)
+for _p, _scratch, _slidr in ((1, 30.3, 39.0), (5, 47.7, 52.2), (10, 56.6, 58.8), (25, 64.8, 66.2), (100, 74.2, 74.6)):
+    _split = "train" if _p == 100 else f"train@{_p}%-scenes"
+    CELLS[f"scratch-res16unet34c-nuscenes-train-{_p}p"] = (_scratch, slidr(0.05, None, 100, 16, _split, SLIDR_NUS))
+    CELLS[f"slidr-res16unet34c-nuscenes-finetune-{_p}p-fractions"] = (_slidr, slidr(0.02, 2.0, 100, 16, _split, SLIDR_NUS))
+# ST-SLidR README 'Results': 50 epochs, lr 0.02 / head 2.0 for finetuning and linear probing alike
+for _t, (_slp, _sft, _tlp, _tft) in {"moco": (38.08, 40.01, 40.56, 41.13), "swav": (38.96, 40.01, 40.36, 41.20),
+                                     "dino": (38.29, 39.86, 40.36, 41.07), "obow": (37.41, 39.51, 40.00, 40.87)}.items():
+    for _m, _lp, _ft in (("slidr", _slp, _sft), ("stslidr", _tlp, _tft)):
+        CELLS[f"stslidr-{_m}-{_t}-res16unet34c-nuscenes-probe"] = (_lp, slidr(0.02, 2.0, 50, 16, "train", STSLIDR))
+        CELLS[f"stslidr-{_m}-{_t}-res16unet34c-nuscenes-finetune-1p"] = (
+            _ft, slidr(0.02, 2.0, 50, 16, "train@1%-scenes", STSLIDR))
+# NCLR README, nuScenes table (MinkUNet34), under ALSO's downstream protocol
+for _m, _numbers in {"scratch": (21.6, 35.0, 57.3, 69.0, 71.2), "also": (26.2, 37.4, 59.0, 69.8, 71.8),
+                     "nclr": (26.6, 37.8, 59.5, 71.2, 72.7)}.items():
+    for _p, _tag, _epochs, _miou in zip((0.1, 1, 10, 50, 100), ("01p", "1p", "10p", "50p", "100p"),
+                                       (1000, 500, 100, 50, 30), _numbers):
+        _kind = "train" if _m == "scratch" else "finetune"
+        CELLS[f"{_m}-minkunet34-nuscenes-{_kind}-{_tag}"] = (_miou, also(_p, _epochs))
+# WaffleIron README (supervised baselines the ScaLR paper compares with)
+CELLS["seg-wi48x384-nuscenes"] = (77.6, {})
+CELLS["seg-wi48x256-semantickitti"] = (68.0, {})
+
+
+# the pretraining recipes the cells chain to
+_SLIDR_PRE = {"optim.optimizer": "sgd", "optim.lr": 0.5, "optim.momentum": 0.9, "optim.dampening": 0.1,
+              "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.schedule": "epoch", "optim.epochs": 50,
+              "trainer.precision": "32-true", "data.split": "parametrizing", "backbone.name": "res16unet34c",
+              "pairing.crop_size": [224, 416], "augment.drop_cuboid": 0.2, "backbone.options.bn_momentum": 0.05,
+              "backbone.options.block_bn_momentum": 0.1}
+PRETRAIN: dict[str, Cell] = {
+    "scalr-wi48x768-mixture": {k: (v, "valeoai/ScaLR configs/pretrain/WI_768_pretrain.yaml, datasets/*_for_scalr.py, "
+                                   "im_pc_dataset.py (LimitNumPoints)") for k, v in {
+        "optim.optimizer": "adamw", "optim.lr": 2e-3, "optim.weight_decay": 0.03, "optim.decay_all": True,
+        "optim.epochs": 25, "trainer.batch_size": 8, "optim.base_batch": 8, "crop.frustum": True,
+        "crop.max_points": 20000, "pairing.cameras": "one", "pairing.resize": [224, 448],
+        "teacher.name": "dinov2_vitl14", "backbone.name": "waffleiron_48_768", "optim.min_lr": 1e-5,
+        "augment.flip_axes": "one"}.items()},
+    "slidr-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/slidr_minkunet.yaml") for k, v in {
+        **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50_dilated"}.items()},
+    "ppkt-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/ppkt_nuscenes.yaml") for k, v in {
+        **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50"}.items()},
+    "stslidr-res16unet34c-nuscenes": {k: (v, "TRAILab/ST-SLidR config/pretrain/nuscenes/slidr/"
+                                          "stslidr_classbalance_moco.yaml") for k, v in {
+        **_SLIDR_PRE, "trainer.batch_size": 8, "trainer.devices": 2, "seed": 2022}.items()},
+    "also-minkunet34-nuscenes": {k: (v, "valeoai/ALSO also_selfsup/configs/cfg/nuscenes.yaml") for k, v in {
+        "optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 0.01, "optim.decay_all": True,
+        "optim.epochs": 200, "trainer.batch_size": 16, "data.split": "parametrizing",
+        "trainer.precision": "32-true", "backbone.name": "minkunet34"}.items()},
+    "nclr-minkunet34-nuscenes": {k: (v, "Eaphan/NCLR cfgs/pretrain_ns_minkunet.yaml, datasets.py") for k, v in {
+        "optim.optimizer": "adamw", "optim.lr": 1e-3, "optim.weight_decay": 1e-3, "optim.decay_all": True,
+        "optim.epochs": 50, "trainer.batch_size": 10, "data.split": "parametrizing", "pairing.resize": [224, 416],
+        "pairing.crop_size": None, "trainer.precision": "32-true", "backbone.name": "minkunet34"}.items()},
+}
+
+
+def _get(config: Any, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else getattr(value, part)
+    return [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def test_every_published_cell_has_a_recipe_resolving_to_the_original_protocol():
+    listed = {e.name: e for e in catalogue()}
+    drift = []
+    for name, (miou, cell) in CELLS.items():
+        if name not in listed:
+            drift.append(f"{name}: no such recipe")
+            continue
+        if listed[name].info.expected_miou != miou:
+            drift.append(f"{name}: recipe.expected_miou: ours {listed[name].info.expected_miou}, original {miou} (README)")
+        config = load_config(SegmentationConfig, name)
+        for key, (original, source) in cell.items():
+            ours = _get(config, key)
+            if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
+                drift.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+    assert not drift, "recipes drifted from the originals:\n" + "\n".join(drift)
+    for name, cell in PRETRAIN.items():
+        config = load_config(PretrainConfig, name)
+        for key, (original, source) in cell.items():
+            ours = _get(config, key)
+            if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
+                drift.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+    assert not drift, "recipes drifted from the originals:\n" + "\n".join(drift)
+    # and no recipe claims a number that is not in the table above
+    claimed = {e.name for e in catalogue() if e.info.expected_miou is not None}
+    assert claimed == set(CELLS)
+
+
+def test_downstream_recipes_name_an_existing_pretraining_recipe():
+    pretrain = {e.name for e in catalogue("pretrain")}
+    for e in catalogue():
+        if e.info.kind != "pretrain" and e.info.method != "scratch":
+            assert e.info.pretrain in pretrain, e.name
+            load_config(PretrainConfig, e.info.pretrain)
+
+
+def test_recipes_command_table_and_json(capsys):
+    assert main(["recipes", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert all(list(r) == list(COLUMNS) for r in rows)
+    assert {r["kind"] for r in rows} == {"pretrain", "probe", "finetune", "train"}
+    assert all(r["expected_miou"] is None or isinstance(r["expected_miou"], float) for r in rows)
+    assert all(r["labels"] is None or r["labels"].endswith("%") for r in rows)
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["slidr-res16unet34c-nuscenes-finetune-1p"] == {
+        "name": "slidr-res16unet34c-nuscenes-finetune-1p", "kind": "finetune", "method": "slidr",
+        "backbone": "res16unet34c", "dataset": "nuscenes", "labels": "1%",
+        "paper": "SLidR (CVPR'22), README 'Few-shot semantic segmentation'", "expected_miou": 38.3}
+    assert main(["recipes"]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split() == ["name", "kind", "method", "backbone", "dataset", "labels", "paper", "expected", "mIoU"]
+    line = next(t for t in table if t.startswith("nclr-minkunet34-nuscenes-finetune-1p "))
+    assert line.split()[1:6] == ["finetune", "nclr", "minkunet34", "nuscenes", "1%"] and line.endswith("37.8")
+
+
+@pytest.mark.parametrize("kind", ["probe", "finetune", "train", "pretrain"])
+def test_kind_help_lists_its_recipes(kind: str, capsys):
+    with pytest.raises(SystemExit):
+        main([kind, "--help"])
+    out = capsys.readouterr().out
+    names = [e.name for e in catalogue(kind)]
+    assert names and all(f"  {n}" in out for n in names)
+    assert not any(f"  {e.name} " in out for e in catalogue() if e.info.kind != kind)
+
+
+# --- the engine honours the protocols ------------------------------------------------------------------------------
+
+
+class _Trainer:
+    max_epochs, estimated_stepping_batches = 100, 700
+
+
+def _optimizer(name: str, mode: str, *overrides: str):
+    config = load_config(SegmentationConfig, name, list(overrides))
+    spec = create_backbone("minkunet18" if config.backbone.name != "waffleiron_48_768" else "waffleiron_4_32")
+    module = build_module(config, spec, SimpleNamespace(classes=("a", "b", "c"), ignore_index=255), mode)
+    type(module).trainer = property(lambda self: _Trainer())  # configure_optimizers reads epochs and steps
+    try:
+        return module, module.configure_optimizers()
+    finally:
+        del type(module).trainer
+
+
+def test_slidr_finetuning_runs_sgd_with_two_learning_rates_and_a_per_epoch_cosine():
+    module, opt = _optimizer("slidr-res16unet34c-nuscenes-finetune-1p", "finetune")
+    optimizer, scheduler = opt["optimizer"], opt["lr_scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and scheduler["interval"] == "epoch"
+    lrs = {round(g["lr"], 6) for g in optimizer.param_groups}
+    assert lrs == {0.02, 2.0}
+    head = {id(p) for p in module.head.parameters()}
+    for g in optimizer.param_groups:
+        assert g["momentum"] == 0.9 and g["dampening"] == 0.1 and g["weight_decay"] == 1e-4  # 1-D ones too
+        assert round(g["lr"], 6) == (2.0 if id(g["params"][0]) in head else 0.02)
+    assert isinstance(module.head, torch.nn.Linear)  # SLidR's 1x1 `final`, no BatchNorm
+    for _ in range(50):
+        optimizer.step()  # no gradients: parameters stay, the schedule advances as in training
+        scheduler["scheduler"].step()  # halfway through the 100 epochs: cosine at one half
+    assert {round(g["lr"], 6) for g in optimizer.param_groups} == {0.01, 1.0}
+
+
+def test_also_protocol_is_adamw_cross_entropy_only():
+    module, opt = _optimizer("also-minkunet34-nuscenes-finetune-1p", "finetune")
+    assert type(opt["optimizer"]) is torch.optim.AdamW and opt["lr_scheduler"]["interval"] == "epoch"
+    assert all(g["weight_decay"] == 0.01 for g in opt["optimizer"].param_groups)
+    logits, labels = torch.randn(6, 3), torch.tensor([0, 1, 2, 0, 1, 255])
+    expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=255)
+    assert torch.allclose(module._loss(logits, labels), expected)
+    assert module._loss(logits, torch.full((6,), 255)).item() == 0.0  # no labelled point: no NaN
+
+
+def test_scalr_protocol_keeps_its_shape():
+    module, opt = _optimizer("scalr-wi48x768-nuscenes-probe", "probe")
+    assert type(opt["optimizer"]) is torch.optim.AdamW and opt["lr_scheduler"]["interval"] == "step"
+    assert isinstance(module.head[0], torch.nn.BatchNorm1d) and not module.head[1].weight.any()
+
+
+# --- bad input ------------------------------------------------------------------------------------------------------
+
+
+def test_downstream_recipe_refuses_a_dataset_it_was_not_written_for(tiny_world: Path, tmp_path: Path, capsys):
+    code = main(["finetune", "slidr-res16unet34c-nuscenes-finetune-1p", f"data.root={tiny_world}",
+                 f"out={tmp_path / 'run'}", f"pretrained={tmp_path / 'w.safetensors'}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err == (f"lidarssl finetune: error: recipe slidr-res16unet34c-nuscenes-finetune-1p: data.root={tiny_world} "
+                   "is synthetic, but this recipe's protocol is written for nuscenes (recipe.dataset); write a recipe "
+                   "for synthetic (or drop the `recipe:` header)")
+
+
+def test_a_semantickitti_root_is_pointed_to_the_semantickitti_recipe(tmp_path: Path):
+    from lidarssl.recipes import check_recipe_dataset
+
+    info = load_config(SegmentationConfig, "slidr-res16unet34c-nuscenes-finetune-1p").recipe
+    with pytest.raises(ConfigError, match=r"^recipe slidr-res16unet34c-nuscenes-finetune-1p: data.root=K is "
+                       r"semantickitti, but this recipe's protocol is written for nuscenes \(recipe.dataset\); use "
+                       r"slidr-res16unet34c-semantickitti-finetune-1p$"):
+        check_recipe_dataset(info, "semantickitti", "K", info.where())
+
+
+def test_label_fraction_leaving_no_scan_names_recipe_key_and_fix(tiny_world: Path, tmp_path: Path):
+    config = load_config(SegmentationConfig, "scratch-res16unet34c-nuscenes-train-1p",
+                         [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "recipe.dataset=synthetic"])
+    with pytest.raises(DataError, match=r"^recipe scratch-res16unet34c-nuscenes-train-1p: "
+                       r"data.train_split=train@1%-scenes: split 'train@1%-scenes' of .*: every 100th scene of 2 "
+                       r"scenes keeps none; use 'train@1%-frames' or a larger fraction$"):
+        run_segmentation(config, "scratch")
+
+
+def test_protocol_option_the_backbone_cannot_honour():
+    # ScaLR's protocol sets WaffleIron grids and drop path; a MinkUNet has neither
+    config = load_config(SegmentationConfig, "scalr-wi48x768-nuscenes-probe", ["backbone.name=minkunet34"])
+    from lidarssl.downstream.train import segmentation_backbone
+
+    with pytest.raises(ConfigError, match=r"^recipe scalr-wi48x768-nuscenes-probe: backbone.name=minkunet34: backbone "
+                       r"'minkunet34' has no option \['drop_path', 'fov_max', 'fov_min', 'grid_shapes'\]; options: .*; "
+                       r"this recipe's protocol is written for waffleiron_48_768: keep "
+                       r"backbone.name=waffleiron_48_768 or override backbone.options=\{\}$"):
+        segmentation_backbone(config)
+
+
+# --- ScaLR's PandaSet members ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.real
+def test_pandargt_member_pairs_with_the_front_camera_only_and_sits_lower(real_root: Path, tmp_path: Path):
+    from lidarssl.data.formats import PandaSet
+
+    members = load_config(PretrainConfig, "scalr-wi48x768-mixture").data.mixture
+    gt = next(m for m in members if m.options.get("sensor") == "pandargt")
+    p64 = next(m for m in members if m.options.get("sensor") == "pandar64")
+    assert p64.options["z_shift"] == gt.options["z_shift"] == -1.6
+    plain = PandaSet(real_root / "pandaset", sensor="pandargt", cache_dir=tmp_path)[0]
+    scan = PandaSet(real_root / "pandaset", cache_dir=tmp_path, **gt.options)[0]
+    assert [c.name for c in scan.cameras] == ["front_camera"]
+    np.testing.assert_allclose(scan.points[:, 2], plain.points[:, 2] - 1.6, atol=1e-5)
+    np.testing.assert_allclose(scan.points[:, :2], plain.points[:, :2])
+
+
+def test_slidr_pretraining_decays_every_parameter_with_a_per_epoch_cosine():
+    from lidarssl.methods.pretrain import build_method
+
+    config = load_config(PretrainConfig, "slidr-res16unet34c-nuscenes", ["teacher.weights=null",
+                                                                         "backbone.name=minkunet_tiny"])
+    assert config.trainer.precision == "32-true" and config.optim.decay_all and config.optim.schedule == "epoch"
+    module, _, _ = build_method(config)
+    type(module).trainer = property(lambda self: _Trainer())
+    try:
+        opt = module.configure_optimizers()
+    finally:
+        del type(module).trainer
+    assert isinstance(opt["optimizer"], torch.optim.SGD) and opt["lr_scheduler"]["interval"] == "epoch"
+    assert all(g["weight_decay"] == 1e-4 for g in opt["optimizer"].param_groups)
+
+
+def test_slidr_batchnorm_momentum_skips_the_residual_blocks():
+    from lidarssl.models.sparse import nn as spnn
+
+    config = load_config(SegmentationConfig, "slidr-res16unet34c-nuscenes-finetune-1p")
+    spec = create_backbone("minkunet_tiny", bn_momentum=config.backbone.options["bn_momentum"],
+                           block_bn_momentum=config.backbone.options["block_bn_momentum"])
+    from lidarssl.models.backbones.minkunet import ResidualBlock
+
+    in_blocks = {id(bn) for block in spec.model.modules() if isinstance(block, ResidualBlock)
+                 for bn in block.modules() if isinstance(bn, spnn.BatchNorm)}
+    bns = [m for m in spec.model.modules() if isinstance(m, spnn.BatchNorm)]
+    assert in_blocks and {m.momentum for m in bns if id(m) in in_blocks} == {0.1}
+    assert {m.momentum for m in bns if id(m) not in in_blocks} == {0.02}  # stem, strided and transposed convs
+
+
+def test_drop_cuboids_draws_one_ratio_for_all_axes():
+    from lidarssl.data.transforms import drop_cuboid
+
+    grid = np.stack(np.meshgrid(*[np.linspace(0, 1, 21)] * 3, indexing="ij"), -1).reshape(-1, 3)
+    points = grid * [100.0, 50.0, 10.0]
+    for seed in range(20):
+        removed = points[~drop_cuboid(points, np.random.default_rng(seed), max_side=0.5)]
+        centre = np.random.default_rng(seed)
+        centre.uniform(0, 0.5)
+        c = points[centre.integers(len(points))]
+        if len(removed) < 8 or np.any(np.abs(c - 50 * np.array([1, 0.5, 0.1])) > [20, 10, 2]):
+            continue  # a cuboid clipped by the cloud's border says nothing of its sides
+        side = np.ptp(removed, 0) / [100.0, 50.0, 10.0]
+        assert np.ptp(side) <= 0.1 + 1e-9, side  # the same share of the extent on x, y and z (lattice step 0.05)
+
+
+def test_scalr_flip_mirrors_every_scan():
+    from lidarssl.data.transforms import PointAugment
+
+    rng = np.random.default_rng(0)
+    one = [np.linalg.det(PointAugment(flip_axes="one", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
+    anyf = [np.linalg.det(PointAugment(flip_axes="any", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
+    assert np.allclose(one, -1)  # ScaLR's FlipXY: x or y, never none or both
+    assert 50 < sum(d < 0 for d in anyf) < 150
+
+
+def test_slidr_shaped_protocol_trains_end_to_end(tiny_world: Path, tmp_path: Path, one_thread):
+    overrides = [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "data.num_workers=0", "trainer.batch_size=2",
+                 "trainer.progress_bar=false", "backbone.name=waffleiron_4_32",
+                 "backbone.options={fov_min: [-128, -128, -16], fov_max: [128, 128, 16]}", "optim.optimizer=sgd",
+                 "optim.lr=0.01", "optim.head_lr=0.05", "optim.base_batch=2", "head=linear", "optim.schedule=epoch",
+                 "optim.warmup_epochs=0", "optim.min_lr=0", "optim.loss=ce", "optim.decay_all=true",
+                 "optim.weight_decay=1e-4", "optim.epochs=2", "crop={max_points: 1000}"]  # the FOV holds the whole world;
+    # some crops hold only unlabelled points (a seed among the ego returns): they add no loss instead of NaN
+    result = run_segmentation(load_config(SegmentationConfig, None, overrides), "scratch")
+    assert 0 < result.miou <= 100
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    lr = [float(r.split(",")[rows[0].split(",").index("lr")]) for r in rows[1:]]
+    # metrics.csv logs the last group's (the head's, 0.05) rate at each epoch's end, after that epoch's step of a
+    # per-epoch cosine over 2 epochs: 0.05 * 0.5, then 0
+    assert lr == pytest.approx([0.025, 0.0])
