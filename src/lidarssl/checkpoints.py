@@ -20,7 +20,7 @@ from torch import nn
 from lidarssl.errors import CheckpointError
 from lidarssl.io import atomic_write
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "load_state_dict_strict"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_state_dict_strict", "check_backbone_options"]
 
 
 def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
@@ -73,3 +73,17 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"{source}: weights do not match the model; " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+def check_backbone_options(path: str | Path, meta: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Refuse weights built with other backbone options than ``options`` (a voxel size, a field of view), which
+    load without a shape error but mean something else. Files without stored options are not checked."""
+    stored = meta.get("options")
+    if stored is None:
+        return
+    ours = json.loads(json.dumps(dict(options)))
+    keys = sorted(k for k in stored.keys() | ours.keys() if stored.get(k) != ours.get(k))
+    if keys:
+        shown = ", ".join(f"{k}: {stored.get(k)!r} in the file, {ours.get(k)!r} here" for k in keys)
+        raise CheckpointError(f"{path}: weights built with other backbone options ({shown}); set the same "
+                              f"backbone.options as the run that wrote them")

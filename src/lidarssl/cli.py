@@ -58,7 +58,7 @@ def _segmentation(mode: str):
         if args.print_config:
             print(to_yaml(config), end="")
             return
-        result = run_segmentation(config, mode=mode, resume=args.resume)
+        result = run_segmentation(config, mode=mode, resume=args.resume, allow_config_change=args.allow_config_change)
         print(result.table)
         print(f"run directory: {result.out}")
 
@@ -73,7 +73,7 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     if args.print_config:
         print(to_yaml(config), end="")
         return
-    result = run_pretraining(config, resume=args.resume)
+    result = run_pretraining(config, resume=args.resume, allow_config_change=args.allow_config_change)
     print(f"pretrained {config.backbone.name} with {config.method.name}: last epoch loss {result.loss:.4f}")
     print(f"backbone weights: {result.backbone}  (lidarssl probe RECIPE pretrained={result.backbone})")
 
@@ -86,7 +86,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         evaluate_release_command(args.run, args.overrides)
         return
-    config = load_config(SegmentationConfig, args.run / "config.yaml", args.overrides)
+    stored = args.run / "config.yaml"
+    if not stored.is_file():
+        raise ConfigError(f"{args.run}: not a run folder (no config.yaml); pass the out= folder of a train, probe "
+                          "or finetune run")
+    import yaml
+
+    try:
+        kind = yaml.safe_load(stored.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{stored}: not valid YAML ({e})") from None
+    if isinstance(kind, dict) and "method" in kind:
+        raise ConfigError(f"{args.run} is a pretraining run ({kind['method'].get('name', '?')}), which has no "
+                          f"segmentation head to evaluate; probe its backbone instead: lidarssl probe "
+                          f"probe-wi-synthetic pretrained={args.run / 'backbone.safetensors'}")
+    # the folder given is the run, wherever it was moved since; its data.root is stored as an absolute path
+    config = load_config(SegmentationConfig, stored, [f"out={args.run}", *args.overrides])
     result = evaluate_run(config, args.checkpoint)
     print(result.table)
 
@@ -99,6 +114,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(dataset_summary(dataset, max_frames=args.max_frames))
     print(split_summary(args.dataset, format=args.format))
     if args.overlay is not None:
+        if not -len(dataset) <= args.frame < len(dataset):
+            raise DataError(f"--frame {args.frame}: {args.dataset} has {len(dataset)} frames in this split "
+                            f"(indexes 0 to {len(dataset) - 1})")
         scan = dataset[args.frame]
         path = save_overlay(scan, args.overlay, camera=args.camera, class_names=dataset.class_map.classes)
         print(f"overlay of frame {scan.frame_id} saved to {path}")
@@ -246,6 +264,12 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, e.g. frames=20")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
+    def resume_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--resume", action="store_true", help="continue the run in `out` from its last readable "
+                       "checkpoint (same config required)")
+        p.add_argument("--allow-config-change", action="store_true", help="with --resume: continue even though the "
+                       "config differs from the run's config.yaml (the differing keys are listed)")
+
     gen = sub.add_parser("generate", help="write a synthetic driving world to disk",
                          description="Write a synthetic driving world (lidar, cameras, labels) in the native layout. "
                          f"Keys: {', '.join(GenerateConfig.model_fields)}.")
@@ -261,7 +285,7 @@ def _parser() -> argparse.ArgumentParser:
                            description=f"{helptext}. Keys: {', '.join(SegmentationConfig.model_fields)} "
                            "(nested: data.*, backbone.*, optim.*, trainer.*; see --print-config).")
         recipe_args(p)
-        p.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+        resume_args(p)
         p.set_defaults(func=_segmentation(mode))
 
     pre = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (PPKT, SLidR, ST-SLidR, "
@@ -269,7 +293,7 @@ def _parser() -> argparse.ArgumentParser:
                          "backbone.safetensors for probe and finetune. Keys: "
                          f"{', '.join(PretrainConfig.model_fields)} (see --print-config).")
     recipe_args(pre)
-    pre.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+    resume_args(pre)
     pre.set_defaults(func=cmd_pretrain)
 
     ev = sub.add_parser("evaluate", help="score a run's checkpoint or an imported release on the val split, every "
@@ -335,6 +359,19 @@ def _split_recipe(args: argparse.Namespace) -> None:
         args.recipe = None
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of a lidarssl error on one line. torch re-raises an error of a DataLoader worker with a
+    message of "Caught X in DataLoader worker process N." plus the worker's traceback: show the worker's own
+    message first, then where it came from."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        where = text.splitlines()[0].removeprefix("Caught ").rstrip(".")
+        last = text.rstrip().splitlines()[-1]
+        own = last.split(": ", 1)[1] if ": " in last else last
+        return f"{own} ({where.split(' in ', 1)[-1]})"
+    return " ".join(text.split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lidarssl``; returns the process exit code."""
     parser = _parser()
@@ -353,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LidarSSLError as exc:
         if args.debug:
             raise
-        print(f"lidarssl {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lidarssl {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # output piped into `head` and cut short: not an error
         sys.stderr.close()

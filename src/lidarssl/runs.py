@@ -10,9 +10,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +31,17 @@ from lidarssl.config import TrainerConfig, to_yaml
 from lidarssl.data.loader import ScanSamples, build_loader
 from lidarssl.errors import CheckpointError
 from lidarssl.io import atomic_write
+from lidarssl.run_folder import (
+    RunLock,
+    absolute_paths,
+    check_accelerator,
+    check_resume_config,
+    make_run_folder,
+    resume_checkpoint,
+)
 
 __all__ = ["ScanData", "LabelledScanData", "write_run_info", "last_checkpoint", "check_fresh", "build_trainer",
-           "RNGState", "EpochCSV"]
+           "RNGState", "EpochCSV", "run_folder"]
 
 
 class ScanData(L.LightningDataModule):
@@ -71,7 +82,7 @@ def write_run_info(out: Path, config: BaseModel, seed: int) -> None:
     import lidarssl
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(config)))
+    atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(absolute_paths(config))))
     env = {
         "lidarssl": getattr(lidarssl, "__version__", "unknown"), "git_commit": _git_commit(), "seed": seed,
         "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
@@ -86,6 +97,28 @@ def last_checkpoint(out: Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{out}: no checkpoint to resume from (expected {path}); start the run without --resume")
     return path
+
+
+@contextmanager
+def run_folder(config: BaseModel, resume: bool, allow_config_change: bool = False) -> Iterator[Path | None]:
+    """Create and lock the run folder ``config.out`` for this process; yields the checkpoint to resume from
+    (``None`` for a new run). Other DDP ranks (``LOCAL_RANK`` > 0, started by rank 0) take no lock."""
+    check_accelerator(config.trainer.accelerator, config.trainer.devices)
+    out = make_run_folder(config.out)
+    primary = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    lock = RunLock(out) if primary else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        if resume:
+            check_resume_config(out, config, allow_config_change)
+            yield resume_checkpoint(out)
+        else:
+            check_fresh(out)
+            yield None
+    finally:
+        if lock is not None:
+            lock.__exit__()
 
 
 def check_fresh(out: Path) -> None:
@@ -173,11 +206,15 @@ class RankAgreement(L.Callback):
 
 def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     """A Trainer writing into run directory ``out``: per-epoch atomic checkpoints, CSV and TensorBoard logs."""
+    check_accelerator(cfg.accelerator, cfg.devices)
     gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and torch.cuda.is_available())
     precision = cfg.precision if cfg.precision != "auto" else ("16-mixed" if gpu else "32-true")
     distributed = cfg.devices * cfg.num_nodes > 1
+    # keep_last: keep the newest N epoch checkpoints (ranked by step), besides last.ckpt
+    keep = {"save_top_k": -1} if cfg.keep_last is None else {"save_top_k": cfg.keep_last, "monitor": "step",
+                                                               "mode": "max"}
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                 save_top_k=-1, every_n_epochs=1, save_last=True)
+                                 every_n_epochs=1, save_last=True, **keep)
     return L.Trainer(
         default_root_dir=out,
         max_epochs=epochs,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
@@ -184,5 +185,10 @@ def build_loader(samples: ScanSamples, batch_size: int, num_workers: int, traine
     over the ranks of ``trainer``, batched by :class:`ScanCollate`."""
     sampler = EpochSampler(len(samples), shuffle=samples.train, seed=samples.seed,
                            rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
-    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+    # The loader's own generator: each new iterator draws its workers' base seed from it. Drawn from torch's
+    # global generator instead, that draw would happen once per run with persistent workers but again on
+    # every resume, shifting the stream that dropout and drop path use: a resumed run would then differ from
+    # an uninterrupted one only when num_workers > 0. Samples are seeded by (seed, epoch, index) anyway.
+    generator = torch.Generator().manual_seed(samples.seed)
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=num_workers, generator=generator,
                       collate_fn=ScanCollate(samples.prep, samples.builders), persistent_workers=num_workers > 0)
