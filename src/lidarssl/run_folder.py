@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from lidarssl.errors import CheckpointError, ConfigError
 
-__all__ = ["RunLock", "check_accelerator", "make_run_folder", "absolute_paths", "check_resume_config", "read_checkpoint",
+__all__ = ["RunLock", "check_accelerator", "checkpoint_epoch", "make_run_folder", "absolute_paths", "check_resume_config", "read_checkpoint",
            "resume_checkpoint"]
 
 LOCK_NAME = "run.lock"
@@ -150,6 +150,13 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path}: not a lidarssl training checkpoint (no state_dict)")
     return state
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch (0-based) at whose end a training checkpoint was saved."""
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
 
 
 def resume_checkpoint(out: Path) -> Path:

@@ -36,6 +36,7 @@ from lidarssl.run_folder import (
     absolute_paths,
     check_accelerator,
     check_resume_config,
+    checkpoint_epoch,
     make_run_folder,
     resume_checkpoint,
 )
@@ -50,9 +51,14 @@ class ScanData(L.LightningDataModule):
     def __init__(self, train: ScanSamples, batch_size: int, num_workers: int) -> None:
         super().__init__()
         self.train, self.batch_size, self.num_workers = train, batch_size, num_workers
+        self.start_epoch = 0  # set by resume_from: the epoch a resumed run continues with
+
+    def resume_from(self, checkpoint: Path | None) -> None:
+        """Start the training sampler at the epoch after ``checkpoint`` (saved at an epoch's end)."""
+        self.start_epoch = 0 if checkpoint is None else checkpoint_epoch(checkpoint) + 1
 
     def train_dataloader(self) -> DataLoader:
-        return build_loader(self.train, self.batch_size, self.num_workers, self.trainer)
+        return build_loader(self.train, self.batch_size, self.num_workers, self.trainer, self.start_epoch)
 
 
 class LabelledScanData(ScanData):

@@ -158,12 +158,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
     wrapping around so every rank yields the same number of keys (DDP needs equal step counts).
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 start_epoch: int = 0) -> None:
         if size == 0:
             raise DataError("the dataset split is empty: nothing to sample")
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.epoch = start_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
@@ -180,11 +181,18 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter((int(i), self.epoch) for i in order[self.rank :: self.world_size])
 
 
-def build_loader(samples: ScanSamples, batch_size: int, num_workers: int, trainer: L.Trainer | None = None) -> DataLoader:
+def build_loader(samples: ScanSamples, batch_size: int, num_workers: int, trainer: L.Trainer | None = None,
+                 start_epoch: int = 0) -> DataLoader:
     """The DataLoader of ``samples``: shuffled by ``(seed, epoch)`` when they are training samples, sharded
-    over the ranks of ``trainer``, batched by :class:`ScanCollate`."""
+    over the ranks of ``trainer``, batched by :class:`ScanCollate`.
+
+    ``start_epoch`` is the epoch a resumed run continues with. It must be right before Lightning's ``set_epoch``:
+    a DataLoader with workers starts prefetching (iterating the sampler) as soon as its iterator exists, and on
+    resume Lightning creates it before calling ``set_epoch``; with epoch 0 there, the first resumed epoch would
+    replay epoch 0's order and augmentations (with ``num_workers=0`` the sampler is only read later)."""
     sampler = EpochSampler(len(samples), shuffle=samples.train, seed=samples.seed,
-                           rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
+                           rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
+                           start_epoch=start_epoch)
     # The loader's own generator: each new iterator draws its workers' base seed from it. Drawn from torch's
     # global generator instead, that draw would happen once per run with persistent workers but again on
     # every resume, shifting the stream that dropout and drop path use: a resumed run would then differ from

@@ -96,6 +96,7 @@ def _run_segmentation(config: SegmentationConfig, mode: Mode, ckpt: Path | None)
     trainer = build_trainer(out, o.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
+    data.resume_from(ckpt)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.is_global_zero:
         save_weights(out / "backbone.safetensors", spec.model.state_dict(),

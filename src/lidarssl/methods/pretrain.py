@@ -109,6 +109,7 @@ def _run_pretraining(config: PretrainConfig, ckpt: Path | None) -> PretrainResul
     trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
+    data.resume_from(ckpt)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     path = out / "backbone.safetensors"
     if trainer.is_global_zero:
