@@ -21,7 +21,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pydantic import BaseModel
@@ -210,9 +210,36 @@ class RankAgreement(L.Callback):
             raise RuntimeError(f"DDP ranks ended with different weights: checksums {gathered}")
 
 
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with epochs counted from 1 of the total (``Epoch 1/3``), as a user counts them."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
+def quiet_lightning() -> None:
+    """Silence what Lightning prints that asks nothing of the user: accelerator lines, tips, the stop notice
+    (its INFO logs), its "possible user" hints about tiny datasets and logging intervals, and the deprecation
+    warnings of its own internals. Errors and real warnings still show."""
+    import logging
+    import warnings
+
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
+    for message in (r".*isinstance\(treespec, LeafSpec\)", r"The number of training batches",
+                    r"Checkpoint directory .* exists and is not empty", r".*modules in eval mode",
+                    r".*does not have many workers"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     """A Trainer writing into run directory ``out``: per-epoch atomic checkpoints, CSV and TensorBoard logs."""
     check_accelerator(cfg.accelerator, cfg.devices)
+    quiet_lightning()
     gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and torch.cuda.is_available())
     precision = cfg.precision if cfg.precision != "auto" else ("16-mixed" if gpu else "32-true")
     distributed = cfg.devices * cfg.num_nodes > 1
@@ -232,7 +259,7 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
         accumulate_grad_batches=cfg.accumulate,
         sync_batchnorm=cfg.sync_batchnorm and distributed,
         callbacks=[checkpoint, RNGState(), EpochCSV(out / "metrics.csv"), RankAgreement(out / "ranks.json"),
-                   *(extra_callbacks or [])],
+                   *([EpochProgressBar()] if cfg.progress_bar else []), *(extra_callbacks or [])],
         logger=TensorBoardLogger(out, name="tensorboard", version=""),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg.log_every,

@@ -131,5 +131,5 @@ def evaluate_run(config: SegmentationConfig, checkpoint: Path | None = None) -> 
         raise CheckpointError(f"{ckpt}: does not match the run's model ({str(e).splitlines()[0][:200]}); "
                               "pass a checkpoint of this run") from None
     trainer = build_trainer(config.out / "eval", 1, config.trainer)
-    trainer.validate(module, datamodule=data)
+    trainer.validate(module, datamodule=data, verbose=False)  # the IoU table is printed once, by the caller
     return _finish(config.out / "eval", module, class_map.classes, trainer)
