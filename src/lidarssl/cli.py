@@ -467,6 +467,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"lidarssl {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        hint = {"train": "rerun with --resume to continue from the last finished epoch",
+                "probe": "rerun with --resume to continue from the last finished epoch",
+                "finetune": "rerun with --resume to continue from the last finished epoch",
+                "pretrain": "rerun with --resume to continue from the last finished epoch",
+                "prepare": "rerun the same command to continue where it stopped"}.get(args.command, "")
+        print(f"lidarssl {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and cut short: not an error
         sys.stderr.close()
     return 0

@@ -3,6 +3,7 @@ are static; these tests keep them equal to the registries, and check --version a
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -54,3 +55,25 @@ def test_command_help_lists_what_a_user_needs(command, names, capsys):
     out = "".join(capsys.readouterr().out.split())
     for name in names:
         assert name.replace(" ", "") in out, name
+
+
+def test_a_training_command_prints_no_library_noise(tiny_world, tmp_path):
+    args = [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "data.num_workers=0", "trainer.batch_size=2",
+            "trainer.progress_bar=false", "optim.epochs=1", "backbone.name=waffleiron_4_32",
+            "backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4]}"]
+    run = subprocess.run([sys.executable, "-m", "lidarssl.cli", "train", *args], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0 and run.stderr == ""
+    for noise in ("GPU available", "TPU", "Tip", "deprecated", "LitLogger"):
+        assert noise not in run.stdout
+    assert run.stdout.count("mIoU") == 1 and run.stdout.rstrip().endswith(f"run directory: {tmp_path / 'run'}")
+
+
+def test_ctrl_c_is_one_line_with_how_to_continue(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_segmentation", lambda mode: interrupted)
+    assert cli.main(["train", "out=x"]) == 130
+    assert capsys.readouterr().err == ("lidarssl train: interrupted; rerun with --resume to continue from the last "
+                                       "finished epoch\n")
