@@ -474,7 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "probe": "rerun with --resume to continue from the last finished epoch",
                 "finetune": "rerun with --resume to continue from the last finished epoch",
                 "pretrain": "rerun with --resume to continue from the last finished epoch",
-                "prepare": "rerun the same command to continue where it stopped"}.get(args.command, "")
+                "prepare": "rerun the same command to continue where it stopped",
+                "generate": "rerun the same command to continue where it stopped"}.get(args.command, "")
         print(f"lidarssl {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # output piped into `head` and cut short: not an error
