@@ -110,7 +110,7 @@ def write_dataset(
 
 
 #: Frames written so far by an unfinished ``write_dataset`` (removed once ``index.json`` is written).
-PROGRESS_NAME = ".generate-progress.json"
+PROGRESS_NAME = "generate-progress.json"
 
 
 def _files(entries: Any) -> list[str]:
