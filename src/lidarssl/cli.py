@@ -399,7 +399,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     targets = ", ".join(PREPARE_TARGETS)
     prep = sub.add_parser("prepare", help="index and check a dataset, or cache superpixels or teacher features",
                           description="Dataset targets build the frame index of every split and check that every "
-                          "file it refers to exists with a plausible size (exit code 2 when some do not). "
+                          "file it refers to exists with a plausible size and reads (points, images, label ids), listing problems by kind (exit code 2 when there are any). "
                           "`superpixels` caches SLIC maps of every camera image (preset=, cache=); `teacher-features` "
                           "caches a frozen teacher's features for a pretraining recipe (recipe=). All are resumable: "
                           f"rerun after an interruption. Targets: {targets}.")
