@@ -207,3 +207,23 @@ def test_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tiny_worl
             "checkpoint") in err
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 2 and state["global_step"] == 6
+
+
+def test_an_empty_scan_or_one_outside_the_field_of_view_names_its_frame():
+    import numpy as np
+
+    from lidarssl.data.loader import LabelBuilder, ScanSamples
+    from lidarssl.data.scan import Scan
+    from lidarssl.errors import DataError
+    from lidarssl.models.backbones import create_backbone
+
+    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    scans = [Scan(points=np.zeros((n, 3), np.float32) + 100, intensity=np.zeros(n, np.float32), source=f"/d/{n}.npz",
+                  dataset="synthetic", frame_id=f"000-{n}", labels=np.zeros(n, np.int64)) for n in (0, 5)]
+    samples = ScanSamples(scans, spec.prep, [LabelBuilder()], seed=0)
+    with pytest.raises(DataError, match=r"^/d/0.npz: frame 000-0 of synthetic has no points; restore the file or "
+                       r"leave the frame out of the split$"):
+        samples[(0, 0)]
+    with pytest.raises(DataError, match=r"^/d/5.npz: frame 000-5: no point of the scan \(5 points\) lies strictly "
+                       r"inside the field of view"):
+        samples[(1, 0)]

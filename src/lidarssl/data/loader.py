@@ -104,7 +104,13 @@ class ScanSamples(TorchDataset):
                 min_pairs = self.augment.drop_cuboid_min_pairs
                 if min_pairs == 0 or keeps_pairs(scan, keep, min_pairs):
                     subset = np.flatnonzero(keep)
-        sample = self.prep(points[subset], scan.intensity[subset], rng)
+        if len(subset) == 0:
+            raise DataError(f"{scan.source}: frame {scan.frame_id or index} of {scan.dataset or 'the dataset'} has no "
+                            "points; restore the file or leave the frame out of the split")
+        try:
+            sample = self.prep(points[subset], scan.intensity[subset], rng)
+        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
+            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
         kept = subset[sample["kept"]]
         sample["kept"] = kept
         row_of_point = np.full(len(points), -1, np.int64)
