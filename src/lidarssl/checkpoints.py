@@ -75,15 +75,20 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
     module.load_state_dict(state, strict=True)
 
 
+#: Backbone options that set the scale the weights were learned at; a different value loads without a shape error
+#: but means something else. (The field of view and intensity normalisation may legitimately change between
+#: pretraining and finetuning on another dataset.)
+RESOLUTION_OPTIONS = ("voxel_size",)
+
+
 def check_backbone_options(path: str | Path, meta: Mapping[str, Any], options: Mapping[str, Any]) -> None:
-    """Refuse weights built with other backbone options than ``options`` (a voxel size, a field of view), which
-    load without a shape error but mean something else. Files without stored options are not checked."""
-    stored = meta.get("options")
-    if stored is None:
-        return
+    """Refuse weights learned at another resolution (:data:`RESOLUTION_OPTIONS`) than ``options`` set, when both
+    the file's metadata and ``options`` set it. Files without stored options are not checked."""
+    stored = meta.get("options") or {}
     ours = json.loads(json.dumps(dict(options)))
-    keys = sorted(k for k in stored.keys() | ours.keys() if stored.get(k) != ours.get(k))
+    keys = [k for k in RESOLUTION_OPTIONS if k in stored and k in ours and stored[k] != ours[k]]
     if keys:
-        shown = ", ".join(f"{k}: {stored.get(k)!r} in the file, {ours.get(k)!r} here" for k in keys)
-        raise CheckpointError(f"{path}: weights built with other backbone options ({shown}); set the same "
-                              f"backbone.options as the run that wrote them")
+        shown = ", ".join(f"{k}: {stored[k]!r} in the file, {ours[k]!r} here" for k in keys)
+        raise CheckpointError(f"{path}: weights learned with other backbone options ({shown}); set "
+                              f"{', '.join(f'backbone.options.{k}={stored[k]}' for k in keys)} as in the run "
+                              "that wrote them")

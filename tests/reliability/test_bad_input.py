@@ -155,12 +155,16 @@ def test_resume_refuses_a_changed_config_naming_the_keys(run: Path, tiny_world: 
     assert _snapshot(run) == before
 
 
-def test_pretrained_weights_of_other_backbone_options(run: Path, tiny_world: Path, tmp_path: Path, capsys):
-    weights = run / "backbone.safetensors"
+def test_pretrained_weights_of_another_voxel_size(run: Path, tiny_world: Path, tmp_path: Path, capsys):
+    from lidarssl.checkpoints import load_weights, save_weights
+
+    state, meta = load_weights(run / "backbone.safetensors")
+    assert meta["options"] == {"fov_min": [-40, -40, -4], "fov_max": [40, 40, 4]}  # stored by the run
+    weights = save_weights(tmp_path / "w.safetensors", state, {**meta, "options": {**meta["options"], "voxel_size": 0.3}})
     other = ["backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4], voxel_size: 0.5}"]
     err = _error(capsys, ["probe", *_config(tiny_world, tmp_path / "p", f"pretrained={weights}", *other)])
-    assert err == (f"lidarssl probe: error: {weights}: weights built with other backbone options (voxel_size: None in "
-                   "the file, 0.5 here); set the same backbone.options as the run that wrote them")
+    assert err == (f"lidarssl probe: error: {weights}: weights learned with other backbone options (voxel_size: 0.3 "
+                   "in the file, 0.5 here); set backbone.options.voxel_size=0.3 as in the run that wrote them")
     assert not (tmp_path / "p" / "checkpoints").exists()
 
 
