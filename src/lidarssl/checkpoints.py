@@ -20,7 +20,7 @@ from torch import nn
 from lidarssl.errors import CheckpointError
 from lidarssl.io import atomic_write
 
-__all__ = ["save_weights", "load_weights", "read_metadata", "load_state_dict_strict"]
+__all__ = ["save_weights", "load_weights", "read_metadata", "load_state_dict_strict", "check_backbone_options"]
 
 
 def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
@@ -73,3 +73,22 @@ def load_state_dict_strict(module: nn.Module, state: Mapping[str, torch.Tensor],
                 parts.append(f"{label}: {shown}")
         raise CheckpointError(f"{source}: weights do not match the model; " + "; ".join(parts))
     module.load_state_dict(state, strict=True)
+
+
+#: Backbone options that set the scale the weights were learned at; a different value loads without a shape error
+#: but means something else. (The field of view and intensity normalisation may legitimately change between
+#: pretraining and finetuning on another dataset.)
+RESOLUTION_OPTIONS = ("voxel_size",)
+
+
+def check_backbone_options(path: str | Path, meta: Mapping[str, Any], options: Mapping[str, Any]) -> None:
+    """Refuse weights learned at another resolution (:data:`RESOLUTION_OPTIONS`) than ``options`` set, when both
+    the file's metadata and ``options`` set it. Files without stored options are not checked."""
+    stored = meta.get("options") or {}
+    ours = json.loads(json.dumps(dict(options)))
+    keys = [k for k in RESOLUTION_OPTIONS if k in stored and k in ours and stored[k] != ours[k]]
+    if keys:
+        shown = ", ".join(f"{k}: {stored[k]!r} in the file, {ours[k]!r} here" for k in keys)
+        raise CheckpointError(f"{path}: weights learned with other backbone options ({shown}); set "
+                              f"{', '.join(f'backbone.options.{k}={stored[k]}' for k in keys)} as in the run "
+                              "that wrote them")

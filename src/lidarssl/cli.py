@@ -12,14 +12,52 @@ import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, to_yaml
-from lidarssl.data.formats import READERS
-from lidarssl.data.prepare import PrepareJob
 from lidarssl.errors import ConfigError, DataError, LidarSSLError
-from lidarssl.methods.config import PretrainConfig
+
+if TYPE_CHECKING:
+    from lidarssl.config import GenerateConfig
+    from lidarssl.data.prepare import PrepareJob
 
 __all__ = ["main"]
+
+# `lidarssl --help` must answer in well under a second, so the parser is built from these names instead of
+# importing the registries (torch, Lightning); tests/reliability/test_cli_fast.py checks them against the registries.
+#: Dataset formats (lidarssl.data.formats.READERS), in detection order.
+FORMATS = ("synthetic", "nuscenes", "semanticposs", "semantickitti", "kitti", "pandaset", "kitti360", "once")
+#: Backbone presets (lidarssl.models.backbones.list_backbones()).
+BACKBONES = ("minkunet18", "minkunet18_sc", "minkunet34", "minkunet34_half", "minkunet_tiny", "res16unet34c",
+             "spvcnn", "spvcnn_half", "spvcnn_tiny", "voxelnet", "voxelnet_kitti", "voxelnet_tiny", "waffleiron",
+             "waffleiron_12_64", "waffleiron_48_256", "waffleiron_48_384", "waffleiron_48_768", "waffleiron_4_32")
+#: Pretraining methods (lidarssl.methods.base.list_methods()).
+METHODS = ("also", "nclr", "ppkt", "scalr", "slidr", "stslidr")
+#: Image teachers (lidarssl.models.teachers.base.list_teachers()).
+TEACHERS = ("dino_vitb16", "dino_vitb8", "dino_vits16", "dino_vits8", "dinov2_vitb14", "dinov2_vitg14",
+            "dinov2_vitl14", "dinov2_vits14", "resnet50", "resnet50_dilated")
+#: Commands whose parser comes from lidarssl.zoo.cli (imported only when one of them runs).
+ZOO_COMMANDS = {"import": "convert a seed release or checkpoint (ScaLR, WaffleIron, SLidR, ST-SLidR, ALSO, NCLR, "
+                          "OpenPCDet) into a lidarssl backbone folder",
+                "export": "export a backbone for OpenPCDet (--pretrained_model) or as a plain state dict"}
+
+
+def _recipes(prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Shipped recipe names (the YAML files of lidarssl/configs), read without importing the config code."""
+    from importlib import resources
+
+    names = sorted(p.name.removesuffix(".yaml") for p in resources.files("lidarssl.configs").iterdir()
+                   if p.name.endswith(".yaml"))
+    return [n for n in names if not prefixes or n.startswith(prefixes)]
+
+
+def _keys(schema: str) -> str:
+    from lidarssl import config
+
+    if schema == "pretrain":
+        from lidarssl.methods.config import PretrainConfig
+
+        return ", ".join(PretrainConfig.model_fields)
+    return ", ".join(getattr(config, schema).model_fields)
 
 
 def _generate(config: GenerateConfig, quiet: bool = False) -> Path:
@@ -42,6 +80,8 @@ def _generate(config: GenerateConfig, quiet: bool = False) -> Path:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    from lidarssl.config import GenerateConfig, load_config, to_yaml
+
     config = load_config(GenerateConfig, args.recipe, args.overrides)
     if args.print_config:
         print(to_yaml(config), end="")
@@ -52,13 +92,14 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 def _segmentation(mode: str):
     def run(args: argparse.Namespace) -> None:
+        from lidarssl.config import SegmentationConfig, load_config, to_yaml
         from lidarssl.downstream.train import run_segmentation
 
         config = load_config(SegmentationConfig, args.recipe, args.overrides)
         if args.print_config:
             print(to_yaml(config), end="")
             return
-        result = run_segmentation(config, mode=mode, resume=args.resume)
+        result = run_segmentation(config, mode=mode, resume=args.resume, allow_config_change=args.allow_config_change)
         print(result.table)
         print(f"run directory: {result.out}")
 
@@ -66,6 +107,7 @@ def _segmentation(mode: str):
 
 
 def cmd_pretrain(args: argparse.Namespace) -> None:
+    from lidarssl.config import load_config, to_yaml
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import run_pretraining
 
@@ -73,12 +115,13 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     if args.print_config:
         print(to_yaml(config), end="")
         return
-    result = run_pretraining(config, resume=args.resume)
+    result = run_pretraining(config, resume=args.resume, allow_config_change=args.allow_config_change)
     print(f"pretrained {config.backbone.name} with {config.method.name}: last epoch loss {result.loss:.4f}")
     print(f"backbone weights: {result.backbone}  (lidarssl probe RECIPE pretrained={result.backbone})")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
+    from lidarssl.config import SegmentationConfig, load_config
     from lidarssl.downstream.train import evaluate_run
 
     if (args.run / "import.json").is_file():  # a release folder written by `lidarssl import`
@@ -86,7 +129,22 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
         evaluate_release_command(args.run, args.overrides)
         return
-    config = load_config(SegmentationConfig, args.run / "config.yaml", args.overrides)
+    stored = args.run / "config.yaml"
+    if not stored.is_file():
+        raise ConfigError(f"{args.run}: not a run folder (no config.yaml); pass the out= folder of a train, probe "
+                          "or finetune run")
+    import yaml
+
+    try:
+        kind = yaml.safe_load(stored.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{stored}: not valid YAML ({e})") from None
+    if isinstance(kind, dict) and "method" in kind:
+        raise ConfigError(f"{args.run} is a pretraining run ({kind['method'].get('name', '?')}), which has no "
+                          f"segmentation head to evaluate; probe its backbone instead: lidarssl probe "
+                          f"probe-wi-synthetic pretrained={args.run / 'backbone.safetensors'}")
+    # the folder given is the run, wherever it was moved since; its data.root is stored as an absolute path
+    config = load_config(SegmentationConfig, stored, [f"out={args.run}", *args.overrides])
     result = evaluate_run(config, args.checkpoint)
     print(result.table)
 
@@ -117,6 +175,9 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(dataset_summary(dataset, max_frames=args.max_frames))
     print(split_summary(args.dataset, format=args.format))
     if args.overlay is not None:
+        if not -len(dataset) <= args.frame < len(dataset):
+            raise DataError(f"--frame {args.frame}: {args.dataset} has {len(dataset)} frames in this split "
+                            f"(indexes 0 to {len(dataset) - 1})")
         scan = dataset[args.frame]
         path = save_overlay(scan, args.overlay, camera=args.camera, class_names=dataset.class_map.classes)
         print(f"overlay of frame {scan.frame_id} saved to {path}")
@@ -158,6 +219,8 @@ def _prepare_superpixels(job: PrepareJob) -> int:
 def _prepare_teacher_features(job: PrepareJob) -> int:
     """Frozen-teacher features of every camera image, for the pretraining recipe given as recipe=PATH (the
     recipe's data.teacher_cache, teacher and pairing.resize); further key=value options override the recipe."""
+    from lidarssl.config import load_config
+    from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import prepare_teacher_features
 
     options = dict(job.options)
@@ -175,7 +238,7 @@ def _prepare_teacher_features(job: PrepareJob) -> int:
 #: ``lidarssl prepare <target>``: every dataset format (and ``auto``), then the caches; each returns the number
 #: of problems found.
 PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
-    **{name: _prepare_dataset for name in ("auto", *READERS)},
+    **{name: _prepare_dataset for name in ("auto", *FORMATS)},
     "superpixels": _prepare_superpixels,
     "teacher-features": _prepare_teacher_features,
 }
@@ -190,6 +253,7 @@ def run_prepare(job: PrepareJob) -> int:
 
 def cmd_prepare(args: argparse.Namespace) -> None:
     from lidarssl.config import parse_overrides
+    from lidarssl.data.prepare import PrepareJob
 
     job = PrepareJob(target=args.target, root=args.root, split=args.split, workers=args.workers,
                      refresh=args.refresh, options=parse_overrides(args.options))
@@ -216,7 +280,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
     import torch
 
     from lidarssl.checkpoints import save_weights
+    from lidarssl.config import GenerateConfig, SegmentationConfig, load_config
     from lidarssl.downstream.train import run_segmentation
+    from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import prepare_teacher_features, run_pretraining
     from lidarssl.metrics import format_iou_table
     from lidarssl.models.backbones import create_backbone
@@ -241,7 +307,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         torch.manual_seed(pre.seed)
         spec = create_backbone(pre.backbone.name, **pre.backbone.options)
     random = save_weights(out / "random" / "backbone.safetensors", spec.model.state_dict(),
-                          {"backbone": spec.name, "backbone_options": pre.backbone.options})
+                          {"backbone": spec.name, "options": pre.backbone.options})
     results = {}
     for name, weights in (("pretrained", pretrained), ("random", random)):
         probe = load_config(SegmentationConfig, "probe-wi-synthetic", [
@@ -252,11 +318,31 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(format_iou_table({k: r.confusion for k, r in results.items()}, results["random"].classes))
 
 
-def _parser() -> argparse.ArgumentParser:
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lidarssl")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``lidarssl`` parser; only ``command``'s description (schema keys, recipe names) is filled in, since
+    listing schema keys imports the config code."""
+
+    def detail(name: str, text: Callable[[], str]) -> str | None:
+        return text() if name == command else None
+
     parser = argparse.ArgumentParser(
         prog="lidarssl",
-        description="Self-supervised pretraining of 3D lidar backbones, with linear probing and finetuning.",
+        description="Self-supervised pretraining of 3D lidar backbones, with linear probing and finetuning. "
+        f"{len(_recipes())} shipped recipes (`lidarssl recipes` lists them with the published number each reproduces). "
+        f"Backbones: {', '.join(BACKBONES)}. Methods: {', '.join(METHODS)}. "
+        f"Teachers: {', '.join(TEACHERS)}. Dataset formats: {', '.join(FORMATS)}. "
+        "`lidarssl COMMAND --help` lists each command's keys.",
     )
+    parser.add_argument("--version", action="version", version=f"lidarssl {_version()}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -265,32 +351,41 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, e.g. frames=20")
         p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
 
-    gen = sub.add_parser("generate", help="write a synthetic driving world to disk",
-                         description="Write a synthetic driving world (lidar, cameras, labels) in the native layout. "
-                         f"Keys: {', '.join(GenerateConfig.model_fields)}.")
+    def resume_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--resume", action="store_true", help="continue the run in `out` from its last readable "
+                       "checkpoint (same config required)")
+        p.add_argument("--allow-config-change", action="store_true", help="with --resume: continue even though the "
+                       "config differs from the run's config.yaml (the differing keys are listed)")
+
+    gen = sub.add_parser("generate", help="write a synthetic driving world to disk", description=detail(
+        "generate", lambda: "Write a synthetic driving world (lidar, cameras, labels) in the native layout. "
+        f"Keys: {_keys('GenerateConfig')}. Recipes: {', '.join(_recipes(('world-',)))}."))
     recipe_args(gen)
     gen.set_defaults(func=cmd_generate)
 
-    for command, mode, helptext in (
-        ("train", "scratch", "train a segmentation backbone and head from scratch"),
-        ("probe", "probe", "linear probing: train a head on a frozen pretrained backbone"),
-        ("finetune", "finetune", "finetune a pretrained backbone with a new head"),
+    for name, mode, helptext, prefix in (
+        ("train", "scratch", "train a segmentation backbone and head from scratch", "seg-"),
+        ("probe", "probe", "linear probing: train a head on a frozen pretrained backbone", "probe-"),
+        ("finetune", "finetune", "finetune a pretrained backbone with a new head", "finetune-"),
     ):
-        p = sub.add_parser(command, help=helptext, epilog=_recipes_of(command),
+        p = sub.add_parser(name, help=helptext, epilog=detail(name, lambda k=name: _recipes_of(k)),
                            formatter_class=argparse.RawDescriptionHelpFormatter,
-                           description=f"{helptext}. Keys: {', '.join(SegmentationConfig.model_fields)} "
-                           "(nested: data.*, backbone.*, optim.*, trainer.*; see --print-config).")
+                           description=detail(name, lambda h=helptext: (
+                               f"{h}. Keys: {_keys('SegmentationConfig')} (nested: data.*, backbone.*, optim.*, "
+                               f"trainer.*; see --print-config). Backbones: {', '.join(BACKBONES)}.")))
         recipe_args(p)
-        p.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+        resume_args(p)
         p.set_defaults(func=_segmentation(mode))
 
     pre = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (PPKT, SLidR, ST-SLidR, "
-                         "ScaLR, ALSO, NCLR)", description="Pretrain a backbone without labels; writes "
-                         "backbone.safetensors for probe and finetune. Keys: "
-                         f"{', '.join(PretrainConfig.model_fields)} (see --print-config).",
-                         epilog=_recipes_of("pretrain"), formatter_class=argparse.RawDescriptionHelpFormatter)
+                         "ScaLR, ALSO, NCLR)", formatter_class=argparse.RawDescriptionHelpFormatter,
+                         epilog=detail("pretrain", lambda: _recipes_of("pretrain")), description=detail("pretrain", lambda: (
+                             "Pretrain a backbone without labels; writes backbone.safetensors for probe and finetune. "
+                             f"Keys: {_keys('pretrain')} (see --print-config). Methods (method.name): "
+                             f"{', '.join(METHODS)}. Teachers (teacher.name): {', '.join(TEACHERS)}. Backbones: "
+                             f"{', '.join(BACKBONES)}.")))
     recipe_args(pre)
-    pre.add_argument("--resume", action="store_true", help="continue the run in `out` from its last checkpoint")
+    resume_args(pre)
     pre.set_defaults(func=cmd_pretrain)
 
     rec = sub.add_parser("recipes", help="the shipped recipes: which published cell each reproduces",
@@ -311,9 +406,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: the run's last.ckpt)")
     ev.set_defaults(func=cmd_evaluate)
 
-    from lidarssl.zoo.cli import add_zoo_commands
+    if command in ZOO_COMMANDS:
+        from lidarssl.zoo.cli import add_zoo_commands
 
-    add_zoo_commands(sub)
+        add_zoo_commands(sub)
+    else:
+        for name, helptext in ZOO_COMMANDS.items():
+            sub.add_parser(name, help=helptext)
 
     info = sub.add_parser("info", help="summarise a dataset: frames, points, classes, cameras")
     info.add_argument("dataset", type=Path, help="dataset root: synthetic, nuScenes, SemanticKITTI, SemanticPOSS, "
@@ -332,7 +431,7 @@ def _parser() -> argparse.ArgumentParser:
     targets = ", ".join(PREPARE_TARGETS)
     prep = sub.add_parser("prepare", help="index and check a dataset, or cache superpixels or teacher features",
                           description="Dataset targets build the frame index of every split and check that every "
-                          "file it refers to exists with a plausible size (exit code 2 when some do not). "
+                          "file it refers to exists with a plausible size and reads (points, images, label ids), listing problems by kind (exit code 2 when there are any). "
                           "`superpixels` caches SLIC maps of every camera image (preset=, cache=); `teacher-features` "
                           "caches a frozen teacher's features for a pretraining recipe (recipe=). All are resumable: "
                           f"rerun after an interruption. Targets: {targets}.")
@@ -370,9 +469,23 @@ def _split_recipe(args: argparse.Namespace) -> None:
         args.recipe = None
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of a lidarssl error on one line. torch re-raises an error of a DataLoader worker with a
+    message of "Caught X in DataLoader worker process N." plus the worker's traceback: show the worker's own
+    message first, then where it came from."""
+    text = str(exc)
+    if text.startswith("Caught ") and "Original Traceback" in text:
+        where = text.splitlines()[0].removeprefix("Caught ").rstrip(".")
+        last = text.rstrip().splitlines()[-1]
+        own = last.split(": ", 1)[1] if ": " in last else last
+        return f"{own} ({where.split(' in ', 1)[-1]})"
+    return " ".join(text.split("\n"))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``lidarssl``; returns the process exit code."""
-    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = _parser(next((a for a in argv if not a.startswith("-")), None))
     args, extra = parser.parse_known_args(argv)
     # key=value items after an option (`prepare x --root R a=b`): argparse stops collecting positionals at the
     # first option, so gather the rest here
@@ -388,8 +501,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LidarSSLError as exc:
         if args.debug:
             raise
-        print(f"lidarssl {args.command}: error: {exc}", file=sys.stderr)
+        print(f"lidarssl {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        hint = {"train": "rerun with --resume to continue from the last finished epoch",
+                "probe": "rerun with --resume to continue from the last finished epoch",
+                "finetune": "rerun with --resume to continue from the last finished epoch",
+                "pretrain": "rerun with --resume to continue from the last finished epoch",
+                "prepare": "rerun the same command to continue where it stopped",
+                "generate": "rerun the same command to continue where it stopped"}.get(args.command, "")
+        print(f"lidarssl {args.command}: interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # output piped into `head` and cut short: not an error
         sys.stderr.close()
     return 0

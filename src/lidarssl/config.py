@@ -100,6 +100,8 @@ class TrainerConfig(Schema):
     sync_batchnorm: bool = Field(False, description="synchronise BatchNorm statistics across processes (DDP)")
     progress_bar: bool = True
     log_every: int = Field(10, gt=0, description="log training metrics every this many steps")
+    keep_last: int | None = Field(None, ge=1, description="keep only the newest N epoch checkpoints besides "
+                                  "last.ckpt (null: keep every epoch's)")
 
 
 class AugmentConfig(Schema):
@@ -200,8 +202,22 @@ def _section(schema: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
     return schema
 
 
-def _explain(schema: type[BaseModel], err: ValidationError, where: str) -> ConfigError:
+def _in_tree(tree: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, dict) or str(part) not in node:
+            return False
+        node = node[str(part)]
+    return True
+
+
+def _explain(schema: type[BaseModel], err: ValidationError, where: str,
+             overrides: dict[str, Any] | None = None) -> ConfigError:
     lines = []
+    by_override = bool(overrides) and all(_in_tree(overrides, e["loc"][:1]) and _in_tree(overrides, e["loc"])
+                                          for e in err.errors())
+    if by_override:
+        where = "overrides"  # the recipe is not at fault: the keys come from key=value arguments
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"])
         if e["type"] == "extra_forbidden":
@@ -261,7 +277,7 @@ def load_config(schema: type[S], path: str | Path | None = None,
     try:
         return schema.model_validate(data)
     except ValidationError as err:
-        raise _explain(schema, err, where) from None
+        raise _explain(schema, err, where, tree) from None
 
 
 def to_yaml(config: BaseModel) -> str:

@@ -69,7 +69,7 @@ def load_backbone(weights: str | Path, backbone: str | None = None,
         weights: a ``.safetensors`` file written by lidarssl (``backbone.safetensors`` of a run).
         backbone: the preset the caller expects; an error when the file holds another one. Needed only for
             files whose metadata names no backbone.
-        options: preset options; by default those stored in the file's metadata (``backbone_options``), else
+        options: preset options; by default those stored in the file's metadata (``options``), else
             those of the run's ``config.yaml`` beside the file, else the preset's defaults.
 
     Returns:
@@ -89,7 +89,7 @@ def load_backbone(weights: str | Path, backbone: str | None = None,
     if name is None:
         raise CheckpointError(f"{path}: the metadata names no backbone; pass backbone=NAME (one of the registry)")
     if options is None:
-        options = meta.get("backbone_options")
+        options = meta.get("options")
     if options is None:
         options = _options_from_run(path, name) or {}
     with torch.random.fork_rng(devices=[]):  # initial weights are overwritten; leave the caller's stream alone

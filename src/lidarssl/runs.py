@@ -10,15 +10,18 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from pydantic import BaseModel
@@ -28,9 +31,18 @@ from lidarssl.config import TrainerConfig, to_yaml
 from lidarssl.data.loader import ScanSamples, build_loader
 from lidarssl.errors import CheckpointError
 from lidarssl.io import atomic_write
+from lidarssl.run_folder import (
+    RunLock,
+    absolute_paths,
+    check_accelerator,
+    check_resume_config,
+    checkpoint_epoch,
+    make_run_folder,
+    resume_checkpoint,
+)
 
 __all__ = ["ScanData", "LabelledScanData", "write_run_info", "last_checkpoint", "check_fresh", "build_trainer",
-           "RNGState", "EpochCSV"]
+           "RNGState", "EpochCSV", "run_folder"]
 
 
 class ScanData(L.LightningDataModule):
@@ -39,9 +51,14 @@ class ScanData(L.LightningDataModule):
     def __init__(self, train: ScanSamples, batch_size: int, num_workers: int) -> None:
         super().__init__()
         self.train, self.batch_size, self.num_workers = train, batch_size, num_workers
+        self.start_epoch = 0  # set by resume_from: the epoch a resumed run continues with
+
+    def resume_from(self, checkpoint: Path | None) -> None:
+        """Start the training sampler at the epoch after ``checkpoint`` (saved at an epoch's end)."""
+        self.start_epoch = 0 if checkpoint is None else checkpoint_epoch(checkpoint) + 1
 
     def train_dataloader(self) -> DataLoader:
-        return build_loader(self.train, self.batch_size, self.num_workers, self.trainer)
+        return build_loader(self.train, self.batch_size, self.num_workers, self.trainer, self.start_epoch)
 
 
 class LabelledScanData(ScanData):
@@ -71,7 +88,7 @@ def write_run_info(out: Path, config: BaseModel, seed: int) -> None:
     import lidarssl
 
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(config)))
+    atomic_write(out / "config.yaml", lambda tmp: Path(tmp).write_text(to_yaml(absolute_paths(config))))
     env = {
         "lidarssl": getattr(lidarssl, "__version__", "unknown"), "git_commit": _git_commit(), "seed": seed,
         "torch": torch.__version__, "lightning": lightning.__version__, "python": platform.python_version(),
@@ -86,6 +103,28 @@ def last_checkpoint(out: Path) -> Path:
     if not path.is_file():
         raise CheckpointError(f"{out}: no checkpoint to resume from (expected {path}); start the run without --resume")
     return path
+
+
+@contextmanager
+def run_folder(config: BaseModel, resume: bool, allow_config_change: bool = False) -> Iterator[Path | None]:
+    """Create and lock the run folder ``config.out`` for this process; yields the checkpoint to resume from
+    (``None`` for a new run). Other DDP ranks (``LOCAL_RANK`` > 0, started by rank 0) take no lock."""
+    check_accelerator(config.trainer.accelerator, config.trainer.devices)
+    out = make_run_folder(config.out)
+    primary = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
+    lock = RunLock(out) if primary else None
+    if lock is not None:
+        lock.__enter__()
+    try:
+        if resume:
+            check_resume_config(out, config, allow_config_change)
+            yield resume_checkpoint(out)
+        else:
+            check_fresh(out)
+            yield None
+    finally:
+        if lock is not None:
+            lock.__exit__()
 
 
 def check_fresh(out: Path) -> None:
@@ -171,13 +210,44 @@ class RankAgreement(L.Callback):
             raise RuntimeError(f"DDP ranks ended with different weights: checksums {gathered}")
 
 
+class EpochProgressBar(TQDMProgressBar):
+    """Lightning's progress bar with epochs counted from 1 of the total (``Epoch 1/3``), as a user counts them."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description(f"Epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+
+def quiet_lightning() -> None:
+    """Silence what Lightning prints that asks nothing of the user: accelerator lines, tips, the stop notice
+    (its INFO logs), its "possible user" hints about tiny datasets and logging intervals, and the deprecation
+    warnings of its own internals. Errors and real warnings still show."""
+    import logging
+    import warnings
+
+    from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=PossibleUserWarning)
+    for message in (r".*isinstance\(treespec, LeafSpec\)", r"The number of training batches",
+                    r"Checkpoint directory .* exists and is not empty", r".*modules in eval mode",
+                    r".*does not have many workers"):
+        warnings.filterwarnings("ignore", message=message)
+
+
 def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: list[L.Callback] | None = None) -> L.Trainer:
     """A Trainer writing into run directory ``out``: per-epoch atomic checkpoints, CSV and TensorBoard logs."""
+    check_accelerator(cfg.accelerator, cfg.devices)
+    quiet_lightning()
     gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and torch.cuda.is_available())
     precision = cfg.precision if cfg.precision != "auto" else ("16-mixed" if gpu else "32-true")
     distributed = cfg.devices * cfg.num_nodes > 1
+    # keep_last: keep the newest N epoch checkpoints (ranked by step), besides last.ckpt
+    keep = {"save_top_k": -1} if cfg.keep_last is None else {"save_top_k": cfg.keep_last, "monitor": "step",
+                                                               "mode": "max"}
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                 save_top_k=-1, every_n_epochs=1, save_last=True)
+                                 every_n_epochs=1, save_last=True, **keep)
     return L.Trainer(
         default_root_dir=out,
         max_epochs=epochs,
@@ -189,7 +259,7 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
         accumulate_grad_batches=cfg.accumulate,
         sync_batchnorm=cfg.sync_batchnorm and distributed,
         callbacks=[checkpoint, RNGState(), EpochCSV(out / "metrics.csv"), RankAgreement(out / "ranks.json"),
-                   *(extra_callbacks or [])],
+                   *([EpochProgressBar()] if cfg.progress_bar else []), *(extra_callbacks or [])],
         logger=TensorBoardLogger(out, name="tensorboard", version=""),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg.log_every,

@@ -37,7 +37,7 @@ def run(root: Path, *extra: str, target: str = "auto") -> tuple[int, list[str]]:
 
 def test_clean_dataset_indexes_every_split(kitti):
     problems, lines = run(kitti)
-    assert problems == 0 and lines[-1] == "all files present and of plausible size"
+    assert problems == 0 and lines[-1] == "all files present, of plausible size and readable"
     assert lines[0] == f"preparing semantickitti dataset {kitti}: splits train, val, test"
     assert any(line.startswith("  test: skipped (") for line in lines)
     progress = [line for line in lines if line.startswith("  train: checked")]
@@ -110,3 +110,25 @@ def test_errors_and_new_targets(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(PREPARE_TARGETS, "teacher-features", lambda job: seen.append(job) or 0)
     assert main(["prepare", "teacher-features", "model=dinov2", "--root", str(tmp_path), "--workers", "3"]) == 0
     assert seen[0].options == {"model": "dinov2"} and seen[0].workers == 3 and seen[0].split is None
+
+
+def test_prepare_opens_every_frame_file(kitti, tiny_world, tmp_path, capsys):
+    # out-of-map label ids pass a size check: prepare reads the labels and maps them
+    seq = kitti / "dataset" / "sequences" / "00"
+    np.full(5, 77, "<u4").tofile(seq / "labels" / "000002.label")
+    problems, lines = run(kitti)
+    assert problems == 1 and "  label ids outside the class map: 1" in lines
+    assert any("raw label ids [77] are not in the semantickitti class map" in line for line in lines)
+    # a half-size npz keeps a plausible size: prepare opens it
+    import json
+    import shutil
+
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    entry = json.loads((world / "index.json").read_text())["frames"][0]
+    path = world / entry["lidar"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert main(["prepare", "synthetic", "--root", str(world), "--workers", "2"]) == 2
+    out = capsys.readouterr().out
+    assert "  frame files that cannot be read (damaged or truncated): 1\n" in out
+    assert f"    {path}: unreadable npz (BadZipFile: File is not a zip file)" in out

@@ -29,7 +29,7 @@ def weights(seg_run: Path) -> Path:
 def _reference(weights: Path, scan) -> tuple[np.ndarray, np.ndarray]:
     """The backbone's output on the scan's kept points, computed here without lidarssl.features."""
     state, meta = load_weights(weights)
-    spec = create_backbone(meta["backbone"], **meta["backbone_options"])
+    spec = create_backbone(meta["backbone"], **meta["options"])
     spec.model.load_state_dict(state)
     spec.model.eval()
     sample = spec.prep(scan.points, scan.intensity, None)
@@ -61,7 +61,7 @@ def test_a_dataset_gives_one_array_per_frame(weights: Path, camera_world: Path):
 
 def test_options_come_from_the_metadata_else_from_the_runs_config(weights: Path, tmp_path: Path):
     state, meta = load_weights(weights)
-    assert meta["backbone_options"]["voxel_size"] == 0.4
+    assert meta["options"]["voxel_size"] == 0.4
     alone = tmp_path / "alone" / "w.safetensors"  # no config.yaml beside it: the metadata says
     alone.parent.mkdir()
     shutil.copy(weights, alone)

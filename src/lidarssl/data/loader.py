@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
@@ -111,7 +112,13 @@ class ScanSamples(TorchDataset):
                 min_pairs = self.augment.drop_cuboid_min_pairs
                 if min_pairs == 0 or keeps_pairs(scan, keep, min_pairs):
                     subset = subset[keep[subset]]
-        sample = self.prep(points[subset], scan.intensity[subset], rng)
+        if len(subset) == 0:
+            raise DataError(f"{scan.source}: frame {scan.frame_id or index} of {scan.dataset or 'the dataset'} has no "
+                            "points; restore the file or leave the frame out of the split")
+        try:
+            sample = self.prep(points[subset], scan.intensity[subset], rng)
+        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
+            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
         kept = subset[sample["kept"]]
         sample["kept"] = kept
         row_of_point = np.full(len(points), -1, np.int64)
@@ -165,12 +172,13 @@ class EpochSampler(Sampler[tuple[int, int]]):
     wrapping around so every rank yields the same number of keys (DDP needs equal step counts).
     """
 
-    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1) -> None:
+    def __init__(self, size: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1,
+                 start_epoch: int = 0) -> None:
         if size == 0:
             raise DataError("the dataset split is empty: nothing to sample")
         self.size, self.shuffle, self.seed = size, shuffle, seed
         self.rank, self.world_size = rank, world_size
-        self.epoch = 0
+        self.epoch = start_epoch
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning at the start of every epoch."""
@@ -187,10 +195,22 @@ class EpochSampler(Sampler[tuple[int, int]]):
         return iter((int(i), self.epoch) for i in order[self.rank :: self.world_size])
 
 
-def build_loader(samples: ScanSamples, batch_size: int, num_workers: int, trainer: L.Trainer | None = None) -> DataLoader:
+def build_loader(samples: ScanSamples, batch_size: int, num_workers: int, trainer: L.Trainer | None = None,
+                 start_epoch: int = 0) -> DataLoader:
     """The DataLoader of ``samples``: shuffled by ``(seed, epoch)`` when they are training samples, sharded
-    over the ranks of ``trainer``, batched by :class:`ScanCollate`."""
+    over the ranks of ``trainer``, batched by :class:`ScanCollate`.
+
+    ``start_epoch`` is the epoch a resumed run continues with. It must be right before Lightning's ``set_epoch``:
+    a DataLoader with workers starts prefetching (iterating the sampler) as soon as its iterator exists, and on
+    resume Lightning creates it before calling ``set_epoch``; with epoch 0 there, the first resumed epoch would
+    replay epoch 0's order and augmentations (with ``num_workers=0`` the sampler is only read later)."""
     sampler = EpochSampler(len(samples), shuffle=samples.train, seed=samples.seed,
-                           rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1)
-    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
+                           rank=trainer.global_rank if trainer else 0, world_size=trainer.world_size if trainer else 1,
+                           start_epoch=start_epoch)
+    # The loader's own generator: each new iterator draws its workers' base seed from it. Drawn from torch's
+    # global generator instead, that draw would happen once per run with persistent workers but again on
+    # every resume, shifting the stream that dropout and drop path use: a resumed run would then differ from
+    # an uninterrupted one only when num_workers > 0. Samples are seeded by (seed, epoch, index) anyway.
+    generator = torch.Generator().manual_seed(samples.seed)
+    return DataLoader(samples, batch_size=batch_size, sampler=sampler, num_workers=num_workers, generator=generator,
                       collate_fn=ScanCollate(samples.prep, samples.builders), persistent_workers=num_workers > 0)

@@ -7,7 +7,9 @@ number of problems found; the command exits with code 2 when there are any.
 For a dataset, every split is opened (readers cache their frame index, so this is what a training run would
 otherwise do first), then every file the index refers to is checked by size alone, which costs one ``stat`` per
 file: point files must be a whole number of points, label files must hold one label per point, images and
-other files must exist and not be empty. Progress is reported about every 10 %. The checked position is saved
+other files must exist and not be empty. Every frame that passes is then read as training reads it (points
+decompressed, images decoded, label ids mapped, one label per point), since a damaged file can keep a plausible
+size. Progress is reported about every 10 %. The checked position is saved
 beside the index after each tenth, so an interrupted run resumes where it stopped, and a finished check is not
 repeated until the index changes (``--refresh`` forces both again).
 """
@@ -258,7 +260,38 @@ def _check_frames(reader: Any, frames: list[int], positions: Iterable[int], pool
         if group is not None:
             problems.setdefault(group, []).append(str(c.path))
             bad.add(p)
+    # Sizes cannot tell a damaged file: read every other frame as training would (decompress the points, decode
+    # the images, map the label ids, check one label per point).
+    readable = [p for p in positions_of(todo) if p not in bad]
+    for p, found in zip(readable, pool.map(lambda q: read_problem(reader, frames[q]), readable)):
+        if found is not None:
+            group, where = found
+            problems.setdefault(group, []).append(where)
+            bad.add(p)
     return problems, sorted(bad)
+
+
+def positions_of(todo: list[tuple[int, FileCheck]]) -> list[int]:
+    return sorted({p for p, _ in todo})
+
+
+def read_problem(reader: Any, frame: int) -> tuple[str, str] | None:
+    """(problem group, file and reason) when frame ``frame`` of ``reader`` cannot be read as training reads it."""
+    try:
+        reader[frame]
+    except (DataError, OSError, ValueError, EOFError) as e:
+        message = str(e)
+        lower = message.lower()
+        if "label ids" in lower:
+            group = "label ids outside the class map"
+        elif "image" in lower or ".jpg" in lower or ".png" in lower:
+            group = "images that do not decode"
+        elif "labels" in lower or "label" in lower:
+            group = "label files that do not match their points"
+        else:
+            group = "frame files that cannot be read (damaged or truncated)"
+        return group, _first_clause(message.replace("\n", " "), 300)
+    return None
 
 
 def _merge(into: Problems, more: Problems) -> None:
@@ -355,7 +388,7 @@ def report_problems(problems: Problems, log: Callable[[str], None]) -> int:
     """Log problem files grouped with their count (a few examples each); return how many there are."""
     total = sum(len(files) for files in problems.values())
     if not total:
-        log("all files present and of plausible size")
+        log("all files present, of plausible size and readable")
         return 0
     log(f"{total} problem files:")
     for group, files in sorted(problems.items(), key=lambda kv: -len(kv[1])):

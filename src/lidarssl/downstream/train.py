@@ -9,7 +9,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 
-from lidarssl.checkpoints import load_state_dict_strict, load_weights, save_weights
+from lidarssl.checkpoints import check_backbone_options, load_state_dict_strict, load_weights, save_weights
 from lidarssl.config import SegmentationConfig
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.labels import ClassMap
@@ -21,11 +21,12 @@ from lidarssl.metrics import format_iou_table, iou_per_class, miou
 from lidarssl.models.backbones import BackboneSpec, create_backbone
 from lidarssl.optim import scaled_lr
 from lidarssl.recipes import check_recipe_dataset
+from lidarssl.run_folder import read_checkpoint
 from lidarssl.runs import (
     LabelledScanData,
     build_trainer,
-    check_fresh,
     last_checkpoint,
+    run_folder,
     write_run_info,
 )
 
@@ -82,7 +83,8 @@ class SegmentationResult:
     classes: tuple[str, ...]
 
 
-def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode, random_init: bool = False) -> None:
+def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode, options: dict,
+                     random_init: bool = False) -> None:
     if random_init and path is None:  # SLidR's "Random init." linear probing: a frozen random backbone
         return
     if mode == "scratch":
@@ -95,6 +97,7 @@ def _load_pretrained(spec: BackboneSpec, path: Path | None, mode: Mode, random_i
     if meta.get("backbone") not in (None, spec.name):
         raise CheckpointError(f"{path}: weights of backbone '{meta.get('backbone')}', but the recipe builds "
                               f"'{spec.name}'; set backbone.name={meta.get('backbone')}")
+    check_backbone_options(path, meta, options)
     load_state_dict_strict(spec.model, state, str(path))
 
 
@@ -111,30 +114,35 @@ def build_module(config: SegmentationConfig, spec: BackboneSpec, class_map: Clas
                               schedule=o.schedule, loss=o.loss)
 
 
-def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False) -> SegmentationResult:
+def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False,
+                     allow_config_change: bool = False) -> SegmentationResult:
     """Train (scratch), linear-probe or finetune a backbone on ``config.data`` and evaluate every epoch.
 
     The run directory ``config.out`` receives the config, logs, per-epoch checkpoints, the final
-    ``backbone.safetensors`` and ``metrics.json``.
+    ``backbone.safetensors`` and ``metrics.json``. The folder is locked for the run; ``resume`` continues
+    from its newest readable checkpoint, with the stored config unless ``allow_config_change``.
     """
+    with run_folder(config, resume, allow_config_change) as ckpt:
+        return _run_segmentation(config, mode, ckpt)
+
+
+def _run_segmentation(config: SegmentationConfig, mode: Mode, ckpt: Path | None) -> SegmentationResult:
     L.seed_everything(config.seed, workers=True, verbose=False)
     out = config.out
-    ckpt = last_checkpoint(out) if resume else None
-    if not resume:
-        check_fresh(out)
     _check_dataset(config)
     spec = segmentation_backbone(config)
-    _load_pretrained(spec, config.pretrained, mode,
+    _load_pretrained(spec, config.pretrained, mode, config.backbone.options,
                      random_init=mode == "probe" and config.recipe is not None and config.recipe.method == "scratch")
     data, class_map = segmentation_data(config, spec)
     module = build_module(config, spec, class_map, mode)
     trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
+    data.resume_from(ckpt)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     if trainer.is_global_zero:
         save_weights(out / "backbone.safetensors", spec.model.state_dict(),
-                     {"backbone": spec.name, "mode": mode, "backbone_options": config.backbone.options})
+                     {"backbone": spec.name, "options": config.backbone.options, "mode": mode})
     return _finish(out, module, class_map.classes, trainer)
 
 
@@ -155,9 +163,15 @@ def _finish(out: Path, module: SegmentationModule, class_names: tuple[str, ...],
 def evaluate_run(config: SegmentationConfig, checkpoint: Path | None = None) -> SegmentationResult:
     """Score a run's checkpoint (its ``last.ckpt`` by default) on the val split of ``config.data``."""
     ckpt = checkpoint or last_checkpoint(config.out)
+    read_checkpoint(ckpt)  # a one-line error for a missing or damaged file, before building anything
     spec = segmentation_backbone(config)
     data, class_map = segmentation_data(config, spec)
-    module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model, weights_only=True)
+    try:
+        module = SegmentationModule.load_from_checkpoint(ckpt, map_location="cpu", backbone=spec.model,
+                                                         weights_only=True)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt}: does not match the run's model ({str(e).splitlines()[0][:200]}); "
+                              "pass a checkpoint of this run") from None
     trainer = build_trainer(config.out / "eval", 1, config.trainer)
-    trainer.validate(module, datamodule=data)
+    trainer.validate(module, datamodule=data, verbose=False)  # the IoU table is printed once, by the caller
     return _finish(config.out / "eval", module, class_map.classes, trainer)

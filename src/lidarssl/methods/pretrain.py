@@ -28,8 +28,7 @@ from lidarssl.recipes import check_recipe_dataset
 from lidarssl.runs import (
     ScanData,
     build_trainer,
-    check_fresh,
-    last_checkpoint,
+    run_folder,
     write_run_info,
 )
 
@@ -93,14 +92,17 @@ def build_method(config: PretrainConfig) -> tuple[PretrainMethod, BackboneSpec, 
     return module, spec, cls.builders(config, options)
 
 
-def run_pretraining(config: PretrainConfig, resume: bool = False) -> PretrainResult:
+def run_pretraining(config: PretrainConfig, resume: bool = False, allow_config_change: bool = False) -> PretrainResult:
     """Pretrain ``config.backbone`` with ``config.method``; writes the run directory and ``backbone.safetensors``,
-    which ``lidarssl probe`` and ``lidarssl finetune`` load as ``pretrained=``."""
+    which ``lidarssl probe`` and ``lidarssl finetune`` load as ``pretrained=``. The folder is locked for the run;
+    ``resume`` continues from its newest readable checkpoint, with the stored config unless ``allow_config_change``."""
+    with run_folder(config, resume, allow_config_change) as ckpt:
+        return _run_pretraining(config, ckpt)
+
+
+def _run_pretraining(config: PretrainConfig, ckpt: Path | None) -> PretrainResult:
     L.seed_everything(config.seed, workers=True, verbose=False)
     out = config.out
-    ckpt = last_checkpoint(out) if resume else None
-    if not resume:
-        check_fresh(out)
     if config.recipe is not None and config.data.mixture is None:
         check_recipe_dataset(config.recipe, detect_format(Path(config.data.root)), config.data.root,
                              config.recipe.where())
@@ -111,12 +113,13 @@ def run_pretraining(config: PretrainConfig, resume: bool = False) -> PretrainRes
     trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
+    data.resume_from(ckpt)
     trainer.fit(module, datamodule=data, ckpt_path=ckpt)
     path = out / "backbone.safetensors"
     if trainer.is_global_zero:
-        save_weights(path, spec.model.state_dict(), {"backbone": spec.name, "method": config.method.name,
-                                                     "epochs": config.optim.epochs,
-                                                     "backbone_options": config.backbone.options})
+        save_weights(path, spec.model.state_dict(), {"backbone": spec.name, "options": config.backbone.options,
+                                                     "method": config.method.name,
+                                                     "epochs": config.optim.epochs})
     loss = trainer.callback_metrics.get("train/loss_epoch")
     return PretrainResult(out=out, backbone=path, loss=float(loss) if loss is not None else float("nan"))
 

@@ -120,10 +120,17 @@ class Generation:
         """A fresh world for ``sequence`` (the caller closes it)."""
         return SyntheticWorld(**{**self.generator_params, "seed": sequence.seed}, threads=self.threads)
 
-    def frames(self, progress: ProgressFn | None = None) -> Iterator[Frame]:
-        """Every frame in order; ``progress(done, total)`` runs once the consumer is done with a frame."""
+    def frames(self, progress: ProgressFn | None = None,
+               skip: Callable[[int, int], bool] | None = None) -> Iterator[Frame]:
+        """Every frame in order; ``progress(done, total)`` runs once the consumer is done with a frame.
+        Frames for which ``skip(sequence id, frame index)`` is true (already on disk) are not rendered."""
         done = 0
         for seq in self.sequences:
+            if skip is not None and all(skip(seq.id, i) for i in range(seq.num_frames)):
+                done += seq.num_frames
+                if progress is not None:
+                    progress(done, self.num_frames)
+                continue
             # sequence 0 of a given world is that world itself, unless its length changes
             same_length = self.per_sequence == self.params["num_frames"]
             reuse = isinstance(self.source, SyntheticWorld) and seq.id == 0 and same_length
@@ -132,6 +139,9 @@ class Generation:
             world.threads = self.threads
             try:
                 for i in range(seq.num_frames):
+                    if skip is not None and skip(seq.id, i):
+                        done += 1
+                        continue
                     yield Frame(seq, i, world, world.scan(i))
                     done += 1
                     if progress is not None:

@@ -293,7 +293,9 @@ def read_camera_image(path: Path, on_missing: MissingCamera, reduce: int = 1) ->
     if on_missing == "skip":
         warnings.warn(f"{path}: camera image not found; skipping this camera", stacklevel=3)
         return None
-    raise DataError(f"{path}: camera image not found (pass on_missing_camera='skip' to read the scan without it)")
+    raise DataError(f"{path}: camera image not found; restore it, or read scans without it: reader option "
+                    f"on_missing_camera=skip (a pretraining recipe's data.options, or "
+                    f"`lidarssl prepare FORMAT --root ROOT on_missing_camera=skip`)")
 
 
 def check_choice(name: str, value: str, choices: Iterable[str]) -> str:

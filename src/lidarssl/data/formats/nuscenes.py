@@ -410,7 +410,9 @@ class NuScenes(FrameReader):
             if self.on_missing_camera == "skip":
                 warnings.warn(f"{message}; skipping this camera", stacklevel=4)
                 return None
-            raise DataError(f"{message} (pass on_missing_camera='skip' to read the scan without it)")
+            raise DataError(f"{message}; restore it, or read scans without it: reader option "
+                            f"on_missing_camera=skip (a pretraining recipe's data.options, or "
+                            f"`lidarssl prepare FORMAT --root ROOT on_missing_camera=skip`)")
         path = self.root / entry["file"]
         image = read_camera_image(path, self.on_missing_camera, self.image_reduce)
         if image is None:

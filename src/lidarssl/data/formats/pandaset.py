@@ -13,8 +13,9 @@ Layout (one folder per sequence)::
                  annotations/semseg/classes.json   raw id -> name
                  meta/gps.json              per frame {lat, long, ...}
 
-The ``.pkl.gz`` files are the dataset's own format: pickled DataFrames, read with ``pandas.read_pickle``.
-Unpickling can run code, so read only PandaSet copies you trust; nothing else in lidarssl reads pickles.
+The ``.pkl.gz`` files are the dataset's own format: pickled DataFrames, read by a restricted unpickler
+(:mod:`lidarssl.data.formats._dataframe`) that builds DataFrames and refuses any other object, so a crafted
+file runs no code.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from lidarssl.data.formats._common import (
     require_file,
     translation,
 )
+from lidarssl.data.formats._dataframe import read_dataframe
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import DataError
@@ -72,16 +74,7 @@ def _read_json(path: Path, what: str) -> object:
 
 
 def _read_dataframe(path: Path, what: str) -> pd.DataFrame:
-    try:
-        import pandas as pd
-    except ImportError as e:
-        raise DataError(f"{path}: reading PandaSet needs pandas (its files are pickled DataFrames); "
-                        "install it with `pip install pandas`") from e
-    require_file(path, what)
-    try:
-        return pd.read_pickle(path)
-    except Exception as e:  # gzip, pickle and pandas each raise their own types for a damaged file
-        raise DataError(f"{path}: cannot read the {what} ({type(e).__name__}: {e})") from e
+    return read_dataframe(require_file(path, what), what)
 
 
 @dataclass(frozen=True)

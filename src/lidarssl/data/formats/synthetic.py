@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,7 +43,7 @@ import numpy as np
 from PIL import Image
 
 from lidarssl.data.labels import ClassMap, load_class_map
-from lidarssl.data.scan import CameraView, Scan
+from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
 
 __all__ = ["FORMAT", "VERSION", "SyntheticDataset", "frame_stem"]
@@ -133,8 +135,10 @@ class SyntheticDataset:
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise DataError(f"{path}: unreadable npz ({e}); regenerate the dataset") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:  # damaged or truncated
+            raise DataError(f"{path}: unreadable npz ({type(e).__name__}: {e}); the file is damaged or truncated: "
+                            f"regenerate the dataset with `lidarssl generate out={self.root} overwrite=true` "
+                            "and the options it was made with") from None
         need = ("points", "intensity", "ring", "raw_labels", "instance", "ego_pose", "sensor_origin", "timestamp",
                 "camera_names", "cam_K", "cam_lidar_to_cam", "cam_timestamp")
         for key in need:
@@ -152,6 +156,8 @@ class SyntheticDataset:
                     image = np.asarray(im.convert("RGB"))
             except OSError as e:
                 raise DataError(f"{img_path}: unreadable image ({e}); regenerate the dataset") from None
+            # calibration lives in the npz, not the image: name that file when it is not rigid
+            check_rigid(f"{path} (camera '{name}')", "cam_lidar_to_cam", data["cam_lidar_to_cam"][k])
             views.append(CameraView(
                 name=name, image=image, K=data["cam_K"][k], lidar_to_cam=data["cam_lidar_to_cam"][k],
                 timestamp=float(data["cam_timestamp"][k]), source=str(img_path),

@@ -72,7 +72,22 @@ def write_dataset(
     for name in gen.world0.camera_names:
         (root / "cameras" / name).mkdir(parents=True, exist_ok=True)
 
-    frames = [_write_frame(f, root, jpeg_quality) for f in gen.frames(progress)]
+    # Resumable: each written frame is recorded in a progress file; a rerun of the same plan keeps those frames,
+    # a rerun of another plan first deletes them (no orphans). The progress file goes once index.json exists.
+    progress_path = root / PROGRESS_NAME
+    plan = {"generator": gen.generator_params, "num_frames": num_frames, "frames_per_sequence": frames_per_sequence,
+            "val_fraction": val_fraction, "jpeg_quality": jpeg_quality}
+    plan = json.loads(json.dumps(plan))
+    written = _resume_progress(root, progress_path, plan)
+
+    def record(key: str, entry: dict[str, Any]) -> None:
+        written[key] = entry
+        with atomic_file(progress_path) as f:
+            f.write(json.dumps({"plan": plan, "frames": written}).encode())
+
+    for frame in gen.frames(progress, skip=lambda seq, i: f"{seq}/{i}" in written):
+        record(f"{frame.sequence.id}/{frame.index}", _write_frame(frame, root, jpeg_quality))
+    frames = [written[f"{seq.id}/{i}"] for seq in gen.sequences for i in range(seq.num_frames)]
     index = {
         "format": FORMAT,
         "version": VERSION,
@@ -90,7 +105,34 @@ def write_dataset(
         f.write(json.dumps(index, indent=1).encode())
         f.flush()
         os.fsync(f.fileno())
+    progress_path.unlink(missing_ok=True)
     return index_path
+
+
+#: Frames written so far by an unfinished ``write_dataset`` (removed once ``index.json`` is written).
+PROGRESS_NAME = "generate-progress.json"
+
+
+def _files(entries: Any) -> list[str]:
+    return [e["lidar"] for e in entries] + [p for e in entries for p in e["cameras"].values()]
+
+
+def _resume_progress(root: Path, path: Path, plan: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Frames an interrupted run of the same ``plan`` left complete on disk; frames of another plan are deleted."""
+    if not path.is_file():
+        return {}
+    try:
+        old = json.loads(path.read_text())
+        entries = dict(old["frames"])
+        same = old["plan"] == plan
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if same:
+        return {k: e for k, e in entries.items() if all((root / rel).is_file() for rel in _files([e]))}
+    for rel in _files(entries.values()):
+        (root / rel).unlink(missing_ok=True)
+    path.unlink()
+    return {}
 
 
 def _write_frame(frame: Frame, root: Path, quality: int) -> dict[str, Any]:

@@ -1,0 +1,233 @@
+"""The bad-input matrix: each case gives one line on stderr with the exact message, exit code 2, and leaves
+nothing lost or half-written (the run folder, the dataset and the checkpoints are as before)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from lidarssl.cli import main
+from lidarssl.config import to_yaml
+from lidarssl.methods.config import PretrainConfig
+from lidarssl.run_folder import RunLock
+
+BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4]}"]
+
+
+def _config(world: Path, out: Path, *extra: str) -> list[str]:
+    return [f"data.root={world}", f"out={out}", "data.num_workers=0", "trainer.batch_size=2",
+            "trainer.progress_bar=false", "optim.warmup_epochs=0.5", "optim.epochs=1", *BACKBONE, *extra]
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, float]]:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "run.lock"} if folder.exists() else {}
+
+
+def _error(capsys, argv: list[str]) -> str:
+    """The one stderr line of a failing command (exit code 2)."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.endswith("\n"), err
+    return err.rstrip("\n")
+
+
+@pytest.fixture(scope="module")
+def run(tiny_world: Path, tmp_path_factory) -> Path:
+    """A finished one-epoch segmentation run."""
+    out = tmp_path_factory.mktemp("bad") / "run"
+    assert main(["train", *_config(tiny_world, out)]) == 0
+    return out
+
+
+@pytest.fixture
+def world_copy(tiny_world: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "world"
+    shutil.copytree(tiny_world, copy)
+    return copy
+
+
+def _truncate_first_train_frame(world: Path) -> Path:
+    index = yaml.safe_load((world / "index.json").read_text())
+    entry = next(f for f in index["frames"] if f["split"] == "train")
+    path = world / entry["lidar"]
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def test_truncated_synthetic_npz(world_copy: Path, capsys):
+    path = _truncate_first_train_frame(world_copy)
+    before = _snapshot(world_copy)
+    err = _error(capsys, ["info", str(world_copy), "--split", "train"])
+    assert err == (f"lidarssl info: error: {path}: unreadable npz (BadZipFile: File is not a zip file); the file is "
+                   f"damaged or truncated: regenerate the dataset with `lidarssl generate out={world_copy} "
+                   "overwrite=true` and the options it was made with")
+    assert _snapshot(world_copy) == before
+
+
+def test_an_error_in_a_dataloader_worker_shows_its_own_message_first(world_copy: Path, tmp_path: Path, capsys):
+    path = _truncate_first_train_frame(world_copy)
+    out = tmp_path / "run"
+    err = _error(capsys, ["train", *_config(world_copy, out, "data.num_workers=1")])
+    assert err.startswith(f"lidarssl train: error: {path}: unreadable npz (BadZipFile: File is not a zip file)")
+    assert err.endswith("(DataLoader worker process 0)") and "Traceback" not in err
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_evaluate_with_a_missing_or_corrupt_checkpoint(run: Path, tmp_path: Path, capsys):
+    before = _snapshot(run)
+    missing = tmp_path / "nope.ckpt"
+    assert _error(capsys, ["evaluate", str(run), "--checkpoint", str(missing)]) == (
+        f"lidarssl evaluate: error: {missing}: checkpoint file not found")
+    corrupt = tmp_path / "bad.ckpt"
+    corrupt.write_bytes((run / "checkpoints" / "last.ckpt").read_bytes()[:1000])
+    assert _error(capsys, ["evaluate", str(run), "--checkpoint", str(corrupt)]) == (
+        f"lidarssl evaluate: error: {corrupt}: not a readable checkpoint, damaged or truncated (PytorchStreamReader "
+        "failed reading zip archive: failed finding central directory)")
+    assert _snapshot(run) == before
+
+
+def test_evaluate_on_a_pretraining_run(tmp_path: Path, capsys):
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "config.yaml").write_text(to_yaml(PretrainConfig()))
+    assert _error(capsys, ["evaluate", str(tmp_path / "pre")]) == (
+        f"lidarssl evaluate: error: {tmp_path / 'pre'} is a pretraining run (scalr), which has no segmentation head "
+        f"to evaluate; probe its backbone instead: lidarssl probe probe-wi-synthetic "
+        f"pretrained={tmp_path / 'pre' / 'backbone.safetensors'}")
+    assert _error(capsys, ["evaluate", str(tmp_path)]) == (
+        f"lidarssl evaluate: error: {tmp_path}: not a run folder (no config.yaml); pass the out= folder of a train, "
+        "probe or finetune run")
+
+
+def test_gpu_accelerator_on_a_machine_without_one(tiny_world: Path, tmp_path: Path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "run"
+    assert _error(capsys, ["train", *_config(tiny_world, out, "trainer.accelerator=gpu")]) == (
+        "lidarssl train: error: trainer.accelerator=gpu, but torch sees no CUDA GPU on this machine; "
+        "set trainer.accelerator=cpu (or auto)")
+    assert not out.exists()
+
+
+def test_info_frame_out_of_range(tiny_world: Path, tmp_path: Path, capsys):
+    assert main(["info", str(tiny_world), "--overlay", str(tmp_path / "o.png"), "--frame", "99"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"lidarssl info: error: --frame 99: {tiny_world} has 6 frames in this split (indexes 0 to 5)\n"
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_unwritable_out(tiny_world: Path, tmp_path: Path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _error(capsys, ["train", *_config(tiny_world, blocker / "run")]) == (
+        f"lidarssl train: error: out={blocker / 'run'}: cannot write the run folder there (Not a directory); "
+        "choose a writable folder with out=PATH")
+
+
+def test_override_errors_name_the_overrides_not_the_recipe(capsys):
+    err = _error(capsys, ["train", "seg-wi-synthetic", "optim.lrr=0.1", "--print-config"])
+    assert err.startswith("lidarssl train: error: overrides: unknown key 'optim.lrr'; valid keys here: ")
+    err = _error(capsys, ["train", "seg-wi-synthetic", "trainer.batch_size=zero", "--print-config"])
+    assert err.startswith("lidarssl train: error: overrides: key 'trainer.batch_size': ")
+
+
+def test_a_second_writer_is_refused_naming_the_holder(run: Path, tiny_world: Path, capsys):
+    before = _snapshot(run)
+    with RunLock(run):
+        err = _error(capsys, ["train", "--resume", *_config(tiny_world, run)])
+    assert err.startswith(f"lidarssl train: error: {run}: another lidarssl run is writing this folder (pid {os.getpid()} on ")
+    assert err.endswith("); wait for it to finish or choose another out=")
+    assert _snapshot(run) == before
+
+
+def test_resume_refuses_a_changed_config_naming_the_keys(run: Path, tiny_world: Path, capsys):
+    before = _snapshot(run)
+    err = _error(capsys, ["train", "--resume", *_config(tiny_world, run, "optim.epochs=2", "optim.lr=0.5")])
+    assert err == (f"lidarssl train: error: {run}: --resume with a config that differs from {run / 'config.yaml'} in "
+                   "optim.epochs (1 -> 2), optim.lr (0.001 -> 0.5); resume with the same recipe and overrides, or add "
+                   "--allow-config-change to continue with the new values")
+    assert _snapshot(run) == before
+
+
+def test_pretrained_weights_of_another_voxel_size(run: Path, tiny_world: Path, tmp_path: Path, capsys):
+    from lidarssl.checkpoints import load_weights, save_weights
+
+    state, meta = load_weights(run / "backbone.safetensors")
+    assert meta["options"] == {"fov_min": [-40, -40, -4], "fov_max": [40, 40, 4]}  # stored by the run
+    weights = save_weights(tmp_path / "w.safetensors", state, {**meta, "options": {**meta["options"], "voxel_size": 0.3}})
+    other = ["backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4], voxel_size: 0.5}"]
+    err = _error(capsys, ["probe", *_config(tiny_world, tmp_path / "p", f"pretrained={weights}", *other)])
+    assert err == (f"lidarssl probe: error: {weights}: weights learned with other backbone options (voxel_size: 0.3 "
+                   "in the file, 0.5 here); set backbone.options.voxel_size=0.3 as in the run that wrote them")
+    assert not (tmp_path / "p" / "checkpoints").exists()
+
+
+def test_run_folder_has_absolute_paths_and_ordinary_permissions(run: Path, tiny_world: Path):
+    stored = yaml.safe_load((run / "config.yaml").read_text())
+    assert stored["data"]["root"] == str(tiny_world.absolute()) and stored["out"] == str(run.absolute())
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("config.yaml", "metrics.json", "backbone.safetensors", "checkpoints/last.ckpt"):
+        assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~mask, name
+
+
+def test_relative_paths_are_stored_absolute_and_evaluate_runs_from_elsewhere(tiny_world: Path, tmp_path: Path,
+                                                                              monkeypatch, capsys):
+    monkeypatch.chdir(tiny_world.parent)
+    assert main(["train", *_config(Path(tiny_world.name), Path("../rel-run-" + tmp_path.name))]) == 0
+    out = (tiny_world.parent / ".." / f"rel-run-{tmp_path.name}").resolve()
+    try:
+        stored = yaml.safe_load((out / "config.yaml").read_text())
+        assert Path(stored["data"]["root"]).is_absolute() and Path(stored["data"]["root"]).resolve() == tiny_world
+        moved = tmp_path / "moved"
+        shutil.move(out, moved)
+        monkeypatch.chdir(tmp_path)
+        capsys.readouterr()
+        assert main(["evaluate", str(moved)]) == 0
+        assert "mIoU" in capsys.readouterr().out and (moved / "eval" / "metrics.json").is_file()
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def test_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tiny_world: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", *_config(tiny_world, out, "optim.epochs=2", "trainer.keep_last=1")]) == 0
+    # keep_last=1: only the newest epoch checkpoint besides last.ckpt
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch001.ckpt", "last.ckpt"]
+    last = out / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    capsys.readouterr()
+    assert main(["train", "--resume", "--allow-config-change", *_config(tiny_world, out, "optim.epochs=3",
+                                                                         "trainer.keep_last=1")]) == 0
+    err = capsys.readouterr().err
+    assert (f"lidarssl: {last}: not a readable checkpoint, damaged or truncated (PytorchStreamReader failed reading "
+            "zip archive: failed finding central directory); resuming from epoch001.ckpt, the newest readable "
+            "checkpoint") in err
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 2 and state["global_step"] == 6
+
+
+def test_an_empty_scan_or_one_outside_the_field_of_view_names_its_frame():
+    import numpy as np
+
+    from lidarssl.data.loader import LabelBuilder, ScanSamples
+    from lidarssl.data.scan import Scan
+    from lidarssl.errors import DataError
+    from lidarssl.models.backbones import create_backbone
+
+    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    scans = [Scan(points=np.zeros((n, 3), np.float32) + 100, intensity=np.zeros(n, np.float32), source=f"/d/{n}.npz",
+                  dataset="synthetic", frame_id=f"000-{n}", labels=np.zeros(n, np.int64)) for n in (0, 5)]
+    samples = ScanSamples(scans, spec.prep, [LabelBuilder()], seed=0)
+    with pytest.raises(DataError, match=r"^/d/0.npz: frame 000-0 of synthetic has no points; restore the file or "
+                       r"leave the frame out of the split$"):
+        samples[(0, 0)]
+    with pytest.raises(DataError, match=r"^/d/5.npz: frame 000-5: no point of the scan \(5 points\) lies strictly "
+                       r"inside the field of view"):
+        samples[(1, 0)]

@@ -1,0 +1,79 @@
+"""The command line starts fast: `lidarssl --help` imports neither torch nor Lightning, so the names it lists
+are static; these tests keep them equal to the registries, and check --version and each command's help."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import lidarssl
+from lidarssl import cli
+from lidarssl.config import list_recipes
+from lidarssl.data.formats import READERS
+from lidarssl.methods.base import list_methods
+from lidarssl.models.backbones import list_backbones
+from lidarssl.models.teachers.base import list_teachers
+
+
+def test_static_names_match_the_registries():
+    assert list(cli.FORMATS) == list(READERS)
+    assert list(cli.BACKBONES) == list_backbones()
+    assert list(cli.METHODS) == list_methods()
+    assert list(cli.TEACHERS) == list_teachers()
+    assert cli._recipes() == list_recipes()
+
+
+def test_help_imports_no_torch_and_lists_the_names():
+    code = ("import sys; from lidarssl.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'lightning', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "HEAVY []" in out
+    flat = "".join(out.split())  # argparse wraps lines at hyphens
+    for name in ("seg-wi-synthetic", "waffleiron_48_768", "stslidr", "dinov2_vits14", "pandaset"):
+        assert name.replace(" ", "") in flat
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"lidarssl {lidarssl.__version__}\n"
+
+
+@pytest.mark.parametrize(("command", "names"), [
+    ("pretrain", ["scalr-wi-synthetic", "Methods (method.name): also", "dino_vits8", "Keys: "]),
+    ("probe", ["probe-wi-synthetic", "waffleiron_4_32"]),
+    ("generate", ["world-nuscenes", "frames"]),
+    ("import", ["--origin"]),
+])
+def test_command_help_lists_what_a_user_needs(command, names, capsys):
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = "".join(capsys.readouterr().out.split())
+    for name in names:
+        assert name.replace(" ", "") in out, name
+
+
+def test_a_training_command_prints_no_library_noise(tiny_world, tmp_path):
+    args = [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "data.num_workers=0", "trainer.batch_size=2",
+            "trainer.progress_bar=false", "optim.epochs=1", "backbone.name=waffleiron_4_32",
+            "backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4]}"]
+    run = subprocess.run([sys.executable, "-m", "lidarssl.cli", "train", *args], capture_output=True, text=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0 and run.stderr == ""
+    for noise in ("GPU available", "TPU", "Tip", "deprecated", "LitLogger"):
+        assert noise not in run.stdout
+    assert run.stdout.count("mIoU") == 1 and run.stdout.rstrip().endswith(f"run directory: {tmp_path / 'run'}")
+
+
+def test_ctrl_c_is_one_line_with_how_to_continue(monkeypatch, capsys):
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_segmentation", lambda mode: interrupted)
+    assert cli.main(["train", "out=x"]) == 130
+    assert capsys.readouterr().err == ("lidarssl train: interrupted; rerun with --resume to continue from the last "
+                                       "finished epoch\n")
