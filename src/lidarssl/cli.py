@@ -154,12 +154,32 @@ def _prepare_teacher_features(job: PrepareJob) -> int:
     return 0
 
 
+def _prepare_teacher(job: PrepareJob) -> int:
+    """Train the semantic image teacher resnet18_semantic on a synthetic world's train split (options: out=FILE,
+    epochs=4, lr=0.002, batch_size=8, image_size=[112,224], seed=0)."""
+    from lidarssl.methods.semantic_teacher import TeacherTraining, train_semantic_teacher
+
+    options = dict(job.options)
+    out = Path(options.pop("out", "cache/teacher/resnet18_semantic.safetensors"))
+    known = TeacherTraining.__dataclass_fields__
+    if set(options) - set(known):
+        raise DataError(f"prepare teacher: unknown option(s) {sorted(set(options) - set(known))}; options: out, "
+                        f"{', '.join(known)}")
+    if "image_size" in options:
+        options["image_size"] = tuple(options["image_size"])
+    stats = train_semantic_teacher(job.root, out, TeacherTraining(**options), split=job.split or "train", log=job.log)
+    job.log(f"teacher weights: {out} (pixel accuracy {stats['pixel_accuracy']:.3f} on the train split); use them "
+            f"with teacher.name=resnet18_semantic teacher.weights={out}")
+    return 0
+
+
 #: ``lidarssl prepare <target>``: every dataset format (and ``auto``), then the caches; each returns the number
 #: of problems found.
 PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
     **{name: _prepare_dataset for name in ("auto", *READERS)},
     "superpixels": _prepare_superpixels,
     "teacher-features": _prepare_teacher_features,
+    "teacher": _prepare_teacher,
 }
 
 
