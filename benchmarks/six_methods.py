@@ -33,9 +33,9 @@ METHODS = ("ppkt", "slidr", "stslidr", "scalr", "also", "nclr")
 IMAGE_METHODS = ("ppkt", "slidr", "stslidr", "scalr")
 SPLIT = "train@10%-frames"
 #: the image methods' recipe on the synthetic world (their released recipes are for nuScenes and big nets)
-PAIRING = {"ppkt": ["pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.max_pairs=4096"],
-           "slidr": ["pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.superpixels=slic30_fast"],
-           "stslidr": ["pairing.crop_size=[64,112]", "method.options.superpixels=slic30_fast"],
+PAIRING = {"ppkt": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.max_pairs=4096"],
+           "slidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.superpixels=slic30_fast"],
+           "stslidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "method.options.superpixels=slic30_fast"],
            "scalr": []}
 TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
                  "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
@@ -46,8 +46,7 @@ def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args
               "trainer.progress_bar=false", *(TINY_BACKBONE if args.tiny else [])]
     if method in IMAGE_METHODS:
         extra = [f"method.name={method}", "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
-        if method == "scalr":
-            extra.append(f"data.teacher_cache={out.parent / 'cache'}")
+        extra.append(f"data.teacher_cache={out.parent / 'cache'}" if method == "scalr" else "data.teacher_cache=null")
         return [*common, *extra, *PAIRING[method]]
     if method == "nclr":
         return [*common, "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
@@ -63,12 +62,13 @@ def _pretext(out: Path) -> str:
     if not path.is_file():
         return "no metrics.csv"
     with path.open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if any(k.startswith("train/") and v for k, v in r.items())]
-    if not rows:
-        return "no train metrics"
-    keys = [k for k in rows[-1] if k.startswith("train/") and k.endswith("_epoch") and rows[-1][k]]
-    return ", ".join(f"{k.removeprefix('train/').removesuffix('_epoch')} {float(rows[0][k] or 'nan'):.3g} -> "
-                     f"{float(rows[-1][k]):.3g}" for k in keys)
+        rows = list(csv.DictReader(f))
+    keys = sorted({k for r in rows for k, v in r.items() if k.startswith("train/") and not k.endswith("_step") and v})
+    parts = []
+    for k in keys:
+        values = [float(r[k]) for r in rows if r.get(k)]
+        parts.append(f"{k.removeprefix('train/').removesuffix('_epoch')} {values[0]:.3g} -> {values[-1]:.3g}")
+    return ", ".join(parts) or "no train metrics"
 
 
 def main() -> None:
