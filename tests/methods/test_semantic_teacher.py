@@ -115,3 +115,13 @@ def test_bad_input_is_one_line(camera_world: Path, tiny_world: Path, tmp_path: P
 def test_real_data_has_no_class_images(real_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     err = _error(capsys, "--root", str(real_root / "semantic_kitti"), f"out={tmp_path / 't.safetensors'}")
     assert "a semantickitti dataset has no per-pixel class images; the teacher trains on a synthetic world" in err
+
+
+def test_demo_takes_teacher_overrides_and_the_random_variant(capsys: pytest.CaptureFixture):
+    from lidarssl.cli import _demo_overrides, _parser
+
+    assert _demo_overrides(["teacher.epochs=2", "world.frames=4"])["teacher"] == ["epochs=2"]
+    assert _parser().parse_args(["demo"]).teacher == "trained"
+    assert _parser().parse_args(["demo", "--teacher", "random"]).teacher == "random"
+    assert main(["demo", "teachr.epochs=2"]) == 2
+    assert "must start with world., teacher., pretrain. or probe." in capsys.readouterr().err
