@@ -35,6 +35,7 @@ pair_view           (P,)                 int64     view of each pair
 pair_uv             (P, 2)               float32   pixel (column u, row v) of each pair in its view's image
 superpixels         (V, H, W)            int32     superpixel id per pixel, unique over the batch (SLidR)
 teacher_maps        (V, C, h, w)         float16   cached frozen-teacher features of each view (ScaLR)
+pixel_classes       (V, H, W)            uint8     class of each pixel, 16 unlabelled (oracle teacher; synthetic)
 row_xyz             (R, 3)               float32   augmented xyz of each row (NCLR's PnP, ALSO's decoder)
 **query fields** (ALSO: :class:`QueryFields`)
 -------------------------------------------------------------------------------------------------------------
@@ -97,6 +98,7 @@ class PairFields(TypedDict, total=False):
     pair_uv: torch.Tensor
     superpixels: torch.Tensor
     teacher_maps: torch.Tensor
+    pixel_classes: torch.Tensor
     row_xyz: torch.Tensor
 
 

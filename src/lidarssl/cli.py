@@ -235,12 +235,32 @@ def _prepare_teacher_features(job: PrepareJob) -> int:
     return 0
 
 
+def _prepare_teacher(job: PrepareJob) -> int:
+    """Train the semantic image teacher resnet18_semantic on a synthetic world's train split (options: out=FILE,
+    epochs=4, lr=0.002, batch_size=8, image_size=[112,224], seed=0)."""
+    from lidarssl.methods.semantic_teacher import TeacherTraining, train_semantic_teacher
+
+    options = dict(job.options)
+    out = Path(options.pop("out", "cache/teacher/resnet18_semantic.safetensors"))
+    known = TeacherTraining.__dataclass_fields__
+    if set(options) - set(known):
+        raise DataError(f"prepare teacher: unknown option(s) {sorted(set(options) - set(known))}; options: out, "
+                        f"{', '.join(known)}")
+    if "image_size" in options:
+        options["image_size"] = tuple(options["image_size"])
+    stats = train_semantic_teacher(job.root, out, TeacherTraining(**options), split=job.split or "train", log=job.log)
+    job.log(f"teacher weights: {out} (pixel accuracy {stats['pixel_accuracy']:.3f} on the train split); use them "
+            f"with teacher.name=resnet18_semantic teacher.weights={out}")
+    return 0
+
+
 #: ``lidarssl prepare <target>``: every dataset format (and ``auto``), then the caches; each returns the number
 #: of problems found.
 PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
     **{name: _prepare_dataset for name in ("auto", *FORMATS)},
     "superpixels": _prepare_superpixels,
     "teacher-features": _prepare_teacher_features,
+    "teacher": _prepare_teacher,
 }
 
 
@@ -265,12 +285,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 
 
 def _demo_overrides(items: list[str]) -> dict[str, list[str]]:
-    """Demo overrides by stage: ``world.frames=8``, ``pretrain.optim.epochs=2``, ``probe.optim.lr=0.02``."""
-    stages: dict[str, list[str]] = {"world": [], "pretrain": [], "probe": []}
+    """Demo overrides by stage: ``world.frames=8``, ``teacher.epochs=2``, ``pretrain.optim.epochs=2``,
+    ``probe.optim.lr=0.02``."""
+    stages: dict[str, list[str]] = {"world": [], "teacher": [], "pretrain": [], "probe": []}
     for item in items:
         stage, _, rest = item.partition(".")
         if stage not in stages or not rest:
-            raise ConfigError(f"demo override '{item}' must start with world., pretrain. or probe. "
+            raise ConfigError(f"demo override '{item}' must start with world., teacher., pretrain. or probe. "
                               "(e.g. pretrain.optim.epochs=2)")
         stages[stage].append(rest)
     return stages
@@ -280,26 +301,37 @@ def cmd_demo(args: argparse.Namespace) -> None:
     import torch
 
     from lidarssl.checkpoints import save_weights
-    from lidarssl.config import GenerateConfig, SegmentationConfig, load_config
+    from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, parse_overrides
     from lidarssl.downstream.train import run_segmentation
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import prepare_teacher_features, run_pretraining
+    from lidarssl.methods.semantic_teacher import TeacherTraining, train_semantic_teacher
     from lidarssl.metrics import format_iou_table
     from lidarssl.models.backbones import create_backbone
 
     stages = _demo_overrides(args.overrides)
     out = args.out
+    trained = args.teacher == "trained"
+    teacher_file = out / "teacher" / "resnet18_semantic.safetensors"
+    teacher_keys = ["teacher.name=resnet18_semantic", f"teacher.weights={teacher_file}"] if trained else []
     world = load_config(GenerateConfig, "world-nuscenes", [
         f"out={out / 'world'}", "frames=48", "frames_per_sequence=8", "val_fraction=0.17", "image_size=[320,180]",
         "overwrite=true", *stages["world"]])
     pre = load_config(PretrainConfig, "scalr-wi-synthetic", [
-        f"data.root={world.out}", f"out={out / 'pretrain'}", f"data.teacher_cache={out / 'cache'}", *stages["pretrain"]])
-    for run in ("pretrain", "probe-pretrained", "probe-random", "cache"):
+        f"data.root={world.out}", f"out={out / 'pretrain'}", f"data.teacher_cache={out / 'cache'}", *teacher_keys, *stages["pretrain"]])
+    recipe = TeacherTraining(**{"epochs": 3, **parse_overrides(stages["teacher"])})
+    for run in ("pretrain", "probe-pretrained", "probe-random", "cache", "teacher"):
         shutil.rmtree(out / run, ignore_errors=True)  # the demo always starts over
     print(f"1/4 generating a synthetic world of {world.frames} frames (lidar + 6 cameras) in {world.out}", flush=True)
     _generate(world)
-    print(f"2/4 caching the features of a frozen {pre.teacher.name} teacher (random weights: none can be "
-          "downloaded here)", flush=True)
+    if trained:
+        print(f"2/4 training the 2D teacher resnet18_semantic on the train split's images and class images "
+              f"({recipe.epochs} epochs; it stands in for DINOv2, whose weights cannot be downloaded here), "
+              "then caching its features", flush=True)
+        train_semantic_teacher(world.out, teacher_file, recipe, log=lambda line: print(f"    {line}", flush=True))
+    else:
+        print(f"2/4 caching the features of a frozen {pre.teacher.name} teacher (random weights: none can be "
+              "downloaded here)", flush=True)
     prepare_teacher_features(pre)
     print(f"3/4 pretraining {pre.backbone.name} by ScaLR-style distillation for {pre.optim.epochs} epochs", flush=True)
     pretrained = run_pretraining(pre).backbone
@@ -314,7 +346,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
             f"data.root={world.out}", f"out={out / f'probe-{name}'}", f"pretrained={weights}", *stages["probe"]])
         print(f"4/4 linear probing the {name} backbone for {probe.optim.epochs} epochs", flush=True)
         results[name] = run_segmentation(probe, mode="probe")
-    print(f"\nlinear probing on the synthetic world's val split, every point scored ({out}):")
+    print(f"\nlinear probing on the synthetic world's val split, every point scored, teacher "
+          f"{pre.teacher.name} ({'trained here' if trained else 'random'}) ({out}):")
     print(format_iou_table({k: r.confusion for k, r in results.items()}, results["random"].classes))
 
 
@@ -451,6 +484,9 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                           "by ScaLR-style distillation (recipe scalr-wi-synthetic), then linear-probe it and a "
                           "randomly initialised one (recipe probe-wi-synthetic) and print both IoU tables.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes")
+    demo.add_argument("--teacher", choices=("trained", "random"), default="trained",
+                      help="trained: train the small semantic 2D teacher resnet18_semantic on the world first "
+                      "(default); random: a randomly initialised DINOv2 ViT-S/14, as before")
     demo.add_argument("overrides", nargs="*", metavar="stage.key=value",
                       help="override a stage's recipe: world.frames=24, pretrain.optim.epochs=4, probe.optim.lr=0.02")
     demo.set_defaults(func=cmd_demo)

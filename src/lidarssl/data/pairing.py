@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -85,6 +86,7 @@ class PairedViews:
         view: (P,) int64 view of each pair.
         uv: (P, 2) float64 continuous pixel coordinates (u = column, v = row) in the augmented image.
         superpixels: (V, H, W) uint16 segment ids of the augmented images, when given.
+        classes: (V, H, W) uint8 per-pixel classes of the augmented images, when given (the oracle teacher).
     """
 
     names: list[str]
@@ -95,6 +97,7 @@ class PairedViews:
     view: np.ndarray
     uv: np.ndarray
     superpixels: np.ndarray | None = None
+    classes: np.ndarray | None = None
 
     @property
     def pixels(self) -> np.ndarray:
@@ -139,6 +142,7 @@ def pair_views(
     rng: np.random.Generator | None = None,
     superpixels: list[np.ndarray] | None = None,
     camera: int | None = None,
+    classes: list[np.ndarray] | None = None,
 ) -> PairedViews:
     """Pair the scan's points with pixels of its cameras and augment the images.
 
@@ -150,6 +154,7 @@ def pair_views(
             (the first camera when ``cameras: one``).
         superpixels: one (H, W) id map per camera of ``scan.cameras``, augmented with the images.
         camera: pair with this camera only (the one whose frustum an input crop kept), whatever ``cameras``.
+        classes: one (H, W) class map per camera of ``scan.cameras``, augmented with the images.
 
     Raises:
         DataError: the scan has no camera, or cameras of different sizes without crop or resize.
@@ -165,7 +170,7 @@ def pair_views(
         chosen = [camera]
     elif config.cameras == "one":
         chosen = [int(rng.integers(len(scan.cameras))) if rng is not None else 0]
-    names, images, Ks, extrinsics, points, views, uvs, sps = [], [], [], [], [], [], [], []
+    names, images, Ks, extrinsics, points, views, uvs, sps, cls = [], [], [], [], [], [], [], [], []
     for v, c in enumerate(chosen):
         cam = scan.cameras[c]
         proj = project(scan.points, cam.K, cam.lidar_to_cam, cam.hw, config.min_depth)
@@ -187,11 +192,13 @@ def pair_views(
         K = S @ cam.K
         image = _resample(cam.image, box, out_hw, nearest=False)
         sp = _resample(superpixels[c], box, out_hw, nearest=True) if superpixels is not None else None
+        cl = _resample(classes[c], box, out_hw, nearest=True) if classes is not None else None
         if rng is not None and config.flip > 0 and rng.uniform() < config.flip:
             uv[:, 0] = out_hw[1] - uv[:, 0]
             K = np.array([[-1, 0, out_hw[1]], [0, 1, 0], [0, 0, 1]]) @ K
             image = image[:, ::-1]
             sp = sp[:, ::-1] if sp is not None else None
+            cl = cl[:, ::-1] if cl is not None else None
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < out_hw[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < out_hw[0])
         names.append(cam.name)
         images.append(np.ascontiguousarray(image))
@@ -202,13 +209,16 @@ def pair_views(
         uvs.append(uv[inside])
         if sp is not None:
             sps.append(np.ascontiguousarray(sp))
+        if cl is not None:
+            cls.append(np.ascontiguousarray(cl))
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
         raise DataError(f"{scan.source}: cameras have different image sizes {sorted(sizes)}; set pairing.resize "
                         "or pairing.crop_size so the views can be batched")
     return PairedViews(names=names, images=np.stack(images), K=np.stack(Ks), lidar_to_cam=np.stack(extrinsics),
                        point=np.concatenate(points).astype(np.int64), view=np.concatenate(views),
-                       uv=np.concatenate(uvs), superpixels=np.stack(sps) if sps else None)
+                       uv=np.concatenate(uvs), superpixels=np.stack(sps) if sps else None,
+                       classes=np.stack(cls) if cls else None)
 
 
 def keeps_pairs(scan: Scan, keep: np.ndarray, min_pairs: int, min_depth: float = 1.0) -> bool:
@@ -227,7 +237,7 @@ class PairBuilder:
     Adds to each sample ``images`` (V, H, W, 3) uint8, ``K`` (V, 3, 3), ``lidar_to_cam`` (V, 4, 4) from the
     augmented points, ``pair_row`` (P,) feature row of each paired point (pairs of points the backbone dropped
     are left out), ``pair_view`` (P,) and ``pair_uv`` (P, 2); optionally ``superpixels`` (V, H, W) and
-    ``teacher_maps`` (V, C, h, w). In the batch, rows and views are offset to index the whole batch, and
+    ``teacher_maps`` (V, C, h, w) or ``pixel_classes`` (V, H, W). In the batch, rows and views are offset to index the whole batch, and
     ``view_batch`` (sum V,) says which scan each view belongs to.
 
     Args:
@@ -235,20 +245,25 @@ class PairBuilder:
         superpixels: a superpixel source with ``get(scan, camera_index) -> (H, W) uint16`` (cached or computed).
         teacher_cache: a teacher feature cache (:mod:`lidarssl.methods.teacher_cache`); only for images that are
             not randomly augmented (the cache holds the features of the deterministic image).
+        classes: a class-image source with ``get(scan, camera_index) -> (H, W) uint8`` (the oracle teacher's input).
     """
 
-    def __init__(self, config: PairingConfig, superpixels=None, teacher_cache=None) -> None:
+    def __init__(self, config: PairingConfig, superpixels=None, teacher_cache=None, classes=None) -> None:
         if teacher_cache is not None and config.augments_images:
             raise DataError("cached teacher features need deterministic images: set pairing.crop_size: null and "
                             "pairing.flip: 0, or compute teacher features online (no teacher cache)")
         self.config, self.superpixels, self.teacher_cache = config, superpixels, teacher_cache
+        self.classes = classes
 
     def __call__(self, view: AugmentedScan, rng: np.random.Generator | None) -> Sample:
         scan = view.scan
         sps = None
         if self.superpixels is not None:
             sps = [self.superpixels.get(scan, c) for c in range(len(scan.cameras))]
-        views = pair_views(scan, self.config, view.A, rng, superpixels=sps, camera=view.camera)
+        cls = None
+        if self.classes is not None:
+            cls = [self.classes.get(scan, c) for c in range(len(scan.cameras))]
+        views = pair_views(scan, self.config, view.A, rng, superpixels=sps, classes=cls, camera=view.camera)
         rows = view.row_of_point[views.point]
         keep = rows >= 0
         sample = {"images": views.images, "K": views.K.astype(np.float32),
@@ -256,6 +271,8 @@ class PairBuilder:
                   "pair_view": views.view[keep], "pair_uv": views.uv[keep].astype(np.float32)}
         if views.superpixels is not None:
             sample["superpixels"] = views.superpixels
+        if views.classes is not None:
+            sample["pixel_classes"] = views.classes.astype(np.uint8)
         if self.teacher_cache is not None:
             sample["teacher_maps"] = np.stack([self.teacher_cache.load_for(scan, name) for name in views.names])
         return sample
@@ -274,3 +291,36 @@ class PairBuilder:
             batch["superpixels"] = torch.from_numpy(np.concatenate([s["superpixels"] for s in samples]).astype(np.int32))
         if "teacher_maps" in samples[0]:
             batch["teacher_maps"] = torch.from_numpy(np.concatenate([s["teacher_maps"] for s in samples]))
+        if "pixel_classes" in samples[0]:
+            batch["pixel_classes"] = torch.from_numpy(np.concatenate([s["pixel_classes"] for s in samples]))
+
+
+class ClassImageSource:
+    """The per-pixel class images of a synthetic world's cameras, as training ids (the oracle teacher's input).
+
+    ``lidarssl generate`` writes ``class_images/<CAMERA>/<stem>.png`` beside ``cameras/<CAMERA>/<stem>.jpg``
+    (raw nuScenes-lidarseg ids, 255 = sky); :meth:`get` maps them to training ids, every unlabelled pixel (sky
+    included) to ``num_classes``. Real datasets have no such images.
+    """
+
+    def __init__(self) -> None:
+        from lidarssl.data.labels import load_class_map
+
+        self.class_map = load_class_map("nuscenes")
+        table = np.full(256, self.class_map.num_classes, np.uint8)
+        known = self.class_map.lookup_table
+        table[: len(known)] = np.where(known == self.class_map.ignore_index, self.class_map.num_classes, known)
+        self.table = table
+
+    def path(self, scan: Scan, camera: int) -> Path:
+        image = Path(scan.cameras[camera].source)
+        return image.parents[2] / "class_images" / image.parent.name / f"{image.stem}.png"
+
+    def get(self, scan: Scan, camera: int) -> np.ndarray:
+        path = self.path(scan, camera)
+        if scan.dataset != "synthetic" or not path.is_file():
+            raise DataError(f"{scan.source}: teacher 'oracle' needs the per-pixel class images of a synthetic world "
+                            f"written by `lidarssl generate` ({path} not found); real datasets have none: use an "
+                            "image network as teacher")
+        with Image.open(path) as im:
+            return self.table[np.asarray(im)]

@@ -7,10 +7,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lidarssl.batch import Batch
+from lidarssl.data.pairing import ClassImageSource
+from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head
 from lidarssl.models.teachers.base import Teacher
 
-__all__ = ["sample_maps", "PixelHead", "teacher_maps", "PointPixelMethod"]
+__all__ = ["sample_maps", "PixelHead", "teacher_maps", "class_images", "PointPixelMethod"]
 
 
 def sample_maps(maps: torch.Tensor, view: torch.Tensor, uv: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
@@ -41,7 +43,19 @@ def teacher_maps(teacher: Teacher, batch: Batch) -> torch.Tensor:
     batch carries them, else computed now (without gradients)."""
     if "teacher_maps" in batch:
         return batch["teacher_maps"].float()
+    if "pixel_classes" in batch:  # the oracle teacher of the known-answer tests
+        return teacher.embed(batch["pixel_classes"])
     return teacher(batch["images"].permute(0, 3, 1, 2))
+
+
+def class_images(config) -> ClassImageSource | None:
+    """The class-image source of the oracle teacher when the recipe asks for it (``teacher.name: oracle``)."""
+    if config.teacher is None or config.teacher.name != "oracle":
+        return None
+    if config.data.teacher_cache is not None:
+        raise ConfigError("teacher 'oracle' computes its features from class images during training: "
+                          "remove data.teacher_cache")
+    return ClassImageSource()
 
 
 class PixelHead(nn.Module):

@@ -46,7 +46,7 @@ from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import info_nce, sample_pairs
-from lidarssl.methods.image import sample_maps, teacher_maps
+from lidarssl.methods.image import class_images, sample_maps, teacher_maps
 from lidarssl.methods.pnp import rotation_error_deg, solve_pnp
 
 __all__ = ["NCLR", "NCLROptions", "NCLRPairBuilder", "point_overlap_labels", "pixel_overlap_labels",
@@ -232,7 +232,7 @@ class NCLR(PretrainMethod):
         if a.flip:
             raise ConfigError("nclr regresses rigid camera poses: set augment.flip: false (a mirrored point "
                               "cloud has no camera pose; image flips are pairing.flip)")
-        return [NCLRPairBuilder(config.pairing)]
+        return [NCLRPairBuilder(config.pairing, classes=class_images(config))]
 
     def grid_hw(self, image_hw: tuple[int, int], maps_hw: tuple[int, int]) -> tuple[int, int]:
         s = self.options.pixel_stride

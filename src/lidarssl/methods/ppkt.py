@@ -12,7 +12,7 @@ from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import gather_across_processes, ppkt_loss
-from lidarssl.methods.image import PointPixelMethod, sample_maps, teacher_maps
+from lidarssl.methods.image import PointPixelMethod, class_images, sample_maps, teacher_maps
 
 __all__ = ["PPKT"]
 
@@ -33,7 +33,7 @@ class PPKT(PointPixelMethod):
 
     @classmethod
     def builders(cls, config: PretrainConfig, options: Schema) -> list:
-        return [PairBuilder(config.pairing)]
+        return [PairBuilder(config.pairing, classes=class_images(config))]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options

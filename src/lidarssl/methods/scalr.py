@@ -10,7 +10,7 @@ from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import scalr_loss
-from lidarssl.methods.image import sample_maps, teacher_maps
+from lidarssl.methods.image import class_images, sample_maps, teacher_maps
 
 __all__ = ["ScaLR"]
 
@@ -37,7 +37,7 @@ class ScaLR(PretrainMethod):
     def builders(cls, config: PretrainConfig, options: Schema) -> list:
         from lidarssl.methods.pretrain import teacher_cache
 
-        return [PairBuilder(config.pairing, teacher_cache=teacher_cache(config))]
+        return [PairBuilder(config.pairing, teacher_cache=teacher_cache(config), classes=class_images(config))]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         k = self.head(self.backbone(batch)[batch["pair_row"]])

@@ -28,7 +28,7 @@ from lidarssl.methods.contrastive import (
     stslidr_loss,
     superpixel_pool,
 )
-from lidarssl.methods.image import PointPixelMethod, teacher_maps
+from lidarssl.methods.image import PointPixelMethod, class_images, teacher_maps
 
 __all__ = ["SLidR", "STSLidR", "SuperpixelSource"]
 
@@ -82,7 +82,8 @@ class SLidR(PointPixelMethod):
 
     @classmethod
     def builders(cls, config: PretrainConfig, options: Schema) -> list:
-        return [PairBuilder(config.pairing, superpixels=SuperpixelSource(options.superpixels, config.data.superpixel_cache))]
+        return [PairBuilder(config.pairing, superpixels=SuperpixelSource(options.superpixels, config.data.superpixel_cache),
+                            classes=class_images(config))]
 
     def _embeddings(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         k = F.normalize(self.head(self.backbone(batch)[batch["pair_row"]]), dim=1)

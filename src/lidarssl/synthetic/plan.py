@@ -55,12 +55,14 @@ class Sequence:
 
 @dataclass(frozen=True)
 class Frame:
-    """One generated frame: the scan, its index in its sequence, and the world that made it."""
+    """One generated frame: the scan, its index in its sequence, the world that made it, and per camera of the
+    scan its (H, W) uint8 image of raw class ids (255 = sky)."""
 
     sequence: Sequence
     index: int
     world: SyntheticWorld
     scan: Scan
+    class_images: tuple[np.ndarray, ...] = ()
 
 
 class Generation:
@@ -142,7 +144,8 @@ class Generation:
                     if skip is not None and skip(seq.id, i):
                         done += 1
                         continue
-                    yield Frame(seq, i, world, world.scan(i))
+                    scan, classes = world.scan_with_classes(i)
+                    yield Frame(seq, i, world, scan, tuple(classes))
                     done += 1
                     if progress is not None:
                         progress(done, self.num_frames)

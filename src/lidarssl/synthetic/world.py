@@ -276,6 +276,11 @@ class SyntheticWorld:
 
     def scan(self, i: int) -> Scan:
         """Frame ``i`` as a validated :class:`~lidarssl.data.scan.Scan` (labels included)."""
+        return self.scan_with_classes(i)[0]
+
+    def scan_with_classes(self, i: int) -> tuple[Scan, list[np.ndarray]]:
+        """Frame ``i`` and, per camera (in the scan's camera order), its (H, W) uint8 image of raw
+        nuScenes-lidarseg class ids, :data:`~lidarssl.synthetic.camera.SKY_CLASS` where the sky is seen."""
         i = self._check_index(i)
         # The sweep and the cameras are independent: with threads they run side by side.
         jobs: list[Any] = [None, *self.cameras]
@@ -293,7 +298,7 @@ class SyntheticWorld:
             for cam, r in zip(self.cameras, renders)
         ]
         source = f"synthetic:seed={self.seed}:frame={i}"
-        return Scan(
+        scan = Scan(
             points=sweep.points,
             intensity=sweep.intensity,
             source=source,
@@ -308,6 +313,7 @@ class SyntheticWorld:
             ego_pose=self.scene.map_to_global @ self.map_from_lidar(i),
             cameras=views,
         )
+        return scan, [r.raw_class for r in renders]
 
     def close(self) -> None:
         """Stop the render threads, if any."""

@@ -6,6 +6,8 @@ Layout under ``root``::
     lidar/<stem>.npz                one sweep: points, intensity, ring, raw labels, instance, poses,
                                     timestamps and the calibration of every camera
     cameras/<CAMERA>/<stem>.jpg     one JPEG (quality 95) per camera and frame
+    class_images/<CAMERA>/<stem>.png  per-pixel raw nuScenes-lidarseg class ids of that image (uint8 PNG,
+                                    255 = sky); worlds written before they existed have none
 
 ``<stem>`` is ``seed<seed>_<frame:06d>``. ``index.json`` holds the format name and version, the
 generator parameters (``SyntheticWorld(**generator)`` rebuilds a sequence), the base seed, the class
@@ -46,10 +48,12 @@ from lidarssl.data.labels import ClassMap, load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
 
-__all__ = ["FORMAT", "VERSION", "SyntheticDataset", "frame_stem"]
+__all__ = ["CLASS_IMAGES", "FORMAT", "VERSION", "SyntheticDataset", "frame_stem"]
 
 FORMAT = "lidarssl-synthetic"
 VERSION = 1
+#: Folder of the per-pixel class images.
+CLASS_IMAGES = "class_images"
 
 _HOW_TO_FIX = "create it with `lidarssl generate out={root}`"
 
@@ -124,6 +128,31 @@ class SyntheticDataset:
             f"{path}: missing, though {self.root / 'index.json'} lists it; the dataset is incomplete: "
             f"regenerate it with `lidarssl generate out={self.root} overwrite=true`"
         )
+
+    @property
+    def has_class_images(self) -> bool:
+        """Whether every frame of the split lists a class image per camera (worlds written by this version)."""
+        return all(set(f.get("class_images", {})) >= set(f["cameras"]) for f in self.frames)
+
+    def class_image(self, i: int, camera: str) -> np.ndarray:
+        """The (H, W) uint8 raw class ids of frame ``i``'s ``camera`` image (255 where the sky is seen).
+
+        Raises:
+            DataError: the world has no class images (written before they existed) or the file is missing.
+        """
+        entry = self.frames[i]
+        rel = entry.get("class_images", {}).get(camera)
+        if rel is None:
+            raise DataError(f"{self.root}: frame '{entry['id']}' has no class image for camera '{camera}'; "
+                            f"regenerate the world with `lidarssl generate out={self.root} overwrite=true`")
+        path = self.root / rel
+        if not path.is_file():
+            raise self._missing(path)
+        try:
+            with Image.open(path) as im:
+                return np.asarray(im)
+        except OSError as e:
+            raise DataError(f"{path}: unreadable class image ({e}); regenerate the dataset") from None
 
     def __getitem__(self, i: int) -> Scan:
         if not -len(self) <= i < len(self):

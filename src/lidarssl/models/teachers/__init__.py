@@ -6,7 +6,7 @@ features; :func:`list_teachers` names the variants. ``weights=None`` builds a ra
 """
 
 # Importing the variant modules registers them.
-from lidarssl.models.teachers import resnet, vit  # noqa: F401
+from lidarssl.models.teachers import oracle, resnet, semantic, vit  # noqa: F401
 from lidarssl.models.teachers.base import (
     Teacher,
     create_teacher,

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from lidarssl.data.formats.synthetic import FORMAT, VERSION, frame_stem
+from lidarssl.data.formats.synthetic import CLASS_IMAGES, FORMAT, VERSION, frame_stem
 from lidarssl.errors import DataError
 from lidarssl.io import atomic_file, write_bytes_atomic
 from lidarssl.synthetic.plan import Frame, Generation, ProgressFn, encode_image
@@ -71,6 +71,7 @@ def write_dataset(
     (root / "lidar").mkdir(parents=True, exist_ok=True)
     for name in gen.world0.camera_names:
         (root / "cameras" / name).mkdir(parents=True, exist_ok=True)
+        (root / CLASS_IMAGES / name).mkdir(parents=True, exist_ok=True)
 
     # Resumable: each written frame is recorded in a progress file; a rerun of the same plan keeps those frames,
     # a rerun of another plan first deletes them (no orphans). The progress file goes once index.json exists.
@@ -139,10 +140,15 @@ def _write_frame(frame: Frame, root: Path, quality: int) -> dict[str, Any]:
     scan = frame.scan
     stem = frame_stem(scan.frame_id)
     cams: dict[str, str] = {}
-    for view in scan.cameras:
+    classes: dict[str, str] = {}
+    for k, view in enumerate(scan.cameras):
         rel = f"cameras/{view.name}/{stem}.jpg"
         write_bytes_atomic(root / rel, encode_image(view.image, "JPEG", quality))
         cams[view.name] = rel
+        if k < len(frame.class_images):  # lossless: a JPEG would blur the ids at edges
+            rel = f"{CLASS_IMAGES}/{view.name}/{stem}.png"
+            write_bytes_atomic(root / rel, encode_image(frame.class_images[k], "PNG"))
+            classes[view.name] = rel
     rel_lidar = f"lidar/{stem}.npz"
     arrays = {
         "points": scan.points,
@@ -168,6 +174,7 @@ def _write_frame(frame: Frame, root: Path, quality: int) -> dict[str, Any]:
         "num_points": len(scan),
         "lidar": rel_lidar,
         "cameras": cams,
+        "class_images": classes,
     }
 
 
@@ -176,6 +183,7 @@ def _remove_listed(root: Path, index_path: Path) -> None:
     try:
         old = json.loads(index_path.read_text())
         listed = [f["lidar"] for f in old.get("frames", [])] + [p for f in old.get("frames", []) for p in f["cameras"].values()]
+        listed += [p for f in old.get("frames", []) for p in f.get("class_images", {}).values()]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         listed = []
     index_path.unlink()

@@ -1,0 +1,191 @@
+"""The six-method table: every pretext method on one synthetic world, linear probing and few-label finetuning.
+
+Generates a world with ``--seed``, trains the semantic 2D teacher ``resnet18_semantic`` on its training split
+(``lidarssl prepare teacher``; it stands in for DINOv2), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with that
+teacher), ALSO and NCLR pretrains the demo's WI-12-64 without labels, and scores on every val point:
+
+* linear probing (recipe ``probe-wi-synthetic``) of the pretrained backbone vs a randomly initialised one;
+* few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``) vs the same recipe from scratch,
+
+with the same recipe and seed everywhere. Prints the table, the per-class IoU, wall times and each run's pretext
+metrics (first -> last epoch), and writes ``OUT/results.json``:
+``{"methods": {name: {"probe_miou", "random_probe_miou", "finetune_miou", "scratch_miou"}}, ...}`` (``null``
+where a protocol was skipped with ``--protocols``).
+
+    PYTHONPATH=src python benchmarks/six_methods.py --seed 101 --out runs/six
+    PYTHONPATH=src python benchmarks/six_methods.py --seed 101 --out /tmp/six --tiny   # minutes: a smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from machine import cpu_name
+
+METHODS = ("ppkt", "slidr", "stslidr", "scalr", "also", "nclr")
+IMAGE_METHODS = ("ppkt", "slidr", "stslidr", "scalr")
+SPLIT = "train@10%-frames"
+#: the image methods' recipe on the synthetic world (their released recipes are for nuScenes and big nets)
+PAIRING = {"ppkt": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.max_pairs=4096"],
+           "slidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.superpixels=slic30_fast"],
+           "stslidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "method.options.superpixels=slic30_fast"],
+           "scalr": []}
+TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
+                 "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
+
+
+def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args: argparse.Namespace) -> list[str]:
+    common = [f"data.root={world}", f"out={out}", f"optim.epochs={args.pretrain_epochs}", f"seed={args.seed}",
+              "trainer.progress_bar=false", *(TINY_BACKBONE if args.tiny else [])]
+    if method in IMAGE_METHODS:
+        extra = [f"method.name={method}", "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
+        extra.append(f"data.teacher_cache={out.parent / 'cache'}" if method == "scalr" else "data.teacher_cache=null")
+        return [*common, *extra, *PAIRING[method]]
+    if method == "nclr":
+        return [*common, "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
+    return common
+
+
+def _recipe(method: str) -> str:
+    return {"also": "also-wi-synthetic", "nclr": "nclr-wi-synthetic"}.get(method, "scalr-wi-synthetic")
+
+
+def _pretext(out: Path) -> str:
+    path = out / "metrics.csv"
+    if not path.is_file():
+        return "no metrics.csv"
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    keys = sorted({k for r in rows for k, v in r.items() if k.startswith("train/") and not k.endswith("_step") and v})
+    parts = []
+    for k in keys:
+        values = [float(r[k]) for r in rows if r.get(k)]
+        parts.append(f"{k.removeprefix('train/').removesuffix('_epoch')} {values[0]:.3g} -> {values[-1]:.3g}")
+    return ", ".join(parts) or "no train metrics"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seed", type=int, required=True, help="world and run seed (use one no test uses)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--protocols", nargs="+", default=["probe", "finetune"], choices=["probe", "finetune"])
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--probe-epochs", type=int, default=8)
+    parser.add_argument("--finetune-epochs", type=int, default=40)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="a smoke test: 8 small frames, a tiny backbone, 1 epoch")
+    args = parser.parse_args()
+    if args.tiny:
+        args.frames, args.pretrain_epochs, args.probe_epochs, args.finetune_epochs, args.teacher_epochs = 4, 1, 1, 1, 1
+    torch.set_num_threads(os.cpu_count() or 1)
+    from lidarssl.checkpoints import save_weights
+    from lidarssl.cli import main as lidarssl
+    from lidarssl.config import SegmentationConfig, load_config
+    from lidarssl.downstream.train import run_segmentation
+    from lidarssl.methods.config import PretrainConfig
+    from lidarssl.methods.pretrain import prepare_teacher_features, run_pretraining
+    from lidarssl.methods.semantic_teacher import TeacherTraining, train_semantic_teacher
+    from lidarssl.metrics import format_iou_table
+    from lidarssl.models.backbones import create_backbone
+
+    load = os.getloadavg()[0]
+    args.out.mkdir(parents=True, exist_ok=True)
+    world, teacher = args.out / "world", args.out / "teacher" / "resnet18_semantic.safetensors"
+    times: dict[str, float] = {}
+    start = time.perf_counter()
+    size = "[160,90]" if args.tiny else "[320,180]"
+    per_sequence = 2 if args.tiny else 8
+    lidarssl(["generate", "world-nuscenes", f"out={world}", f"frames={args.frames}", f"seed={args.seed}",
+              f"frames_per_sequence={per_sequence}", "val_fraction=0.17", f"image_size={size}", "overwrite=true"])
+    times["world"] = time.perf_counter() - start
+    start = time.perf_counter()
+    stats = train_semantic_teacher(world, teacher, TeacherTraining(epochs=args.teacher_epochs, seed=args.seed))
+    times["teacher"] = time.perf_counter() - start
+
+    seg_tiny = TINY_BACKBONE if args.tiny else []
+    backbone = None
+    weights: dict[str, Path] = {}
+    pretext: dict[str, str] = {}
+    for method in args.methods:
+        out = args.out / f"pretrain-{method}"
+        shutil.rmtree(out, ignore_errors=True)
+        config = load_config(PretrainConfig, _recipe(method), _pretrain_overrides(method, world, out, teacher, args))
+        backbone = config.backbone
+        start = time.perf_counter()
+        if config.data.teacher_cache is not None:
+            prepare_teacher_features(config)
+        weights[method] = run_pretraining(config).backbone
+        times[method] = time.perf_counter() - start
+        pretext[method] = _pretext(out)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(args.seed)
+        spec = create_backbone(backbone.name, **backbone.options)
+    random = save_weights(args.out / "random" / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name})
+
+    def segment(name: str, recipe: str, mode: str, path: Path | None, extra: list[str]):
+        out = args.out / name
+        shutil.rmtree(out, ignore_errors=True)
+        config = load_config(SegmentationConfig, recipe, [
+            f"data.root={world}", f"out={out}", f"seed={args.seed}", "trainer.progress_bar=false", *seg_tiny,
+            *([f"pretrained={path}"] if path else []), *extra])
+        begin = time.perf_counter()
+        result = run_segmentation(config, mode=mode)
+        times[name] = time.perf_counter() - begin
+        return result
+
+    probe = [f"optim.epochs={args.probe_epochs}"]
+    finetune = [f"data.train_split={SPLIT}", f"optim.epochs={args.finetune_epochs}", "optim.warmup_epochs=1"]
+    results: dict[str, dict[str, float | None]] = {m: dict.fromkeys(
+        ("probe_miou", "random_probe_miou", "finetune_miou", "scratch_miou")) for m in args.methods}
+    tables = {}
+    if "probe" in args.protocols:
+        base = segment("probe-random", "probe-wi-synthetic", "probe", random, probe)
+        tables["probe"] = {"random": base}
+        for m in args.methods:
+            r = segment(f"probe-{m}", "probe-wi-synthetic", "probe", weights[m], probe)
+            tables["probe"][m] = r
+            results[m].update(probe_miou=round(r.miou, 2), random_probe_miou=round(base.miou, 2))
+    if "finetune" in args.protocols:
+        base = segment("scratch", "seg-wi-synthetic", "scratch", None, finetune)
+        tables["finetune"] = {"scratch": base}
+        for m in args.methods:
+            r = segment(f"finetune-{m}", "seg-wi-synthetic", "finetune", weights[m], finetune)
+            tables["finetune"][m] = r
+            results[m].update(finetune_miou=round(r.miou, 2), scratch_miou=round(base.miou, 2))
+
+    print(f"\nSix methods on a synthetic world of {args.frames} frames, seed {args.seed}; teacher resnet18_semantic "
+          f"({args.teacher_epochs} epochs, train pixel accuracy {stats['pixel_accuracy']:.3f}); pretraining "
+          f"{args.pretrain_epochs} epochs, probe {args.probe_epochs}, finetune {args.finetune_epochs} on {SPLIT}; "
+          f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}\n")
+    print("| method | probe mIoU | random probe | finetune mIoU | scratch | pretraining (min) |\n|---|---|---|---|---|---|")
+    for m, r in results.items():
+        cells = ["-" if r[k] is None else f"{r[k]:.1f}" for k in ("probe_miou", "random_probe_miou", "finetune_miou",
+                                                                   "scratch_miou")]
+        print(f"| {m} | " + " | ".join(cells) + f" | {times[m] / 60:.1f} |")
+    for protocol, runs in tables.items():
+        first = next(iter(runs.values()))
+        print(f"\n{protocol}, per-class IoU:\n```\n" +
+              format_iou_table({k: v.confusion for k, v in runs.items()}, first.classes) + "\n```")
+    print("\nPretext metrics, first -> last epoch:")
+    for m, text in pretext.items():
+        print(f"- {m}: {text}")
+    print("\nWall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
+    doc = {"seed": args.seed, "frames": args.frames, "methods": results, "times_s": times, "pretext": pretext,
+           "teacher_pixel_accuracy": stats["pixel_accuracy"]}
+    tmp = args.out / "results.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1))
+    tmp.replace(args.out / "results.json")
+    print(f"wrote {args.out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    main()
