@@ -34,7 +34,7 @@ BACKBONES = ("minkunet18", "minkunet18_sc", "minkunet34", "minkunet34_half", "mi
 METHODS = ("also", "nclr", "ppkt", "scalr", "slidr", "stslidr")
 #: Image teachers (lidarssl.models.teachers.base.list_teachers()).
 TEACHERS = ("dino_vitb16", "dino_vitb8", "dino_vits16", "dino_vits8", "dinov2_vitb14", "dinov2_vitg14",
-            "dinov2_vitl14", "dinov2_vits14", "resnet50", "resnet50_dilated")
+            "dinov2_vitl14", "dinov2_vits14", "oracle", "resnet18_semantic", "resnet50", "resnet50_dilated")
 #: Commands whose parser comes from lidarssl.zoo.cli (imported only when one of them runs).
 ZOO_COMMANDS = {"import": "convert a seed release or checkpoint (ScaLR, WaffleIron, SLidR, ST-SLidR, ALSO, NCLR, "
                           "OpenPCDet) into a lidarssl backbone folder",
