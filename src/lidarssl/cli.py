@@ -480,9 +480,10 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     prep.set_defaults(func=cmd_prepare)
 
     demo = sub.add_parser("demo", help="the main job: pretrain on the synthetic world, then probe it against a "
-                          "random backbone", description="Generate a synthetic world, pretrain a small WaffleIron "
-                          "by ScaLR-style distillation (recipe scalr-wi-synthetic), then linear-probe it and a "
-                          "randomly initialised one (recipe probe-wi-synthetic) and print both IoU tables.")
+                          "random backbone", description="Generate a synthetic world, train a small semantic image "
+                          "teacher on its train split (--teacher random: a random DINOv2 instead), pretrain a small "
+                          "WaffleIron by ScaLR-style distillation of it (recipe scalr-wi-synthetic), then linear-probe "
+                          "it and a randomly initialised one (recipe probe-wi-synthetic) and print both IoU tables.")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="where the demo writes")
     demo.add_argument("--teacher", choices=("trained", "random"), default="trained",
                       help="trained: train the small semantic 2D teacher resnet18_semantic on the world first "
