@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -74,3 +77,40 @@ def nuscenes_keyframe(real_root: Path):
     ]
     return Scan(points=raw[:, :3].copy(), intensity=raw[:, 3].copy(), ring=raw[:, 4].astype(np.int64),
                 source=calib["lidar"]["file"], dataset="nuscenes", cameras=cams)
+
+
+#: `lidarssl ...` with a callback that SIGKILLs the process right after a given optimiser step (the same point of
+#: the run on every machine); `module` is where the command builds its trainer.
+_CRASH = """
+import importlib, os, signal, sys
+import lightning as L
+from lidarssl.cli import main
+
+class Crash(L.Callback):
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == int(os.environ["CRASH_AFTER_STEP"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+module = importlib.import_module(os.environ["CRASH_MODULE"])
+build = module.build_trainer
+module.build_trainer = lambda *a, **k: build(*a, **k, extra_callbacks=[Crash()])
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def _run_lidarssl(args: list[str], crash_after: int | None = None, module: str = "") -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if crash_after is None:
+        cmd = [sys.executable, "-m", "lidarssl.cli", *args]
+    else:
+        cmd = [sys.executable, "-c", _CRASH, *args]
+        env |= {"CRASH_AFTER_STEP": str(crash_after), "CRASH_MODULE": module}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    want = 0 if crash_after is None else -signal.SIGKILL
+    assert done.returncode == want, done.stderr[-3000:]
+
+
+@pytest.fixture
+def run_lidarssl():
+    """Run ``lidarssl ARGS`` in a subprocess; with ``crash_after``, SIGKILL it after that optimiser step."""
+    return _run_lidarssl

@@ -154,6 +154,16 @@ def _get(config: Any, key: str) -> Any:
     return [list(v) if isinstance(v, tuple) else v for v in value] if isinstance(value, (tuple, list)) else value
 
 
+
+def _drift(name: str, config, cell: dict) -> list[str]:
+    """Lines naming each key of ``cell`` whose resolved value differs from the original's."""
+    out = []
+    for key, (original, source) in cell.items():
+        ours = _get(config, key)
+        if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
+            out.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+    return out
+
 def test_every_published_cell_has_a_recipe_resolving_to_the_original_protocol():
     listed = {e.name: e for e in catalogue()}
     drift = []
@@ -163,18 +173,10 @@ def test_every_published_cell_has_a_recipe_resolving_to_the_original_protocol():
             continue
         if listed[name].info.expected_miou != miou:
             drift.append(f"{name}: recipe.expected_miou: ours {listed[name].info.expected_miou}, original {miou} (README)")
-        config = load_config(SegmentationConfig, name)
-        for key, (original, source) in cell.items():
-            ours = _get(config, key)
-            if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
-                drift.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+        drift += _drift(name, load_config(SegmentationConfig, name), cell)
     assert not drift, "recipes drifted from the originals:\n" + "\n".join(drift)
     for name, cell in PRETRAIN.items():
-        config = load_config(PretrainConfig, name)
-        for key, (original, source) in cell.items():
-            ours = _get(config, key)
-            if ours != original and not (isinstance(ours, float) and np.isclose(ours, original)):
-                drift.append(f"{name}: {key}: ours {ours!r}, original {original!r} ({source})")
+        drift += _drift(name, load_config(PretrainConfig, name), cell)
     assert not drift, "recipes drifted from the originals:\n" + "\n".join(drift)
     # and no recipe claims a number that is not in the table above
     claimed = {e.name for e in catalogue() if e.info.expected_miou is not None}

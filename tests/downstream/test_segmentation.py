@@ -1,9 +1,7 @@
 """The segmentation engine end to end on a tiny synthetic world: train, probe, finetune, evaluate, resume, DDP."""
 
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -106,33 +104,12 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lidarssl.cli", *args]
 
 
-#: Runs `lidarssl train` with a callback that kills the process (SIGKILL: no cleanup, no final checkpoint) right
-#: after a given optimiser step, so the crash falls at the same point of the run on every machine.
-_CRASH_AFTER_STEP = """
-import os, signal, sys
-import lightning as L
-import lidarssl.downstream.train as train
-from lidarssl.cli import main
-
-class Crash(L.Callback):
-    def on_train_batch_end(self, trainer, *args):
-        if trainer.global_step == int(os.environ["CRASH_AFTER_STEP"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-
-build = train.build_trainer
-train.build_trainer = lambda *a, **k: build(*a, **k, extra_callbacks=[Crash()])
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path):
+def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path, run_lidarssl):
     args = _config(tiny_world, tmp_path / "x", "optim.epochs=3")
     full = subprocess.run(_cli("train", *_config(tiny_world, tmp_path / "full", "optim.epochs=3")), capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-2000:]
     # 4 train scans in batches of 2: steps 1-2 are epoch 0, step 3 is the middle of epoch 1
-    crashed = subprocess.run([sys.executable, "-c", _CRASH_AFTER_STEP, "train", *args], capture_output=True, text=True,
-                             env={**os.environ, "CRASH_AFTER_STEP": "3"})
-    assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-2000:]
+    run_lidarssl(["train", *args], crash_after=3, module="lidarssl.downstream.train")  # asserts it was killed
     checkpoints = sorted(p.name for p in (tmp_path / "x" / "checkpoints").iterdir())
     assert checkpoints == ["epoch000.ckpt", "last.ckpt"] and not (tmp_path / "x" / "metrics.json").exists()
     resumed = subprocess.run(_cli("train", "--resume", *args), capture_output=True, text=True)

@@ -1,4 +1,4 @@
-"""A tiny world with cameras and tiny runs on it (pretraining, segmentation) for the feature and figure tests."""
+"""Tiny runs (pretraining, segmentation) on the shared ``camera_world`` for the feature and figure tests."""
 
 from __future__ import annotations
 
@@ -8,17 +8,6 @@ import pytest
 
 TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
                  "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
-
-
-@pytest.fixture(scope="session")
-def camera_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 labelled frames with 6 cameras at 160x90: 2 sequences, the last is val."""
-    from lidarssl.synthetic import write_dataset
-
-    root = tmp_path_factory.mktemp("viz_world")
-    write_dataset({"seed": 1, "lidar": "nuscenes", "cameras": "nuscenes", "image_size": (160, 90)}, root, 4,
-                  frames_per_sequence=2, val_fraction=0.5)
-    return root
 
 
 def _pretrain(root: Path, out: Path, method: str, *extra: str) -> Path:
