@@ -147,20 +147,23 @@ def main() -> None:
     results: dict[str, dict[str, float | None]] = {m: dict.fromkeys(
         ("probe_miou", "random_probe_miou", "finetune_miou", "scratch_miou")) for m in args.methods}
     tables = {}
-    if "probe" in args.protocols:
-        base = segment("probe-random", "probe-wi-synthetic", "probe", random, probe)
-        tables["probe"] = {"random": base}
+    # protocol -> baseline run (name, mode, weights), recipe, mode of the pretrained runs, overrides, result keys
+    protocols = {
+        "probe": (("random", "probe", random), "probe-wi-synthetic", "probe", probe,
+                  ("probe_miou", "random_probe_miou")),
+        "finetune": (("scratch", "scratch", None), "seg-wi-synthetic", "finetune", finetune,
+                     ("finetune_miou", "scratch_miou")),
+    }
+    for protocol, ((base_name, base_mode, base_weights), recipe, mode, extra, (key, base_key)) in protocols.items():
+        if protocol not in args.protocols:
+            continue
+        run_name = base_name if base_mode == "scratch" else f"{protocol}-{base_name}"
+        base = segment(run_name, recipe, base_mode, base_weights, extra)
+        tables[protocol] = {base_name: base}
         for m in args.methods:
-            r = segment(f"probe-{m}", "probe-wi-synthetic", "probe", weights[m], probe)
-            tables["probe"][m] = r
-            results[m].update(probe_miou=round(r.miou, 2), random_probe_miou=round(base.miou, 2))
-    if "finetune" in args.protocols:
-        base = segment("scratch", "seg-wi-synthetic", "scratch", None, finetune)
-        tables["finetune"] = {"scratch": base}
-        for m in args.methods:
-            r = segment(f"finetune-{m}", "seg-wi-synthetic", "finetune", weights[m], finetune)
-            tables["finetune"][m] = r
-            results[m].update(finetune_miou=round(r.miou, 2), scratch_miou=round(base.miou, 2))
+            r = segment(f"{protocol}-{m}", recipe, mode, weights[m], extra)
+            tables[protocol][m] = r
+            results[m].update({key: round(r.miou, 2), base_key: round(base.miou, 2)})
 
     print(f"\nSix methods on a synthetic world of {args.frames} frames, seed {args.seed}; teacher resnet18_semantic "
           f"({args.teacher_epochs} epochs, train pixel accuracy {stats['pixel_accuracy']:.3f}); pretraining "
