@@ -11,10 +11,6 @@ as ScaLR and WaffleIron do.
 from __future__ import annotations
 
 import json
-import logging
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -63,20 +59,6 @@ class ReleaseScore:
     confusion: np.ndarray
     origin: str
     published: dict[str, float]
-
-
-@contextmanager
-def _quiet_lightning() -> Iterator[None]:
-    """Lightning's accelerator banners, tips and its own deprecation notices are noise for a one-pass score."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*LeafSpec")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _origin(info: dict[str, Any], override: str | None, folder: Path) -> Origin:
@@ -147,9 +129,8 @@ def evaluate_release(folder: str | Path, overrides: list[str] | dict[str, Any] |
     out = config.out or folder / f"eval-{split}"
     samples = ScanSamples(dataset, prep, [LabelBuilder()], train=False)
     loader = build_loader(samples, config.trainer.batch_size, config.data.num_workers)
-    with _quiet_lightning():
-        trainer = build_trainer(out, 1, config.trainer)
-        trainer.validate(module, dataloaders=loader, verbose=False)
+    trainer = build_trainer(out, 1, config.trainer)  # quiet: no Lightning banners
+    trainer.validate(module, dataloaders=loader, verbose=False)
     conf = module.last_confusion
     if conf is None:
         raise DataError(f"{root}: split '{split}' gave no validation batch")
