@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import lidarssl
 from lidarssl.errors import ConfigError, DataError, LidarSSLError
 
 if TYPE_CHECKING:
@@ -351,15 +352,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(format_iou_table({k: r.confusion for k, r in results.items()}, results["random"].classes))
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("lidarssl")
-    except metadata.PackageNotFoundError:
-        return "0+unknown"
-
-
 def _parser(command: str | None = None) -> argparse.ArgumentParser:
     """The ``lidarssl`` parser; only ``command``'s description (schema keys, recipe names) is filled in, since
     listing schema keys imports the config code."""
@@ -375,7 +367,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         f"Teachers: {', '.join(TEACHERS)}. Dataset formats: {', '.join(FORMATS)}. "
         "`lidarssl COMMAND --help` lists each command's keys.",
     )
-    parser.add_argument("--version", action="version", version=f"lidarssl {_version()}")
+    parser.add_argument("--version", action="version", version=f"lidarssl {lidarssl.__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
