@@ -126,12 +126,27 @@ class StreetLayout:
     def bands_of(self, side: int, kind: str | None = None) -> list[Band]:
         return [b for b in self.bands if b.side == side and (kind is None or b.kind == kind)]
 
+    def band_at(self, y: float) -> Band | None:
+        """The band under ``y``, or None on the road."""
+        return next((b for b in self.bands if b.y0 <= y <= b.y1), None)
+
+    def kerbside(self, side: int) -> Band:
+        """The band along the kerb on ``side``: a sidewalk, a verge, or a rural side's lawn."""
+        return self.bands_of(side)[0]
+
     def x_free(self, x: np.ndarray, margin: float = 0.0) -> np.ndarray:
         """True where ``x`` is clear of the cross street (plus ``margin``), for placing objects."""
         if self.intersection is None:
             return np.ones(np.shape(x), bool)
         c0, c1 = self.intersection.cut
         return (np.asarray(x) < c0 - margin) | (np.asarray(x) > c1 + margin)
+
+    def span_free(self, x0: float, x1: float, margin: float = 0.0) -> bool:
+        """True where the whole stretch ``[x0, x1]`` is clear of the cross street (plus ``margin``)."""
+        if self.intersection is None:
+            return True
+        c0, c1 = self.intersection.cut
+        return x1 < c0 - margin or x0 > c1 + margin
 
     # -----------------------------------------------------------------------------------------
     # Road markings, evaluated per hit point (vectorised).

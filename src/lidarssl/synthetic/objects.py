@@ -159,8 +159,11 @@ def trailer(rng: np.random.Generator, inst: int, variant: int) -> Model:
     return _rigid(b, L, W)
 
 
-def construction_vehicle(rng: np.random.Generator, inst: int, variant: int) -> Model:
-    """An excavator (tracks, turret, cab, boom and bucket) or a road roller."""
+def construction_vehicle(rng: np.random.Generator, inst: int, variant: int, slew: float = 0.6) -> Model:
+    """An excavator (tracks, turret, cab, boom and bucket) or a road roller.
+
+    ``slew`` bounds the turret's turn (radians): a small one keeps the boom over the machine's own footprint.
+    """
     b = MeshBuilder(cls=CONSTRUCTION, inst=inst, variant=variant)
     yellow = M["yellow_paint"]
     if rng.random() < 0.7:
@@ -168,7 +171,7 @@ def construction_vehicle(rng: np.random.Generator, inst: int, variant: int) -> M
         for sy in (-1, 1):
             b.tapered_box((-L / 2 + 0.5, L / 2 - 0.5, sy * 1.1 - 0.35, sy * 1.1 + 0.35),
                           (-L / 2 + 0.1, L / 2 - 0.1, sy * 1.1 - 0.35, sy * 1.1 + 0.35), (0.0, 0.85), M["dark_metal"])
-        yaw = float(rng.uniform(-0.6, 0.6))
+        yaw = float(rng.uniform(-slew, slew))
         R = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
         b.primitive("box", (3.2, 2.5, 1.1), yellow, R @ np.array([-0.5, 0.0, 1.5]), R)
         b.primitive("box", (1.0, 0.95, 1.5), M["glass"], R @ np.array([0.55, 0.7, 2.8]), R)
@@ -430,3 +433,29 @@ def wall(length: float, height: float, variant: int) -> Model:
     b = MeshBuilder(cls=MANMADE, inst=0, variant=variant)
     b.box((length, 0.25, height), (0, 0, height / 2), M["concrete"])
     return _rigid(b, length, 0.25)
+
+
+def bus_shelter(rng: np.random.Generator, variant: int) -> Model:
+    """A bus shelter: posts, a flat roof, a glass back and end panel, a bench; open towards +y."""
+    b = MeshBuilder(cls=MANMADE, inst=0, variant=variant)
+    L, D, H = float(rng.uniform(3.0, 5.0)), float(rng.uniform(1.3, 1.6)), float(rng.uniform(2.4, 2.7))
+    for sx in (-1, 1):
+        for sy in (-1, 1):
+            b.box((0.08, 0.08, H), (sx * (L / 2 - 0.05), sy * (D / 2 - 0.05), H / 2), M["metal"])
+    b.box((L + 0.2, D + 0.3, 0.1), (0.0, 0.1, H + 0.05), M["dark_metal"])
+    b.box((L - 0.1, 0.03, H - 0.3), (0.0, -D / 2 + 0.05, 0.1 + (H - 0.3) / 2), M["glass"])
+    end = float(rng.choice([-1, 1]))
+    b.box((0.12, D - 0.2, 1.8), (end * (L / 2 - 0.05), -0.05, 1.1), M["sign"])  # advertising panel
+    b.box((0.6 * L, 0.4, 0.05), (-end * 0.1 * L, -D / 2 + 0.3, 0.45), M["dark_metal"])
+    return _rigid(b, L + 0.2, D + 0.3)
+
+
+def pad(length: float, width: float, height: float, material: int, cls: int) -> Model:
+    """A raised flat slab (a traffic island, a boarding platform, a parking lot) from below ground up to ``height``.
+
+    ``cls`` is a stuff class (``flat.other``, ``flat.driveable_surface``): no instance.
+    """
+    b = MeshBuilder(cls=cls, inst=0)
+    rect = (-length / 2, length / 2, -width / 2, width / 2)
+    b.tapered_box(rect, rect, (-0.3, height), material)
+    return _rigid(b, length, width)

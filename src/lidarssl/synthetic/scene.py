@@ -26,7 +26,8 @@ import numpy as np
 
 from lidarssl.synthetic import objects as obj
 from lidarssl.synthetic.actors import ActorSet, EgoTrajectory
-from lidarssl.synthetic.layout import Band, StreetLayout, generate_layout, ground_mesh
+from lidarssl.synthetic.layout import DRIVEABLE, OTHER_FLAT, Band, StreetLayout, generate_layout, ground_mesh
+from lidarssl.synthetic.materials import MATERIAL_IDS
 from lidarssl.synthetic.meshes import MeshBuilder, MeshLayer, pose
 from lidarssl.synthetic.objects import Model
 
@@ -146,6 +147,10 @@ def _building_rows(p: _Placer) -> None:
             if cut is not None and x + w > cut[0] - 0.5 and x < cut[1] + 0.5:
                 x = cut[1] + 0.5 + float(rng.uniform(0, 3))
                 continue
+            site = next(((a, b) for a, b in p.line(f"site{side}").taken if x + w > a - 0.5 and x < b + 0.5), None)
+            if site is not None:  # a car park, a bus stop or road works: keep clear
+                x = site[1] + 0.5 + float(rng.uniform(0, 3))
+                continue
             if rng.random() < 0.3:  # a gap: garden, trees, a wall
                 gap = float(rng.uniform(3.0, 14.0))
                 _garden(p, x, min(x + gap, fx1), row, side)
@@ -165,6 +170,8 @@ def _garden(p: _Placer, x0: float, x1: float, row: Band, side: int) -> None:
     rng, layout = p.rng, p.layout
     dx0, dx1 = layout.x_range
     if x1 < dx0 or x0 > dx1:
+        return
+    if not p.line(f"site{side}").free(x0, x1):
         return
     front = row.y1 if side < 0 else row.y0
     if rng.random() < 0.4:
@@ -186,7 +193,7 @@ def _barrier_rows(p: _Placer) -> None:
         side = int(rng.choice([-1, 1]))
         x0 = float(rng.uniform(-15.0, 60.0))
         length = float(rng.uniform(12.0, 45.0))
-        if not layout.x_free(np.array([x0, x0 + length]), 2.0).all():
+        if not layout.span_free(x0, x0 + length, 2.0):
             continue
         walks = layout.bands_of(side, "sidewalk")
         if layout.median is not None and rng.random() < 0.3:
@@ -225,7 +232,7 @@ def _cone_clusters(p: _Placer) -> None:
                 continue
             inner = walks[0].y1 if side < 0 else walks[0].y0
             key, y, z = f"furniture{side}", inner + side * 0.35, walks[0].height
-        if not layout.x_free(np.array([x0, x0 + 1.2 * n]), 4.0).all() or not p.line(key).take(x0 - 0.5, x0 + 1.2 * n + 0.5):
+        if not layout.span_free(x0, x0 + 1.2 * n, 4.0) or not p.line(key).take(x0 - 0.5, x0 + 1.2 * n + 0.5):
             continue
         for k in range(n):
             p.place(obj.cone(rng, p.instance(), p.variant()), x0 + 1.2 * k, y + float(rng.normal(0, 0.1)), 0.0, z)
@@ -287,7 +294,7 @@ def _lawns(p: _Placer, density: float) -> None:
         n = int(rng.poisson((0.05 if band.kind == "lawn" else 0.015) * (dx1 - dx0) * density * min(width, 8) / 4))
         for _ in range(n):
             x = float(rng.uniform(dx0, dx1))
-            if not layout.x_free(x, 2.0):
+            if not layout.x_free(x, 2.0) or not p.line(f"site{band.side}").free(x - 1.5, x + 1.5):
                 continue
             y = float(rng.uniform(band.y0 + 0.8, max(band.y0 + 0.9, band.y1 - 0.8)))
             if band.kind == "lawn" and rng.random() < 0.6:
@@ -299,7 +306,7 @@ def _lawns(p: _Placer, density: float) -> None:
         if band.kind == "lawn" and width > 2.0 and rng.random() < 0.3:
             x0 = float(rng.uniform(dx0, dx1 - 20))
             length = float(rng.uniform(6, 20))
-            if layout.x_free(np.array([x0, x0 + length]), 1.0).all():
+            if layout.span_free(x0, x0 + length, 1.0) and p.line(f"site{band.side}").free(x0, x0 + length):
                 inner = band.y1 if band.side < 0 else band.y0
                 p.place(obj.hedge(length, p.variant()), x0 + length / 2, inner + band.side * 0.5, 0.0, band.height)
 
@@ -332,59 +339,199 @@ def _parked_vehicles(p: _Placer, density: float) -> None:
             model = _vehicle(p, rng.random(), _PARKED)
             L = model.length
             cx = x + L / 2
-            if layout.x_free(np.array([x, x + L]), 6.0).all() and line.take(x, x + L):
+            if layout.span_free(x, x + L, 6.0) and line.take(x, x + L):
                 y = lane.center + side * float(rng.uniform(-0.1, 0.25))
                 p.place(model, cx, y, yaw0 + float(rng.normal(0, 0.02)))
             x += L + float(rng.uniform(0.6, 4.0)) + (float(rng.uniform(5, 25)) if rng.random() < 0.25 / density else 0.0)
 
 
-def _construction_zone(p: _Placer) -> tuple[int, float, float] | None:
-    """Barriers, cones, a construction vehicle and workers closing part of a parking lane or lawn."""
+def _free_stretch(p: _Placer, xs: np.ndarray, length: float, keys: list[str], margin: float = 1.0) -> float | None:
+    """The first ``x`` in ``xs`` where ``[x, x + length]`` is clear of the cross street and of every line in ``keys``."""
+    for x in xs:
+        x = float(x)
+        if p.layout.span_free(x, x + length, margin) and all(p.line(k).free(x, x + length) for k in keys):
+            return x
+    return None
+
+
+def _around(x: float, step: float = 1.5, ahead: float = 50.0, behind: float = 30.0, back_cost: float = 2.0) -> np.ndarray:
+    """Candidate positions from ``x`` outwards, nearest first; a spot behind counts ``back_cost`` times its distance."""
+    xs = x + np.arange(-behind, ahead, step)
+    d = xs - x
+    return xs[np.argsort(np.where(d >= 0, d, -back_cost * d), kind="stable")]
+
+
+def _take(p: _Placer, keys: list[str], x0: float, x1: float) -> None:
+    for k in keys:
+        p.line(k).take(x0, x1)
+
+
+def _construction_zone(p: _Placer, ego: EgoTrajectory) -> None:
+    """Road works close ahead: barriers, a taper of cones, a construction vehicle and workers.
+
+    They close part of a parking lane, or of the sidewalk or verge (the machine then stands behind
+    the barriers, on the band or the lot behind it).
+    """
     rng, layout = p.rng, p.layout
-    parking = [ln for ln in layout.lanes if ln.direction == 0]
-    x0 = float(rng.uniform(8.0, 40.0))  # ahead of the ego start, so the first frames show it
-    length = float(rng.uniform(18.0, 32.0))
-    if not layout.x_free(np.array([x0, x0 + length]), 6.0).all():
-        x0 = (layout.intersection.cut[1] + 8.0) if layout.intersection is not None else x0
-    if parking:
-        lane = parking[int(rng.integers(len(parking)))]
-        side = -1 if lane.center < 0 else 1
-        y_edge = lane.y1 if side < 0 else lane.y0  # the lane's edge towards traffic
+    target = ego.x0 + float(rng.uniform(4.0, 12.0))
+    taper = 9.0  # the cones before the zone
+    length = float(rng.uniform(12.0, 22.0))
+    best = None
+    for side in (-1, 1):
+        lanes = [ln for ln in layout.lanes_of(0) if (ln.center < 0) == (side < 0)]
+        for in_lane in ([True] if lanes else []) + [False]:
+            keys = [f"parking{side}"] if in_lane else [f"site{side}", f"walk{side}", f"furniture{side}", f"parking{side}"]
+            for size in (length, 8.0):
+                xs = _around(target - taper, behind=40.0, back_cost=1.0)
+                s = _free_stretch(p, xs, size + taper + 1.0, keys, margin=4.0)
+                if s is not None:
+                    break
+            # The nearest wins; on a tie the right side, in the parking lane.
+            if s is not None and (best is None or abs(s - target) < abs(best[0] - target) - 2.0):
+                best = s, size, side, lanes, in_lane, keys
+    if best is None:
+        return
+    s, length, side, lanes, in_lane, keys = best
+    x0 = s + taper
+    _take(p, keys, s, x0 + length + 1.0)
+    if in_lane:
+        lane = lanes[0]
+        y_edge, width, z = (lane.y1 if side < 0 else lane.y0), lane.width, 0.0  # the lane's edge towards traffic
         y_mid = lane.center
     else:
-        bands = [b for b in layout.bands if b.kind in ("lawn", "plaza", "verge")]
-        if not bands:
-            return None
-        band = bands[int(rng.integers(len(bands)))]
-        side = band.side
-        y_edge = band.y1 if side < 0 else band.y0
-        y_mid = (band.y0 + band.y1) / 2
-        y_edge += side * 0.4
-    z = 0.0 if parking else band.height
+        host = layout.kerbside(side)
+        y_edge, width, z = (host.y1 if side < 0 else host.y0), host.y1 - host.y0, host.height
+    machine = obj.construction_vehicle(rng, p.instance(), p.variant(), slew=0.15)  # boom clear of traffic
+    if not in_lane:
+        y_mid = y_edge + side * (0.75 + machine.width / 2)  # behind the barriers
     x = x0
     while x < x0 + length:
         m = obj.barrier(rng, p.instance(), p.variant())
-        p.place(m, x + m.length / 2, y_edge + side * 0.3, 0.0, z)
+        p.place(m, x + m.length / 2, y_edge + side * 0.35, 0.0, z)
         x += m.length + float(rng.uniform(0.05, 0.4))
-    for k in range(int(rng.integers(3, 7))):  # taper of cones before the zone
-        xc = x0 - 2.0 - 2.2 * k
-        yc = y_edge + side * (0.3 + 0.35 * k)
+    for k in range(int(rng.integers(4, 7))):  # taper of cones before the zone
+        xc = x0 - 1.0 - 1.5 * k
+        yc = y_edge + side * min(0.3 + 0.35 * k, width - 0.3)
         p.place(obj.cone(rng, p.instance(), p.variant()), xc, yc, 0.0, z)
-    for _ in range(int(rng.integers(1, 4))):
-        xc = float(rng.uniform(x0, x0 + length))
-        p.place(obj.cone(rng, p.instance(), p.variant()), xc, y_mid + float(rng.uniform(-0.5, 0.5)), 0.0, z)
-    if parking:  # road works in a lane always have their machine
-        m = obj.construction_vehicle(rng, p.instance(), p.variant())
-        p.place(m, x0 + length / 2, y_mid + side * 0.2, 0.0 if side < 0 else np.pi, z)
-    for _ in range(int(rng.integers(1, 3))):
+    mx = x0 + length / 2
+    band = layout.band_at(y_mid)
+    p.place(machine, mx, y_mid + (side * 0.2 if in_lane else 0.0), float(rng.choice([0.0, np.pi])),
+            z if in_lane or band is None else band.height)
+    free_end = mx - machine.length / 2 - 0.5  # cones and workers stay clear of the machine
+    zm = z if in_lane or band is None else band.height
+    for _ in range(int(rng.integers(2, 5))):
+        xc = float(rng.uniform(x0 + 0.5, max(x0 + 0.6, free_end)))
+        p.place(obj.cone(rng, p.instance(), p.variant()), xc, y_mid + float(rng.uniform(-0.4, 0.4)), 0.0, zm)
+    for k in range(int(rng.integers(1, 3))):
         m = obj.pedestrian(rng, p.instance(), p.variant(), cls=obj.WORKER, walking=False)
-        p.place(m, float(rng.uniform(x0 + 1, x0 + 4)), y_mid - side * 0.3, float(rng.uniform(0, 2 * np.pi)), z)
-    return side, x0 - 14.0, x0 + length + 1.0
+        p.place(m, x0 + 1.5 + 1.2 * k, y_mid - side * 0.3, float(rng.uniform(0, 2 * np.pi)), zm)
 
 
-def _traffic(p: _Placer, ego: EgoTrajectory, ego_lane: float, density: float) -> None:
-    """Moving vehicles and cyclists in the driving lanes, never in the ego's way."""
+def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float) -> None:
+    """A bus stop from ``ahead`` metres in front of the ego: a raised boarding platform at the kerb, a shelter,
+    people waiting, parked bicycles.
+
+    The platform is a raised island (``flat.other``); parking stops in front of it.
+    """
     rng, layout = p.rng, p.layout
+    host = layout.kerbside(side)
+    length = float(rng.uniform(8.0, 12.0))
+    keys = [f"site{side}", f"walk{side}", f"furniture{side}", f"parking{side}"]
+    x0 = _free_stretch(p, _around(ego.x0 + ahead), length + 5.0, keys, margin=2.0)
+    if x0 is None:
+        return
+    _take(p, keys, x0 - 1.0, x0 + length + 5.0)
+    inner = host.y1 if side < 0 else host.y0
+    width = float(np.clip(0.6 * (host.y1 - host.y0), 1.0, 2.0))
+    top = host.height + 0.12
+    yc = inner + side * width / 2
+    p.place(obj.pad(length, width, top, MATERIAL_IDS["island"], OTHER_FLAT), x0 + length / 2, yc, 0.0)
+    shelter = obj.bus_shelter(rng, p.variant())
+    front = inner + side * (width + 0.3)
+    ys = front + side * shelter.width / 2
+    xs_ = x0 + length / 2 + float(rng.uniform(-1.0, 1.0))
+    band = layout.band_at(ys)
+    p.place(shelter, xs_, ys, 0.0 if side < 0 else np.pi, host.height if band is None else band.height)
+    slots = np.arange(x0 + 0.6, x0 + length - 0.6, 0.9)
+    for x in rng.choice(slots, size=int(rng.integers(2, 5)), replace=False):
+        m = obj.pedestrian(rng, p.instance(), p.variant(), cls=obj.CHILD if rng.random() < 0.15 else obj.PEDESTRIAN,
+                           walking=False)
+        p.place(m, float(x), yc + float(rng.uniform(-0.2, 0.2)) * width, float(rng.uniform(0, 2 * np.pi)), top)
+    yb = front + side * 0.5
+    band = layout.band_at(yb)
+    xb = xs_ + shelter.length / 2 + 1.3
+    for k in range(int(rng.integers(2, 4))):  # along the kerb, so passing traffic sees them side-on
+        m = obj.bicycle(rng, p.instance(), p.variant(), rider=False)
+        p.place(m, xb + 2.0 * k, yb, float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.05)),
+                host.height if band is None else band.height)
+
+
+def _parking_islands(p: _Placer, ego: EgoTrajectory) -> None:
+    """Raised traffic islands (``flat.other``) that end stretches of the parking lanes, one close ahead."""
+    rng, layout = p.rng, p.layout
+    dx0, dx1 = layout.x_range
+    for lane in layout.lanes_of(0):
+        side = -1 if lane.center < 0 else 1
+        key = f"parking{side}"
+        starts = (ego.x0 + float(rng.uniform(4.0, 12.0)), float(rng.uniform(dx0, dx1 - 10.0)))
+        for start in starts:
+            length = float(rng.uniform(3.0, 6.0))
+            x0 = _free_stretch(p, start + np.arange(0.0, 40.0, 1.5), length, [key], margin=3.0)
+            if x0 is None:
+                continue
+            p.line(key).take(x0 - 0.5, x0 + length + 0.5)
+            y = lane.center + side * 0.05
+            p.place(obj.pad(length, lane.width - 0.1, layout.kerb_height, MATERIAL_IDS["island"], OTHER_FLAT),
+                    x0 + length / 2, y, 0.0)
+            if rng.random() < 0.5:
+                p.place(obj.bush(rng, p.variant()), x0 + length / 2, y, 0.0, layout.kerb_height)
+            else:
+                p.place(obj.sign_pole(rng, p.variant()), x0 + 0.5, y, 0.0 if side > 0 else np.pi, layout.kerb_height)
+
+
+def _parking_lot(p: _Placer, ego: EgoTrajectory) -> None:
+    """An open-air car park in the building row: asphalt (``flat.driveable_surface``) and rows of parked cars."""
+    rng, layout = p.rng, p.layout
+    side = int(rng.choice([-1, 1]))
+    row = layout.bands_of(side, "buildings")[0]
+    length = float(rng.uniform(16.0, 32.0))
+    key = f"site{side}"
+    x0 = _free_stretch(p, ego.x0 + float(rng.uniform(-30.0, 40.0)) + np.arange(0.0, 60.0, 3.0), length, [key], 2.0)
+    if x0 is None:
+        return
+    p.line(key).take(x0, x0 + length)
+    depth = min(row.y1 - row.y0, float(rng.uniform(12.0, 18.0)))
+    inner = row.y1 if side < 0 else row.y0
+    top = row.height + 0.03
+    p.place(obj.pad(length, depth, top, MATERIAL_IDS["asphalt"], DRIVEABLE), x0 + length / 2, inner + side * depth / 2, 0.0)
+    rows = [depth - 2.7] + ([2.7] if depth >= 15.0 else [])  # two rows leave a 4 m aisle
+    for r, off in enumerate(rows):
+        for x in np.arange(x0 + 1.5, x0 + length - 1.3, 2.7):
+            if rng.random() < 0.75:
+                m = obj.car(rng, p.instance(), p.variant())
+                yaw = (np.pi / 2 if (side < 0) == (r == 0) else -np.pi / 2) + float(rng.normal(0, 0.03))
+                p.place(m, float(x), inner + side * off, yaw, top)
+
+
+def _convoy(p: _Placer, cls: int) -> list[Model]:
+    """The vehicles of one wanted class, front first: a trailer comes towed by a truck."""
+    rng = p.rng
+    if cls == obj.TRAILER:
+        return [obj.truck(rng, p.instance(), p.variant()), obj.trailer(rng, p.instance(), p.variant())]
+    make = {obj.CAR: obj.car, obj.TRUCK: obj.truck, obj.BUS: obj.bus, obj.MOTORCYCLE: obj.motorcycle,
+            obj.BICYCLE: obj.bicycle}[cls]
+    return [make(rng, p.instance(), p.variant())]
+
+
+def _traffic(p: _Placer, ego: EgoTrajectory, ego_lane: float, density: float, wanted: list[int]) -> None:
+    """Moving vehicles and cyclists in the driving lanes, never in the ego's way.
+
+    The classes in ``wanted`` drive closely spaced in the oncoming lane next to the ego from about
+    10 m ahead, so that they pass it within the first second; a wanted trailer, towed by a truck, has
+    just passed it.
+    """
+    rng, layout = p.rng, p.layout
+    nearest = layout.lanes_of(-1)[0]
     dx0, dx1 = layout.x_range
     vmin, vmax = ego.speed_range
     for lane in layout.lanes:
@@ -404,12 +551,35 @@ def _traffic(p: _Placer, ego: EgoTrajectory, ego_lane: float, density: float) ->
             lo, hi = (dx0 - travel, dx1) if lane.direction > 0 else (dx0, dx1 + travel)
             groups = [(lo, hi, speed)]
         for lo, hi, speed in groups:
+            y = lane.center
+            kept = (np.inf, -np.inf)  # the stretch the wanted ones occupy at t = 0
+            if lane is nearest and wanted:
+                x = ego.x0 + float(rng.uniform(8.0, 14.0))
+                kept = (x - speed * 0.8 - 4.0, x)
+                if obj.TRAILER in wanted:
+                    # A truck with its trailer has just passed: the trailer's rear is beside the ego, in full view.
+                    truck, trailer = _convoy(p, obj.TRAILER)
+                    tx = ego.x0 - float(rng.uniform(1.0, 4.0)) - trailer.length
+                    p.move(trailer, tx + trailer.length / 2, y + float(rng.normal(0, 0.1)), yaw, speed)
+                    p.move(truck, tx - 0.8 - truck.length / 2, y + float(rng.normal(0, 0.1)), yaw, speed)
+                    kept = (tx - 0.8 - truck.length - speed * 0.8 - 4.0, x)
+                for cls in wanted:
+                    if cls == obj.TRAILER:
+                        continue
+                    if cls == obj.BICYCLE and speed > 7.0:
+                        continue  # parked ones will do
+                    for m in _convoy(p, cls):  # front first: oncoming traffic drives towards -x
+                        p.move(m, x + m.length / 2, y + float(rng.normal(0, 0.15)), yaw, speed)
+                        x += m.length + 0.8
+                    x += float(rng.uniform(3.0, 8.0)) + speed * 0.8
+                kept = (kept[0], x)
             x = lo + float(rng.uniform(0, 10))
             while x < hi:
                 # One speed per lane group, so nobody drives through anybody; bicycles only when slow.
                 m = _vehicle(p, rng.random() * (0.93 if speed > 7.0 else 1.0), _MOVING)
-                y = lane.center + float(rng.normal(0, 0.15))
-                p.move(m, x + m.length / 2, y, yaw, speed)
+                if x + m.length > kept[0] and x < kept[1]:
+                    x = kept[1]
+                p.move(m, x + m.length / 2, y + float(rng.normal(0, 0.15)), yaw, speed)
                 x += m.length + float(rng.uniform(6.0, 30.0)) / density + speed * 0.8
 
 
@@ -432,8 +602,12 @@ def _pedestrians(p: _Placer, density: float) -> None:
             margin = 1.0 if width >= 3.0 else 0.35  # wide sidewalks keep their outer edge for parked bikes
             hi = (band.y0 + margin) if side < 0 else (band.y1 - margin)
             y = float(rng.uniform(min(lo, hi), max(lo, hi)))
-            if rng.random() < 0.75:
-                speed = float(rng.uniform(0.9, 1.6)) * (0.8 if cls == obj.CHILD else 1.0)
+            walking = rng.random() < 0.75
+            speed = float(rng.uniform(0.9, 1.6)) * (0.8 if cls == obj.CHILD else 1.0)
+            reach = speed * p.duration + 1.0 if walking else 0.5  # walkers go either way
+            if not p.line(f"walk{side}").free(x - reach, x + reach):
+                continue
+            if walking:
                 yaw = 0.0 if rng.random() < 0.5 else np.pi
                 m = obj.pedestrian(rng, p.instance(), p.variant(), cls=cls, walking=True)
                 p.move(m, x, y, yaw, speed, band.height, gait=2 * np.pi * speed / 1.5)
@@ -449,7 +623,7 @@ def _parked_bicycles(p: _Placer, density: float) -> None:
         if band.kind not in ("sidewalk", "plaza") or band.y1 - band.y0 < 3.0 or rng.random() > 0.6 * density:
             continue
         x = float(rng.uniform(dx0 + 10, dx1 - 10))
-        if not layout.x_free(np.array([x - 1.0, x + 4.0]), 1.0).all():
+        if not layout.span_free(x - 1.0, x + 4.0, 1.0) or not p.line(f"walk{band.side}").free(x - 1.0, x + 4.0):
             continue
         outer = band.y0 + 0.5 if band.side < 0 else band.y1 - 0.5
         for k in range(int(rng.integers(2, 6))):
@@ -531,7 +705,7 @@ def _kerb_spot(p: _Placer, ego: EgoTrajectory, length: float, keep_visible: bool
     line, parking = p.line("furniture-1"), p.line("parking-1")
     for x in np.arange(ego.x0 + 15.0, ego.x0 + 45.0, 1.5):
         x = float(x)
-        if not layout.x_free(np.array([x, x + length]), 1.0).all() or not line.free(x, x + length):
+        if not layout.span_free(x, x + length, 1.0) or not line.free(x, x + length):
             continue
         if keep_visible and not parking.free(x - 1.0, x + length + 1.0):
             continue
@@ -555,19 +729,22 @@ def _guarantee_road_works(p: _Placer, ego: EgoTrajectory) -> None:
         p.place(obj.barrier(rng, p.instance(), p.variant()), x + 5.0 + 2.5 * k, y - 0.1, 0.0, z)
 
 
-def _guarantee(p: _Placer, ego: EgoTrajectory) -> None:
-    """Add the road users a few frames must show, close ahead of the ego, if the draw left them out.
+def _wanted(p: _Placer, ego: EgoTrajectory) -> list[int]:
+    """Vehicle classes the oncoming traffic must bring past the ego.
 
-    Missing vehicles come towards the ego in the opposite lanes; a missing bicycle or pedestrian
-    waits at the right kerb.
+    Trailers, motorcycles and buses always come (parked ones are few and often hidden); cars, trucks
+    and bicycles when nothing close ahead shows them yet.
     """
-    rng, layout = p.rng, p.layout
     near = _near(p, ego)
-    opposite = layout.lanes_of(-1)
-    for cls, make, x in ((obj.CAR, obj.car, 30.0), (obj.TRUCK, obj.truck, 45.0), (obj.BUS, obj.bus, 62.0)):
-        if cls not in near:
-            lane = opposite[int(rng.integers(len(opposite)))]
-            p.move(make(rng, p.instance(), p.variant()), ego.x0 + x, lane.center, np.pi, float(rng.uniform(3.0, 7.0)))
+    # Small ones first: nothing big drives in front of them, towards the ego, to hide them.
+    order = (obj.MOTORCYCLE, obj.BICYCLE, obj.CAR, obj.BUS, obj.TRUCK, obj.TRAILER)
+    return [c for c in order if c in (obj.TRAILER, obj.MOTORCYCLE, obj.BUS) or c not in near]
+
+
+def _guarantee(p: _Placer, ego: EgoTrajectory) -> None:
+    """A bicycle or a pedestrian waiting at the right kerb close ahead, if the draw left them out."""
+    rng = p.rng
+    near = _near(p, ego)
     if obj.BICYCLE not in near:
         x, y, z = _kerb_spot(p, ego, 1.0, keep_visible=False)
         p.place(obj.bicycle(rng, p.instance(), p.variant(), rider=False), x + 0.5, y - 0.5, np.pi / 2, z)
@@ -614,13 +791,18 @@ def build_scene(
 
     p = _Placer(rng, layout, duration)
     p.static.add_layer(ground_mesh(layout, rng))
+    # Sites close ahead first: the rows of buildings, trees, furniture and parked cars leave room for them.
+    _bus_stop(p, ego, -1, float(rng.uniform(4.0, 12.0)))  # ours, on the right
+    _construction_zone(p, ego)
+    if rng.random() < 0.4:
+        _bus_stop(p, ego, 1, float(rng.uniform(10.0, 40.0)))  # the stop of the other direction
+    _parking_islands(p, ego)
+    if rng.random() < 0.5:
+        _parking_lot(p, ego)
     _building_rows(p)
     _barrier_rows(p)
     _sidewalk_furniture(p, density)
     _lawns(p, density)
-    zone = _construction_zone(p) if rng.random() < 0.75 else None
-    if zone is not None:  # parked cars and cone clusters keep out of the zone
-        p.line(f"parking{zone[0]}").take(zone[1], zone[2])
     _cone_clusters(p)
     _guarantee_road_works(p, ego)
     _parked_vehicles(p, density)
@@ -628,7 +810,7 @@ def build_scene(
     _median_objects(p)
     _parked_bicycles(p, density)
     _pedestrians(p, density)
-    _traffic(p, ego, ego_lane.center, density)
+    _traffic(p, ego, ego_lane.center, density, _wanted(p, ego))
     _guarantee(p, ego)
 
     actors = ActorSet.build(p.models, np.array(p.starts).reshape(-1, 3), np.array(p.yaws), np.array(p.speeds), np.array(p.gaits))
