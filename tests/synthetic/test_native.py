@@ -45,7 +45,7 @@ def test_round_trip_gives_back_the_same_scans(written) -> None:
             assert cg.name == cw.name and cg.timestamp == cw.timestamp
             assert np.array_equal(cg.K, cw.K) and np.array_equal(cg.lidar_to_cam, cw.lidar_to_cam)
             assert cg.image.shape == cw.image.shape
-            assert np.abs(cg.image.astype(int) - cw.image).mean() < 4.0  # JPEG loss only
+            assert np.abs(cg.image.astype(int) - cw.image).mean() < 5.0  # JPEG loss only (busier tiny images lose more)
     # The held-out sequence has its own seed, hence another street.
     val = SyntheticDataset(root, "val")[0]
     assert val.frame_id == "seed12/000000"
