@@ -134,6 +134,11 @@ def test_keypoint_selection_thresholds_and_fallback():
     assert ok.tolist() == [True, True, False]
     assert mask[0].sum() == 16 and set(index[0][mask[0]].tolist()) <= set(range(20))
     assert mask[1].sum() == 16 and set(index[1][mask[1]].tolist()) <= set(range(30))
+    # rank_fallback: the skipped view takes its best points instead (the 8 at 0.8 first), the others are unchanged
+    ranked, ranked_mask, ranked_ok = select_keypoints(scores, 16, 0.9, 0.7, 10, rank_fallback=True)
+    assert ranked_ok.tolist() == [True, True, True] and ranked_mask.all()
+    assert set(ranked[2, :8].tolist()) == set(range(8))
+    assert torch.equal(ranked[:2], index[:2])
 
 
 # -- (b) overlap labels on the real nuScenes keyframe ----------------------------------------------------------

@@ -14,7 +14,7 @@ batch's ``lidar_to_cam``, stays a pose). For every (scan, camera) view the netwo
    on the fused features of the sampled points that overlap the view;
 4. from epoch ``pose_start_epoch``: selects up to ``keypoints`` points by predicted overlap score
    (above ``score_threshold``, else ``fallback_threshold``; ``min_candidates`` or fewer: the view is
-   skipped), soft-matches each to the pixel cells (``softmax(f . g / match_temperature)``, the expected
+   skipped, or with ``rank_fallback`` its top-scoring points are taken), soft-matches each to the pixel cells (``softmax(f . g / match_temperature)``, the expected
    pixel position), turns positions into normalised coordinates ``K^-1 [u, v, 1]`` (right under crops and
    flips, where ``fx < 0``), solves the pose with the differentiable PnP of :mod:`lidarssl.methods.pnp`,
    and regresses it to the ground truth: SmoothL1 on the rotation entries + 0.01 SmoothL1 on the translation.
@@ -76,6 +76,9 @@ class NCLROptions(Schema):
     score_threshold: float = Field(0.9, gt=0, lt=1, description="predicted overlap a keypoint must exceed")
     fallback_threshold: float = Field(0.7, gt=0, lt=1, description="threshold used when too few pass the first")
     min_candidates: int = Field(10, ge=5, description="a view with this many candidates or fewer is skipped")
+    rank_fallback: bool = Field(False, description="a view with too few candidates takes its top-scoring points "
+                                "instead of being skipped, so the pose term runs before the overlap scores are "
+                                "confident (the original skips it)")
     pose_start_epoch: int = Field(45, ge=0, description="first epoch (0-based) with the pose losses")
     pnp_iterations: int = Field(10, ge=0, description="Levenberg-Marquardt iterations of the PnP")
     smooth_l1_beta: float = Field(1.0, gt=0, description="beta of the pose SmoothL1 losses")
@@ -163,9 +166,9 @@ def soft_match_bearings(point_feats: torch.Tensor, pixel_feats: torch.Tensor, ce
 
 
 def select_keypoints(scores: torch.Tensor, keypoints: int, threshold: float, fallback: float,
-                     min_candidates: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     min_candidates: int, rank_fallback: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``keypoints`` points of each view among those scoring above ``threshold`` (or ``fallback`` when
-    ``min_candidates`` or fewer pass it).
+    ``min_candidates`` or fewer pass it; or, with ``rank_fallback``, every point when too few pass both).
 
     Returns:
         index (V, k) into the view's points, mask (V, k) of real selections, ok (V,) views with more than
@@ -175,6 +178,8 @@ def select_keypoints(scores: torch.Tensor, keypoints: int, threshold: float, fal
     thr = torch.where(first > min_candidates, torch.full_like(scores[:, 0], threshold),
                       torch.full_like(scores[:, 0], fallback))
     candidate = scores > thr[:, None]
+    if rank_fallback:
+        candidate |= (candidate.sum(1) <= min_candidates)[:, None]
     ok = candidate.sum(1) > min_candidates
     k = min(keypoints, scores.shape[1])
     ranked = torch.where(candidate, scores, torch.full_like(scores, -1.0))
@@ -322,7 +327,7 @@ class NCLR(PretrainMethod):
         has_pairs[batch["pair_view"].long()] = True
         with torch.no_grad():
             index, mask, enough = select_keypoints(torch.sigmoid(point_logits.float()), o.keypoints, o.score_threshold,
-                                                   o.fallback_threshold, o.min_candidates)
+                                                   o.fallback_threshold, o.min_candidates, o.rank_fallback)
         use = has_pairs & enough
         stats = {"pose_skipped_empty": float((~has_pairs).sum()),
                  "pose_skipped_keypoints": float((has_pairs & ~enough).sum())}
