@@ -1,10 +1,12 @@
 """Known-answer tests with the oracle teacher (features = a fixed one-hot embedding of each pixel's class, read
-from the synthetic world's class images): the oracle's input reaches the batch, ScaLR's student recovers the
-classes, and the oracle is refused where there are no class images.
+from the synthetic world's class images).
 
-Not asserted here (measured, see the issue-14 note): that every image method's backbone makes the classes more
-linearly separable than a random backbone. On this 2-frame world after 40 steps it does not (held-out-frame probe
-mIoU: random 57.9, PPKT 54.6, SLidR 52.2, ST-SLidR 48.5, ScaLR 49.7).
+Each image method's student is trained on the two training frames, then read out through its own teacher side:
+ScaLR's head regresses the teacher's features, so its argmax names a class; PPKT's, SLidR's and ST-SLidR's point
+embeddings are compared (cosine) with their pixel head's embedding of each class's one-hot feature. Either is a
+fixed linear classifier of the student's features. An untrained network's readout is chance by construction (its
+heads know nothing of the embedding), and a constant prediction scores at most 1/K mIoU over the K classes present,
+so the student must beat both by a wide margin.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lidarssl.config import load_config
 from lidarssl.data.datasets import open_dataset
@@ -20,54 +23,71 @@ from lidarssl.data.loader import LabelBuilder, ScanCollate, ScanSamples
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.pretrain import build_method
+from lidarssl.metrics import ConfusionMatrix, miou, overall_accuracy
 
 BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
             "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
+#: per method: recipe overrides and optimiser steps. Measured readout mIoU over 16 classes, AVX2 and
+#: ATEN_CPU_CAPABILITY=default alike: PPKT 0.65, ScaLR 0.63-0.65, SLidR 0.26, ST-SLidR 0.27; untrained 0.006-0.008.
 ORACLE = {
-    "ppkt": ["pairing.resize=[45,80]", "method.options.max_pairs=4096"],
-    "slidr": ["pairing.resize=[45,80]", "method.options.superpixels=slic30_fast"],
-    "stslidr": ["pairing.resize=[45,80]", "method.options.superpixels=slic30_fast"],
-    "scalr": ["pairing.resize=[45,80]"],
+    "ppkt": (["method.options.max_pairs=1024", "optim.lr=0.003"], 80),
+    "slidr": (["method.options.superpixels=slic30_fast", "optim.lr=0.003"], 150),
+    "stslidr": (["method.options.superpixels=slic30_fast", "optim.lr=0.003"], 150),
+    "scalr": (["optim.lr=0.01"], 150),
 }
 
 
 def _config(root: Path, out: Path, method: str, *extra: str) -> PretrainConfig:
     return load_config(PretrainConfig, None, [
         f"out={out}", f"data.root={root}", "data.num_workers=0", f"method.name={method}", "teacher.name=oracle",
-        "pairing.cameras=all", *BACKBONE, "optim.epochs=20", "optim.lr=0.01", "optim.warmup_epochs=0",
-        "trainer.batch_size=1", "trainer.progress_bar=false",
-        *ORACLE.get(method, []), *extra])
+        "pairing.cameras=all", "pairing.resize=[45,80]", *BACKBONE, "optim.epochs=20", "optim.warmup_epochs=0",
+        "trainer.batch_size=1", "trainer.progress_bar=false", *ORACLE.get(method, ([], 0))[0], *extra])
 
 
-def test_scalr_student_recovers_the_oracle_classes(camera_world: Path, tmp_path: Path, one_thread):
-    """ScaLR regresses the oracle's one-hot class features: after 60 steps its head names the class of the
-    training points (labelled, paired or not) far more often than the most frequent class covers them."""
-    config = _config(camera_world, tmp_path, "scalr")
+def _readout(module, spec, root: Path) -> ConfusionMatrix:
+    """Confusion of the class each training point's student features name through the method's teacher side."""
+    plain = ScanSamples(open_dataset(root, "train"), spec.prep, [LabelBuilder()], train=False)
+    collate = ScanCollate(spec.prep, [LabelBuilder()])
+    confusion = ConfusionMatrix(16)
+    module.eval()
+    with torch.no_grad():
+        if module.name != "scalr":  # each class's one-hot feature through the pixel head (a 1x1 convolution)
+            classes = F.normalize(module.pixel_head.proj(torch.eye(17)[:, :, None, None])[:16, :, 0, 0], dim=1)
+        for i in range(len(plain)):
+            batch = collate([plain[i]])
+            feats = module.head(spec.model(batch))
+            logits = feats[:, :16] if module.name == "scalr" else F.normalize(feats, dim=1) @ classes.T
+            keep = batch["labels"] != 255
+            confusion.update(logits.argmax(1)[keep], batch["labels"][keep])
+    module.train()
+    return confusion
+
+
+@pytest.mark.parametrize("method", sorted(ORACLE))
+def test_image_student_names_the_oracle_classes(method: str, camera_world: Path, tmp_path: Path, one_thread):
+    """Trained with the oracle on two frames, the student's features name the class of those frames' points far
+    better than an untrained network's and than any constant prediction."""
+    config = _config(camera_world, tmp_path, method)
     torch.manual_seed(0)
     module, spec, builders = build_method(config)
-    samples = ScanSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0,
-                          augment=config.augment.point_augment())
+    samples = ScanSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0)
     collate = ScanCollate(spec.prep, builders)
-    assert "pixel_classes" in collate([samples[(0, 0)]])  # the oracle's input reached the batch
-    opt = torch.optim.AdamW(module.parameters(), lr=0.01)
-    for step in range(60):
-        loss = module.losses(collate([samples[(step % 2, step)]]))["distill"]
+    batches = [collate([samples[(i, 0)]]) for i in range(len(samples.dataset))]
+    assert all("pixel_classes" in b for b in batches)  # the oracle's input reached the batch
+    untrained = _readout(module, spec, camera_world)
+    opt = torch.optim.AdamW(module.parameters(), lr=config.optim.lr)
+    for step in range(ORACLE[method][1]):
+        loss = sum(module.losses(batches[step % len(batches)]).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-    module.eval()
-    plain = ScanSamples(open_dataset(camera_world, "train"), spec.prep, [LabelBuilder()], train=False)
-    with torch.no_grad():
-        agree = []
-        for i in range(len(plain)):
-            batch = ScanCollate(spec.prep, [LabelBuilder()])([plain[i]])
-            y = batch["labels"]
-            pred = module.head(spec.model(batch)).argmax(1)
-            majority = float(torch.bincount(y[y != 255]).max()) / int((y != 255).sum())
-            agree.append((float((pred == y)[y != 255].float().mean()), majority))
-    for accuracy, majority in agree:
-        print(f"scalr with the oracle: head accuracy {accuracy:.3f}, most frequent class {majority:.3f}")
-        assert accuracy > majority + 0.1  # measured: +0.19 and +0.24
+    trained = _readout(module, spec, camera_world)
+    present = int((trained.matrix.sum(1) > 0).sum())
+    before, after = (miou(untrained), overall_accuracy(untrained)), (miou(trained), overall_accuracy(trained))
+    print(f"{method} oracle readout over {present} classes: mIoU {before[0]:.3f} untrained -> {after[0]:.3f} "
+          f"trained; accuracy {before[1]:.3f} -> {after[1]:.3f}")
+    assert after[0] > max(before[0], 1 / present) + 0.06
+    assert after[1] > before[1] + 0.2
 
 
 def test_oracle_needs_class_images(camera_world: Path, tmp_path: Path):
