@@ -116,16 +116,17 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     # The interrupted epoch is replayed: same data order, augmentations, weights and optimiser state. The weights
     # agree up to float summation order (CPU reductions can depend on buffer alignment, which differs between a
-    # process that ran epoch 0 and one that did not: measured up to 2e-5), and this tiny model leaves many points
+    # process that ran epoch 0 and one that did not: measured up to 5e-4, and 8e-6 relative on BatchNorm running
+    # variances near 200; a shifted random stream moves weights by 1e-2 and more), and this tiny model leaves many points
     # near a tie between two classes, so a few of them may flip.
     full_1 = torch.load(tmp_path / "full" / "checkpoints" / "epoch001.ckpt", weights_only=False)
     resumed_1 = torch.load(tmp_path / "x" / "checkpoints" / "epoch001.ckpt", weights_only=False)
     assert full_1["global_step"] == resumed_1["global_step"] == 4
     for key, value in full_1["state_dict"].items():
-        torch.testing.assert_close(value, resumed_1["state_dict"][key], atol=1e-3, rtol=0, msg=key)
+        torch.testing.assert_close(value, resumed_1["state_dict"][key], atol=2e-3, rtol=1e-4, msg=key)
     a, b = load_weights(tmp_path / "full" / "backbone.safetensors")[0], load_weights(tmp_path / "x" / "backbone.safetensors")[0]
     for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=1e-3, rtol=0, msg=key)
+        torch.testing.assert_close(a[key], b[key], atol=2e-3, rtol=1e-4, msg=key)
     ma = json.loads((tmp_path / "full" / "metrics.json").read_text())
     mb = json.loads((tmp_path / "x" / "metrics.json").read_text())
     assert np.abs(np.array(ma["confusion"]) - np.array(mb["confusion"])).sum() <= 2e-3 * np.sum(ma["confusion"])

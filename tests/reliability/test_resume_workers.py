@@ -15,12 +15,13 @@ BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options={fov_min: [-40, -
 def _same_weights(a: Path, b: Path) -> None:
     # The runs replay the same data order, augmentations, drop-path draws and optimiser state; what remains is
     # float summation order: CPU kernels may pick another reduction order for differently aligned buffers (a
-    # fresh process versus one that already ran an epoch), measured up to 2e-5 on these weights. A shifted
-    # random stream (the bug this guards against) moves them by 1e-2 and more.
+    # fresh process versus one that already ran an epoch), measured up to 5e-4 on the weights of these tiny runs
+    # (8e-6 relative on BatchNorm running variances near 200). A shifted random stream (the bug this guards
+    # against) moves them by 1e-2 and more.
     wa, wb = load_weights(a)[0], load_weights(b)[0]
     assert wa.keys() == wb.keys()
     for key in wa:
-        torch.testing.assert_close(wa[key], wb[key], atol=1e-3, rtol=0, msg=key)
+        torch.testing.assert_close(wa[key], wb[key], atol=2e-3, rtol=1e-4, msg=key)
 
 
 def test_segmentation_killed_mid_epoch_resumes_exactly_with_workers(tiny_world: Path, tmp_path: Path, run_lidarssl):
