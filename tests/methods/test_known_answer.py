@@ -101,19 +101,56 @@ def test_oracle_needs_class_images(camera_world: Path, tmp_path: Path):
         build_method(_config(camera_world, tmp_path, "scalr", f"data.teacher_cache={tmp_path}"))
 
 
-def test_nclr_with_the_oracle_learns_overlap_and_runs_its_pose_term(camera_world: Path, tmp_path: Path, one_thread):
-    """NCLR with the oracle and an unperturbed scan, so the camera poses to recover are the rig's known calibration:
-    with ``rank_fallback`` the pose term runs on every step; the overlap and contrastive terms learn, and the
-    rotation error of the solved poses falls well below its start (chance: about 126 degrees on average for a
-    uniformly random rotation). The oracle's features carry a pixel's class, not its position inside a region of
-    that class, so the soft matches stay coarse: a precise pose is not expected here."""
-    config = load_config(PretrainConfig, None, [
-        f"out={tmp_path}", f"data.root={camera_world}", "data.num_workers=0", "method.name=nclr", "teacher.name=oracle",
-        "pairing.cameras=all", "pairing.resize=[45,80]", *BACKBONE, "optim.lr=0.003",
-        "augment.rotate=false", "augment.translate=null", "augment.flip=false", "augment.scale=null",
-        "method.options.points_per_view=1024", "method.options.pairs_per_scan=256",
+def _nclr_config(root: Path, out: Path, *extra: str) -> PretrainConfig:
+    return load_config(PretrainConfig, None, [
+        f"out={out}", f"data.root={root}", "data.num_workers=0", "method.name=nclr", "teacher.name=oracle",
+        "pairing.cameras=all", "pairing.resize=[45,80]", *BACKBONE, "optim.lr=0.003", "augment.flip=false",
+        "augment.scale=null", "method.options.points_per_view=1024", "method.options.pairs_per_scan=256",
         "method.options.fused_pairs_per_scan=256", "method.options.keypoints=64", "method.options.pixel_stride=2",
-        "method.options.pose_start_epoch=0", "method.options.rank_fallback=true"])
+        "method.options.pose_start_epoch=0", "method.options.rank_fallback=true", *extra])
+
+
+def test_nclr_pose_head_recovers_the_known_perturbation(camera_world: Path, tmp_path: Path, one_thread):
+    """Each scan is moved by a random rotation about z and a translation of metres (the known perturbation), which
+    the batch's ``lidar_to_cam`` folds in. With features that match perfectly (one-hot codes of the pixel cell each
+    paired point projects to, the answer an ideal oracle would give) the pose head recovers every view's pose
+    within the cell quantisation: keypoints, soft matches, ``K^-1`` of the resized images, PnP and the ground truth
+    all agree."""
+    config = _nclr_config(camera_world, tmp_path, "augment.rotate=true", "augment.translate=[4.0,15.0]")
+    torch.manual_seed(0)
+    module, spec, builders = build_method(config)
+    samples = ScanSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0,
+                          augment=config.augment.point_augment())
+    batch = ScanCollate(spec.prep, builders)([samples[(0, 3)]])
+    (H, W), views = batch["images"].shape[1:3], batch["images"].shape[0]
+    grid = module.grid_hw((H, W), (H, W))
+    cells = grid[0] * grid[1]
+    uv, pair_view, pair_row = batch["pair_uv"], batch["pair_view"], batch["pair_row"]
+    cell = (uv[:, 1] * grid[0] / H).long() * grid[1] + (uv[:, 0] * grid[1] / W).long()
+    k = config.method.options["keypoints"]
+    rows, points = torch.zeros(views, k, dtype=torch.long), torch.zeros(views, k, cells)
+    for v in range(views):
+        pairs = torch.nonzero(pair_view == v).squeeze(1)
+        assert len(pairs) >= k
+        pick = pairs[torch.randperm(len(pairs))[:k]]
+        rows[v], points[v, torch.arange(k), cell[pick]] = pair_row[pick], 1.0
+    pixels = torch.eye(cells).expand(views, cells, cells)
+    confident = torch.full((views, k), 10.0)
+    _, _, stats = module.pose_losses(batch, rows, points, pixels, confident, confident > 0, (H, W), grid)
+    perturbation = torch.linalg.norm(batch["lidar_to_cam"][:, :3, 3], dim=1).min()
+    print(f"nclr pose head with perfect matches: {int(stats['pose_views'])} of {views} views, rotation error "
+          f"{stats['pose_rotation_error_deg']:.2f} deg, translation error {stats['pose_translation_error_m']:.2f} m "
+          f"(camera at least {perturbation:.1f} m from the moved lidar origin)")
+    assert stats["pose_views"] == views and perturbation > 1.0
+    assert stats["pose_rotation_error_deg"] < 2.0 and stats["pose_translation_error_m"] < 0.5
+
+
+def test_nclr_with_the_oracle_learns_overlap_and_runs_its_pose_term(camera_world: Path, tmp_path: Path, one_thread):
+    """NCLR trained with the oracle on unperturbed scans: with ``rank_fallback`` the pose term runs from the first
+    step, and the overlap and contrastive terms learn. The oracle's features carry a pixel's class, not where it is
+    inside that class's region, so its soft matches are coarse and the solved poses are not asserted (their
+    rotation error moved 123 -> 87 degrees on one tiny world and 110 -> 116 on another)."""
+    config = _nclr_config(camera_world, tmp_path, "augment.rotate=false", "augment.translate=null")
     torch.manual_seed(0)
     module, spec, builders = build_method(config)
     samples = ScanSamples(open_dataset(camera_world, "train"), spec.prep, builders, seed=0)
@@ -131,8 +168,8 @@ def test_nclr_with_the_oracle_learns_overlap_and_runs_its_pose_term(camera_world
                         terms["point_overlap"].item(), terms["nce"].item()))
     h = torch.tensor(history)
     first, last = h[:10].nanmean(0), h[-40:].nanmedian(0).values
-    print(f"nclr with the oracle: pose views per step min {int(h[:, 0].min())}; rotation error {first[1]:.0f} -> "
-          f"{last[1]:.0f} deg; point overlap BCE {first[2]:.3f} -> {last[2]:.3f}; InfoNCE {first[3]:.2f} -> {last[3]:.2f}")
-    assert h[:, 0].min() >= 1  # the pose term ran on every step
+    ran = float((h[:, 0] > 0).float().mean())
+    print(f"nclr with the oracle: pose term ran on {ran:.0%} of steps; rotation error {first[1]:.0f} -> {last[1]:.0f} "
+          f"deg; point overlap BCE {first[2]:.3f} -> {last[2]:.3f}; InfoNCE {first[3]:.2f} -> {last[3]:.2f}")
+    assert ran > 0.8  # the other steps' views were all degenerate solves, which are counted, not failures
     assert last[2] < first[2] - 0.1 and last[3] < first[3] - 0.5
-    assert last[1] < first[1] - 20
