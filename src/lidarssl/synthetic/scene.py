@@ -3,9 +3,10 @@
 :func:`build_scene` draws everything from one seed: the plan (:mod:`~lidarssl.synthetic.layout`),
 building rows with varying setbacks and heights, trees and bushes, lamp posts, signs and traffic
 lights, parked vehicles, a construction zone with barriers, cones, a construction vehicle and workers,
-a bus stop (raised boarding platform, shelter, people waiting, parked bicycles), raised islands in
-the parking lanes, sometimes a car park, moving cars, trucks, buses, motorcycles and cyclists in
-their lanes, and pedestrians walking on the sidewalks. The result is a :class:`Scene`: one static
+a bus stop (raised boarding platform, shelter, people and a cyclist waiting, parked bicycles), often a
+second one across the road with a bus standing at it, a bicycle rack, raised islands in the parking
+lanes, sometimes a car park, moving cars, trucks, buses, motorcycles and cyclists in their lanes, and
+pedestrians walking on the sidewalks. The result is a :class:`Scene`: one static
 :class:`~lidarssl.synthetic.meshes.MeshLayer` (built into a BVH once per sequence), the moving
 :class:`~lidarssl.synthetic.actors.ActorSet` (rebuilt per timestamp) and the ego trajectory.
 
@@ -14,9 +15,11 @@ also draws a map-to-global transform (a random heading and an offset of hundreds
 nuScenes map coordinates) so that ego poses are not trivially axis-aligned.
 
 All 16 nuScenes-lidarseg classes show up near the ego path in the first second, whatever the layout:
-the road works, the bus stop and the parking-lane islands are placed close to the ego before
-anything else, and the oncoming traffic brings a motorcycle, a bicycle, a bus and a truck-towed
-trailer past it (``benchmarks/world_classes.py`` prints the per-class point counts).
+the bus stops, the road works and the parking-lane islands are placed close to the ego before
+anything else, then a bicycle rack and, where the road works' cones stand too far away, a few tall
+cones at the kerb (small and thin objects return enough points only close by); the oncoming traffic
+brings a motorcycle, a bicycle, a bus (unless one stands at a stop) and a truck-towed trailer past it
+(``benchmarks/world_classes.py`` prints the per-class point counts).
 """
 
 from __future__ import annotations
@@ -444,7 +447,7 @@ def _bay(p: _Placer, ego: EgoTrajectory, side: int, ego_lane: Lane) -> Lane | No
     if lane is None or lane is ego_lane:
         return None
     if side < 0:  # the bus body must clear the ego's swaying body
-        y_in = lane.y0 + 0.2 + obj.BUS_WIDTH
+        y_in = min(lane.y0 + 0.2 + obj.BUS_WIDTH, lane.y1)
         if y_in > ego.y0 - 2.0 * ego.sway - 0.9 - 0.3:
             return None
     return lane
@@ -475,8 +478,10 @@ def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float, bay: Lane
         # Front door at the platform's far end; nothing drives through it in its lane.
         xf = x0 + length - 0.3 if side < 0 else x0 + 0.3
         cx = xf - bus.length / 2 if side < 0 else xf + bus.length / 2
-        kerb = bay.y0 if side < 0 else bay.y1
-        yb = kerb - side * (0.2 + bus.width / 2)
+        # 0.2 m from the kerb, but never over the lane line: in a parking lane narrower than the bus, its body
+        # overhangs the kerb instead (by 0.35 m at most) and traffic passes freely.
+        w = bus.width / 2
+        yb = min(bay.y0 + 0.2 + w, bay.y1 - w) if side < 0 else max(bay.y1 - 0.2 - w, bay.y0 + w)
         p.place(bus, cx, yb, 0.0 if side < 0 else np.pi)
         p.line(f"parking{side}").take(cx - bus.length / 2 - 1.0, cx + bus.length / 2 + 1.0)
         if bay.direction != 0:
@@ -496,7 +501,7 @@ def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float, bay: Lane
     p.place(obj.bicycle(rng, p.instance(), p.variant(), rider=True), xc, yc, 0.0 if side < 0 else np.pi, top)
     slots = np.arange(x0 + 0.6, x0 + length - 0.6, 0.9)
     slots = slots[np.abs(slots - xc) > 1.5]
-    for x in rng.choice(slots, size=int(rng.integers(2, 5)), replace=False):
+    for x in rng.choice(slots, size=min(len(slots), int(rng.integers(3, 6))), replace=False):
         m = obj.pedestrian(rng, p.instance(), p.variant(), cls=obj.CHILD if rng.random() < 0.15 else obj.PEDESTRIAN,
                            walking=False)
         p.place(m, float(x), yc + float(rng.uniform(-0.2, 0.2)) * width, float(rng.uniform(0, 2 * np.pi)), top)
@@ -812,7 +817,8 @@ def _kerb_spot(p: _Placer, ego: EgoTrajectory, length: float, keep_visible: bool
     With ``keep_visible``, the parking lane in front is kept free so parked cars do not hide it.
     """
     ref = ego.x0 + start
-    found = [(abs(x - ref) * (1.0 if x >= ref else 2.0), x, side) for side in sides
+    # The far kerb counts 30 m extra: traffic and the median hide what stands there.
+    found = [(abs(x - ref) * (1.0 if x >= ref else 2.0) + (30.0 if side > 0 else 0.0), x, side) for side in sides
              if (x := _kerb_free(p, ego, side, length, keep_visible, start, behind)) is not None]
     if not found:
         y, z = _kerb_line(p, sides[0])
@@ -828,15 +834,24 @@ def _kerb_spot(p: _Placer, ego: EgoTrajectory, length: float, keep_visible: bool
 def _guarantee_road_works(p: _Placer, ego: EgoTrajectory) -> None:
     """Cones and barriers at the kerb close to the ego, before parked cars are placed, with no parked car in front.
 
-    Cones are small: those of the road works count only when at least four stand within 9 m behind and
-    15 m ahead of the ego; else five tall cones stand at the nearest free stretch of either kerb.
+    Cones are small: those of the road works count only when at least four stand within 3 m behind and
+    15 m ahead of the ego; else five tall cones stand at the nearest free stretch of the right kerb, else of
+    the median, else of the left kerb.
     """
     near = _near(p, ego)
-    cones = sum(c == obj.TRAFFIC_CONE and ego.x0 - 9.0 < x < ego.x0 + 15.0 and abs(y - ego.y0) < 8.0
+    cones = sum(c == obj.TRAFFIC_CONE and ego.x0 - 3.0 < x < ego.x0 + 15.0 and abs(y - ego.y0) < 8.0
                 for c, x, y in p.static_classes)
     rng = p.rng
     if cones < 4:
-        x, y, z = _kerb_spot(p, ego, 5.8, keep_visible=True, start=4.0, sides=(-1, 1), behind=14.0)
+        layout = p.layout
+        mid = None
+        if layout.median is not None:  # a raised median beside the ego's lanes, when the right kerb is taken
+            mid = _free_stretch(p, _around(ego.x0 + 4.0, ahead=20.0, behind=10.0), 5.8, ["median"], margin=1.0)
+        if mid is not None and _kerb_free(p, ego, -1, 5.8, True, 4.0, behind=14.0) is None:
+            p.line("median").take(mid, mid + 5.8)
+            x, y, z = mid, 0.5 * (layout.median[0] + layout.median[1]), layout.kerb_height
+        else:
+            x, y, z = _kerb_spot(p, ego, 5.8, keep_visible=True, start=4.0, sides=(-1, 1), behind=14.0)
         for k in range(5):
             p.place(obj.cone(rng, p.instance(), p.variant(), tall=True), x + 0.5 + 1.2 * k, y, 0.0, z)
     if obj.BARRIER not in near:
@@ -914,14 +929,13 @@ def build_scene(
     p.static.add_layer(ground_mesh(layout, rng))
     # Sites close ahead first: the rows of buildings, trees, furniture and parked cars leave room for them.
     # A bus stands at the stop of the other direction, in full view across the road, or else at ours.
+    # A bus stands at the stop of the other direction, in full view across the road; one at ours would hide
+    # the stop (its platform, people and cyclist) from the ego.
     far_bay = _bay(p, ego, 1, ego_lane)
-    near_bay = None if far_bay is not None else _bay(p, ego, -1, ego_lane)
-    # A bus standing at our stop hides it: the stop is then farther ahead, the bus seen from behind.
-    ahead = float(rng.uniform(4.0, 12.0) if near_bay is None else rng.uniform(14.0, 24.0))
-    bus_stands = _bus_stop(p, ego, -1, ahead, near_bay)  # ours, on the right
+    bus_stands = _bus_stop(p, ego, -1, float(rng.uniform(4.0, 12.0)), None)  # ours, on the right
     _construction_zone(p, ego)
     if far_bay is not None or rng.random() < 0.4:  # the stop of the other direction
-        bus_stands = _bus_stop(p, ego, 1, float(rng.uniform(8.0, 20.0) if far_bay else rng.uniform(10.0, 40.0)),
+        bus_stands = _bus_stop(p, ego, 1, float(rng.uniform(12.0, 25.0) if far_bay else rng.uniform(10.0, 40.0)),
                                far_bay) or bus_stands
     _parking_islands(p, ego)
     _guarantee_road_works(p, ego)
