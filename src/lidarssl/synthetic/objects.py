@@ -29,6 +29,8 @@ from lidarssl.synthetic.meshes import (
 # nuScenes-lidarseg raw ids.
 PEDESTRIAN, CHILD, WORKER = 2, 3, 4
 BARRIER, TRAFFIC_CONE, BICYCLE, BUS, CAR, CONSTRUCTION, MOTORCYCLE, TRAILER, TRUCK = 9, 12, 14, 16, 17, 18, 21, 22, 23
+#: Width of a city bus, metres (a bus stopping at the kerb must leave the next lane free).
+BUS_WIDTH = 2.55
 MANMADE, VEGETATION, EGO = 28, 30, 31
 
 _WHEEL_R = rotation_x(np.pi / 2)  # cylinder axis z -> y
@@ -139,7 +141,7 @@ def truck(rng: np.random.Generator, inst: int, variant: int) -> Model:
 
 def bus(rng: np.random.Generator, inst: int, variant: int) -> Model:
     """A rigid city bus with a band of windows (the ``bus`` texture)."""
-    L, W, H = float(rng.uniform(10.5, 12.5)), 2.55, float(rng.uniform(3.0, 3.4))
+    L, W, H = float(rng.uniform(10.5, 12.5)), BUS_WIDTH, float(rng.uniform(3.0, 3.4))
     b = MeshBuilder(cls=BUS, inst=inst, variant=variant)
     b.tapered_box((-L / 2, L / 2, -W / 2, W / 2), (-L / 2 + 0.05, L / 2 - 0.1, -W / 2 + 0.05, W / 2 - 0.05), (0.35, H),
                   M["bus"], top_material=M["metal"])
@@ -404,10 +406,10 @@ def barrier(rng: np.random.Generator, inst: int, variant: int) -> Model:
     return _rigid(b, L, 0.6)
 
 
-def cone(rng: np.random.Generator, inst: int, variant: int) -> Model:
-    """A traffic cone on its square base."""
+def cone(rng: np.random.Generator, inst: int, variant: int, tall: bool = False) -> Model:
+    """A traffic cone on its square base; ``tall`` ones (0.75-1 m) mark road works on fast roads."""
     b = MeshBuilder(cls=TRAFFIC_CONE, inst=inst, variant=variant)
-    h = float(rng.uniform(0.5, 0.9))
+    h = float(rng.uniform(0.75, 1.0) if tall else rng.uniform(0.5, 0.9))
     b.box((0.38, 0.38, 0.03), (0, 0, 0.015), M["cone"])
     b.primitive("cone", (0.15, 0.15, h), M["cone"], (0, 0, 0.03), sections=8)
     return _rigid(b, 0.4, 0.4)

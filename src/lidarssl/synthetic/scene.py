@@ -3,9 +3,10 @@
 :func:`build_scene` draws everything from one seed: the plan (:mod:`~lidarssl.synthetic.layout`),
 building rows with varying setbacks and heights, trees and bushes, lamp posts, signs and traffic
 lights, parked vehicles, a construction zone with barriers, cones, a construction vehicle and workers,
-a bus stop (raised boarding platform, shelter, people waiting, parked bicycles), raised islands in
-the parking lanes, sometimes a car park, moving cars, trucks, buses, motorcycles and cyclists in
-their lanes, and pedestrians walking on the sidewalks. The result is a :class:`Scene`: one static
+a bus stop (raised boarding platform, shelter, people and a cyclist waiting, parked bicycles), often a
+second one across the road with a bus standing at it, a bicycle rack, raised islands in the parking
+lanes, sometimes a car park, moving cars, trucks, buses, motorcycles and cyclists in their lanes, and
+pedestrians walking on the sidewalks. The result is a :class:`Scene`: one static
 :class:`~lidarssl.synthetic.meshes.MeshLayer` (built into a BVH once per sequence), the moving
 :class:`~lidarssl.synthetic.actors.ActorSet` (rebuilt per timestamp) and the ego trajectory.
 
@@ -14,9 +15,11 @@ also draws a map-to-global transform (a random heading and an offset of hundreds
 nuScenes map coordinates) so that ego poses are not trivially axis-aligned.
 
 All 16 nuScenes-lidarseg classes show up near the ego path in the first second, whatever the layout:
-the road works, the bus stop and the parking-lane islands are placed close to the ego before
-anything else, and the oncoming traffic brings a motorcycle, a bicycle, a bus and a truck-towed
-trailer past it (``benchmarks/world_classes.py`` prints the per-class point counts).
+the bus stops, the road works and the parking-lane islands are placed close to the ego before
+anything else, then a bicycle rack and, where the road works' cones stand too far away, a few tall
+cones at the kerb (small and thin objects return enough points only close by); the oncoming traffic
+brings a motorcycle, a bicycle, a bus (unless one stands at a stop) and a truck-towed trailer past it
+(``benchmarks/world_classes.py`` prints the per-class point counts).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 
 from lidarssl.synthetic import objects as obj
 from lidarssl.synthetic.actors import ActorSet, EgoTrajectory
-from lidarssl.synthetic.layout import DRIVEABLE, OTHER_FLAT, Band, StreetLayout, generate_layout, ground_mesh
+from lidarssl.synthetic.layout import DRIVEABLE, OTHER_FLAT, Band, Lane, StreetLayout, generate_layout, ground_mesh
 from lidarssl.synthetic.materials import MATERIAL_IDS
 from lidarssl.synthetic.meshes import MeshBuilder, MeshLayer, pose
 from lidarssl.synthetic.objects import Model
@@ -111,6 +114,7 @@ class _Placer:
         self.lines: dict[str, _Line] = {}
         self.static_classes: list[tuple[int, float, float]] = []  # (class, x, y) for the guarantee
         self.moving_classes: list[int] = []
+        self.standing: list[tuple[float, float, float]] = []  # (lane centre, x0, x1) of vehicles standing in a lane
 
     def line(self, key: str) -> _Line:
         return self.lines.setdefault(key, _Line())
@@ -411,10 +415,10 @@ def _construction_zone(p: _Placer, ego: EgoTrajectory) -> None:
         m = obj.barrier(rng, p.instance(), p.variant())
         p.place(m, x + m.length / 2, y_edge + side * 0.35, 0.0, z)
         x += m.length + float(rng.uniform(0.05, 0.4))
-    for k in range(int(rng.integers(4, 7))):  # taper of cones before the zone
-        xc = x0 - 1.0 - 1.5 * k
+    for k in range(int(rng.integers(5, 8))):  # taper of tall cones before the zone
+        xc = x0 - 1.0 - 1.25 * k
         yc = y_edge + side * min(0.3 + 0.35 * k, width - 0.3)
-        p.place(obj.cone(rng, p.instance(), p.variant()), xc, yc, 0.0, z)
+        p.place(obj.cone(rng, p.instance(), p.variant(), tall=True), xc, yc, 0.0, z)
     mx = x0 + length / 2
     band = layout.band_at(y_mid)
     p.place(machine, mx, y_mid + (side * 0.2 if in_lane else 0.0), float(rng.choice([0.0, np.pi])),
@@ -429,20 +433,59 @@ def _construction_zone(p: _Placer, ego: EgoTrajectory) -> None:
         p.place(m, x0 + 1.5 + 1.2 * k, y_mid - side * 0.3, float(rng.uniform(0, 2 * np.pi)), zm)
 
 
-def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float) -> None:
-    """A bus stop from ``ahead`` metres in front of the ego: a raised boarding platform at the kerb, a shelter,
-    people waiting, parked bicycles.
+def _bay(p: _Placer, ego: EgoTrajectory, side: int, ego_lane: Lane) -> Lane | None:
+    """The lane a bus stops in at the kerb on ``side``, clear of the ego and of the oncoming traffic it meets.
 
-    The platform is a raised island (``flat.other``); parking stops in front of it.
+    The parking lane (the bus bay) where there is one, else the outer of two driving lanes when the ego
+    (or, on the left, the oncoming traffic that passes the ego) keeps to the inner one.
+    """
+    layout = p.layout
+    parking = [ln for ln in layout.lanes_of(0) if (ln.center < 0) == (side < 0)]
+    driving = layout.lanes_of(1 if side < 0 else -1)
+    outer = driving[0] if side < 0 else driving[-1]
+    lane = parking[0] if parking else (outer if len(driving) > 1 else None)
+    if lane is None or lane is ego_lane:
+        return None
+    if side < 0:  # the bus body must clear the ego's swaying body
+        y_in = min(lane.y0 + 0.2 + obj.BUS_WIDTH, lane.y1)
+        if y_in > ego.y0 - 2.0 * ego.sway - 0.9 - 0.3:
+            return None
+    return lane
+
+
+def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float, bay: Lane | None) -> bool:
+    """A bus stop from ``ahead`` metres in front of the ego: a raised boarding platform at the kerb, a shelter,
+    people and a cyclist waiting, parked bicycles, and a bus standing in the ``bay`` lane when there is one.
+
+    The platform is a raised island (``flat.other``); parking stops in front of it. A cyclist (rider and
+    bicycle, both ``vehicle.bicycle`` as in nuScenes, whose boxes include the rider) waits at its near end.
+    Returns whether a bus stands there (not when the stop had to move more than 35 m ahead of the ego).
     """
     rng, layout = p.rng, p.layout
     host = layout.kerbside(side)
     length = float(rng.uniform(8.0, 12.0))
     keys = [f"site{side}", f"walk{side}", f"furniture{side}", f"parking{side}"]
-    x0 = _free_stretch(p, _around(ego.x0 + ahead), length + 7.0, keys, margin=2.0)
+    bus = obj.bus(rng, p.instance(), p.variant()) if bay is not None else None
+    lead = 1.0 if bus is None or side > 0 else max(1.0, bus.length - length + 1.5)  # its rear reaches back past it
+    x0 = _free_stretch(p, _around(ego.x0 + ahead), length + 7.0 + lead, keys, margin=2.0)
     if x0 is None:
-        return
-    _take(p, keys, x0 - 1.0, x0 + length + 7.0)
+        return False
+    x0 += lead - 1.0
+    if x0 > ego.x0 + 35.0:
+        bus = None
+    _take(p, keys, x0 - lead, x0 + length + 7.0)
+    if bus is not None:
+        # Front door at the platform's far end; nothing drives through it in its lane.
+        xf = x0 + length - 0.3 if side < 0 else x0 + 0.3
+        cx = xf - bus.length / 2 if side < 0 else xf + bus.length / 2
+        # 0.2 m from the kerb, but never over the lane line: in a parking lane narrower than the bus, its body
+        # overhangs the kerb instead (by 0.35 m at most) and traffic passes freely.
+        w = bus.width / 2
+        yb = min(bay.y0 + 0.2 + w, bay.y1 - w) if side < 0 else max(bay.y1 - 0.2 - w, bay.y0 + w)
+        p.place(bus, cx, yb, 0.0 if side < 0 else np.pi)
+        p.line(f"parking{side}").take(cx - bus.length / 2 - 1.0, cx + bus.length / 2 + 1.0)
+        if bay.direction != 0:
+            p.standing.append((bay.center, cx - bus.length / 2 - 1.0, cx + bus.length / 2 + 1.0))
     inner = host.y1 if side < 0 else host.y0
     width = float(np.clip(0.6 * (host.y1 - host.y0), 1.0, 2.0))
     top = host.height + 0.12
@@ -454,8 +497,11 @@ def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float) -> None:
     xs_ = x0 + length / 2 + float(rng.uniform(-1.0, 1.0))
     band = layout.band_at(ys)
     p.place(shelter, xs_, ys, 0.0 if side < 0 else np.pi, host.height if band is None else band.height)
+    xc = x0 + 1.1 if side < 0 else x0 + length - 1.1  # the near end, seen first
+    p.place(obj.bicycle(rng, p.instance(), p.variant(), rider=True), xc, yc, 0.0 if side < 0 else np.pi, top)
     slots = np.arange(x0 + 0.6, x0 + length - 0.6, 0.9)
-    for x in rng.choice(slots, size=int(rng.integers(2, 5)), replace=False):
+    slots = slots[np.abs(slots - xc) > 1.5]
+    for x in rng.choice(slots, size=min(len(slots), int(rng.integers(3, 6))), replace=False):
         m = obj.pedestrian(rng, p.instance(), p.variant(), cls=obj.CHILD if rng.random() < 0.15 else obj.PEDESTRIAN,
                            walking=False)
         p.place(m, float(x), yc + float(rng.uniform(-0.2, 0.2)) * width, float(rng.uniform(0, 2 * np.pi)), top)
@@ -466,6 +512,38 @@ def _bus_stop(p: _Placer, ego: EgoTrajectory, side: int, ahead: float) -> None:
         m = obj.bicycle(rng, p.instance(), p.variant(), rider=False)
         p.place(m, xb + 2.0 * k, yb, float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.05)),
                 host.height if band is None else band.height)
+    return bus is not None
+
+
+def _bicycle_rack(p: _Placer, ego: EgoTrajectory) -> None:
+    """A row of parked bicycles, side-on, along the outer edge of a wide sidewalk close to the ego.
+
+    Bicycles are thin: only close by do they return enough points to be learned. Pedestrians keep off
+    the outer metre of wide sidewalks; the parking lane in front is kept free.
+    """
+    rng, layout = p.rng, p.layout
+    n = int(rng.integers(3, 6))
+    length = 1.9 * n
+    best = None
+    for side in (-1, 1):
+        walks = [b for b in layout.bands_of(side, "sidewalk") if b.y1 - b.y0 >= 3.0]
+        if not walks:
+            continue
+        keys = [f"walk{side}", f"rack{side}", f"parking{side}"]
+        x = _free_stretch(p, _around(ego.x0 + float(rng.uniform(3.0, 10.0)), behind=8.0, ahead=30.0), length, keys)
+        if x is not None and (best is None or abs(x - ego.x0) < abs(best[0] - ego.x0)):
+            best = x, side, walks[0]
+    if best is not None and abs(best[0] - ego.x0) < 15.0:
+        x0, side, band = best
+        p.line(f"rack{side}").take(x0, x0 + length)
+        p.line(f"parking{side}").take(x0 - 1.0, x0 + length + 1.0)
+        y, z = (band.y0 + 0.45 if side < 0 else band.y1 - 0.45), band.height
+    else:  # narrow sidewalks: in the furniture strip along the kerb
+        x0, y, z = _kerb_spot(p, ego, length, keep_visible=True, start=3.0, sides=(-1, 1), behind=10.0)
+    for k in range(n):
+        m = obj.bicycle(rng, p.instance(), p.variant(), rider=False)
+        yaw = float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.05))
+        p.place(m, x0 + 0.95 + 1.9 * k, y + float(rng.normal(0, 0.05)), yaw, z)
 
 
 def _parking_islands(p: _Placer, ego: EgoTrajectory) -> None:
@@ -584,11 +662,16 @@ def _traffic(p: _Placer, ego: EgoTrajectory, ego_lane: float, density: float, wa
                 m = _convoy(p, obj.TRUCK)[0]
                 p.move(m, x + m.length / 2, y + float(rng.normal(0, 0.1)), yaw, speed)
                 x += m.length + float(rng.uniform(6.0, 30.0)) / density + speed * 0.8
+            # A bus standing at a stop in this lane: nobody reaches it during the sequence.
+            sweep = speed * p.duration
+            blocks = [kept] + [(b0 - sweep, b1) if lane.direction > 0 else (b0, b1 + sweep)
+                               for c, b0, b1 in p.standing if abs(c - y) < 1e-6]
             while x < hi:
                 # One speed per lane group, so nobody drives through anybody; bicycles only when slow.
                 m = _vehicle(p, rng.random() * (0.93 if speed > 7.0 else 1.0), _MOVING)
-                if x + m.length > kept[0] and x < kept[1]:
-                    x = kept[1]
+                for b0, b1 in sorted(blocks):
+                    if x + m.length > b0 and x < b1:
+                        x = b1
                 p.move(m, x + m.length / 2, y + float(rng.normal(0, 0.15)), yaw, speed)
                 x += m.length + float(rng.uniform(6.0, 30.0)) / density + speed * 0.8
 
@@ -633,7 +716,8 @@ def _parked_bicycles(p: _Placer, density: float) -> None:
         if band.kind not in ("sidewalk", "plaza") or band.y1 - band.y0 < 3.0 or rng.random() > 0.6 * density:
             continue
         x = float(rng.uniform(dx0 + 10, dx1 - 10))
-        if not layout.span_free(x - 1.0, x + 4.0, 1.0) or not p.line(f"walk{band.side}").free(x - 1.0, x + 4.0):
+        if not layout.span_free(x - 1.0, x + 4.0, 1.0) or not all(
+                p.line(f"{k}{band.side}").free(x - 1.0, x + 4.0) for k in ("walk", "rack")):
             continue
         outer = band.y0 + 0.5 if band.side < 0 else band.y1 - 0.5
         for k in range(int(rng.integers(2, 6))):
@@ -703,50 +787,93 @@ def _near(p: _Placer, ego: EgoTrajectory) -> set[int]:
     return near
 
 
-def _kerb_spot(p: _Placer, ego: EgoTrajectory, length: float, keep_visible: bool) -> tuple[float, float, float]:
-    """(x, y, z) of a free stretch of ``length`` metres at the right kerb, 15 to 45 m ahead.
+def _kerb_line(p: _Placer, side: int) -> tuple[float, float]:
+    """(y, z) of the strip along the kerb on ``side``: the sidewalk's inner edge, or the kerbside band's."""
+    walks = p.layout.bands_of(side, "sidewalk")
+    host = walks[0] if walks else [b for b in p.layout.bands_of(side) if b.kind != "buildings"][0]
+    return (host.y1 - 0.45 if side < 0 else host.y0 + 0.45), host.height
 
-    With ``keep_visible``, the parking lane in front is kept free so parked cars do not hide it.
-    """
-    layout = p.layout
-    walks = layout.bands_of(-1, "sidewalk")
-    host = walks[0] if walks else [b for b in layout.bands_of(-1) if b.kind != "buildings"][0]
-    y, z = host.y1 - 0.45, host.height
-    line, parking = p.line("furniture-1"), p.line("parking-1")
-    for x in np.arange(ego.x0 + 15.0, ego.x0 + 45.0, 1.5):
+
+def _kerb_free(p: _Placer, ego: EgoTrajectory, side: int, length: float, keep_visible: bool, start: float,
+               behind: float = 0.0) -> float | None:
+    """The x nearest ``start`` m ahead (up to 45 m ahead, or ``behind`` it at twice the cost) where ``length``
+    metres of the kerb strip on ``side`` are free."""
+    line, parking = p.line(f"furniture{side}"), p.line(f"parking{side}")
+    for x in _around(ego.x0 + start, ahead=45.0 - start, behind=behind):
         x = float(x)
-        if not layout.span_free(x, x + length, 1.0) or not line.free(x, x + length):
+        if not p.layout.span_free(x, x + length, 1.0) or not line.free(x, x + length):
             continue
         if keep_visible and not parking.free(x - 1.0, x + length + 1.0):
             continue
-        line.take(x, x + length)
-        if keep_visible:
-            parking.take(x - 1.0, x + length + 1.0)
-        return x, y, z
-    return ego.x0 + 20.0, y, z  # crowded: stand among the furniture
+        return x
+    return None
+
+
+def _kerb_spot(p: _Placer, ego: EgoTrajectory, length: float, keep_visible: bool, start: float = 15.0,
+               sides: tuple[int, ...] = (-1,), behind: float = 0.0) -> tuple[float, float, float]:
+    """(x, y, z) of a free stretch of ``length`` metres at the kerb nearest ``start`` m ahead (see :func:`_kerb_free`),
+    on the best of ``sides``.
+
+    With ``keep_visible``, the parking lane in front is kept free so parked cars do not hide it.
+    """
+    ref = ego.x0 + start
+    # The far kerb counts 30 m extra: traffic and the median hide what stands there.
+    found = [(abs(x - ref) * (1.0 if x >= ref else 2.0) + (30.0 if side > 0 else 0.0), x, side) for side in sides
+             if (x := _kerb_free(p, ego, side, length, keep_visible, start, behind)) is not None]
+    if not found:
+        y, z = _kerb_line(p, sides[0])
+        return ego.x0 + 20.0, y, z  # crowded: stand among the furniture
+    _, x, side = min(found)
+    p.line(f"furniture{side}").take(x, x + length)
+    if keep_visible:
+        p.line(f"parking{side}").take(x - 1.0, x + length + 1.0)
+    y, z = _kerb_line(p, side)
+    return x, y, z
 
 
 def _guarantee_road_works(p: _Placer, ego: EgoTrajectory) -> None:
-    """Barriers and cones close ahead, before parked cars are placed, with no parked car in front."""
+    """Cones and barriers at the kerb close to the ego, before parked cars are placed, with no parked car in front.
+
+    Cones are small: those of the road works count only when at least four stand within 3 m behind and
+    15 m ahead of the ego; else five tall cones stand at the nearest free stretch of the right kerb, else of
+    the median, else of the left kerb.
+    """
     near = _near(p, ego)
-    if obj.BARRIER in near and obj.TRAFFIC_CONE in near:
-        return
+    cones = sum(c == obj.TRAFFIC_CONE and ego.x0 - 3.0 < x < ego.x0 + 15.0 and abs(y - ego.y0) < 8.0
+                for c, x, y in p.static_classes)
     rng = p.rng
-    x, y, z = _kerb_spot(p, ego, 10.0, keep_visible=True)
-    for k in range(3):
-        p.place(obj.cone(rng, p.instance(), p.variant()), x + 0.3 + 1.2 * k, y, 0.0, z)
-    for k in range(2):
-        p.place(obj.barrier(rng, p.instance(), p.variant()), x + 5.0 + 2.5 * k, y - 0.1, 0.0, z)
+    if cones < 4:
+        layout = p.layout
+        mid = None
+        if layout.median is not None:  # a raised median beside the ego's lanes, when the right kerb is taken
+            mid = _free_stretch(p, _around(ego.x0 + 4.0, ahead=20.0, behind=10.0), 5.8, ["median"], margin=1.0)
+        if mid is not None and _kerb_free(p, ego, -1, 5.8, True, 4.0, behind=14.0) is None:
+            p.line("median").take(mid, mid + 5.8)
+            x, y, z = mid, 0.5 * (layout.median[0] + layout.median[1]), layout.kerb_height
+        else:
+            x, y, z = _kerb_spot(p, ego, 5.8, keep_visible=True, start=4.0, sides=(-1, 1), behind=14.0)
+        for k in range(5):
+            p.place(obj.cone(rng, p.instance(), p.variant(), tall=True), x + 0.5 + 1.2 * k, y, 0.0, z)
+    if obj.BARRIER not in near:
+        x, y, z = _kerb_spot(p, ego, 6.2, keep_visible=True)
+        inward = 1.0 if y < 0 else -1.0  # towards the road
+        for _ in range(2):
+            m = obj.barrier(rng, p.instance(), p.variant())
+            p.place(m, x + m.length / 2, y - inward * 0.1, 0.0, z)
+            x += m.length + 0.1
 
 
-def _wanted(p: _Placer, ego: EgoTrajectory) -> list[int]:
+def _wanted(p: _Placer, ego: EgoTrajectory, bus_stands: bool) -> list[int]:
     """Vehicle classes the oncoming traffic must bring past the ego.
 
     All but cars always come (parked ones are few and often hidden behind others); cars when nothing
     close ahead shows them yet.
     """
-    # Small ones first: nothing big drives in front of them, towards the ego, to hide them.
+    # Small ones first: nothing big drives in front of them, towards the ego, to hide them. Without a bus
+    # standing at a stop, the bus comes right after the motorcycle (a car ahead of it would hide it).
     car = [] if obj.CAR in _near(p, ego) else [obj.CAR]
+    if not bus_stands:
+        return [obj.MOTORCYCLE, obj.BUS, obj.BICYCLE] + car + [obj.TRUCK, obj.TRAILER]
     return [obj.MOTORCYCLE, obj.BICYCLE] + car + [obj.BUS, obj.TRUCK, obj.TRAILER]  # the truck leads the ego
 
 
@@ -801,11 +928,18 @@ def build_scene(
     p = _Placer(rng, layout, duration)
     p.static.add_layer(ground_mesh(layout, rng))
     # Sites close ahead first: the rows of buildings, trees, furniture and parked cars leave room for them.
-    _bus_stop(p, ego, -1, float(rng.uniform(4.0, 12.0)))  # ours, on the right
+    # A bus stands at the stop of the other direction, in full view across the road, or else at ours.
+    # A bus stands at the stop of the other direction, in full view across the road; one at ours would hide
+    # the stop (its platform, people and cyclist) from the ego.
+    far_bay = _bay(p, ego, 1, ego_lane)
+    bus_stands = _bus_stop(p, ego, -1, float(rng.uniform(4.0, 12.0)), None)  # ours, on the right
     _construction_zone(p, ego)
-    if rng.random() < 0.4:
-        _bus_stop(p, ego, 1, float(rng.uniform(10.0, 40.0)))  # the stop of the other direction
+    if far_bay is not None or rng.random() < 0.4:  # the stop of the other direction
+        bus_stands = _bus_stop(p, ego, 1, float(rng.uniform(12.0, 25.0) if far_bay else rng.uniform(10.0, 40.0)),
+                               far_bay) or bus_stands
     _parking_islands(p, ego)
+    _guarantee_road_works(p, ego)
+    _bicycle_rack(p, ego)
     if rng.random() < 0.5:
         _parking_lot(p, ego)
     _building_rows(p)
@@ -813,13 +947,12 @@ def build_scene(
     _sidewalk_furniture(p, density)
     _lawns(p, density)
     _cone_clusters(p)
-    _guarantee_road_works(p, ego)
     _parked_vehicles(p, density)
     _intersection_furniture(p)
     _median_objects(p)
     _parked_bicycles(p, density)
     _pedestrians(p, density)
-    _traffic(p, ego, ego_lane.center, density, _wanted(p, ego))
+    _traffic(p, ego, ego_lane.center, density, _wanted(p, ego, bus_stands))
     _guarantee(p, ego)
 
     actors = ActorSet.build(p.models, np.array(p.starts).reshape(-1, 3), np.array(p.yaws), np.array(p.speeds), np.array(p.gaits))
