@@ -75,7 +75,7 @@ def test_teacher_cache_gives_the_online_loss(camera_world: Path, tmp_path: Path)
                                   augment=cfg.augment.point_augment())
         batch = ScanCollate(spec.prep, builders)([samples[(0, 0)], samples[(1, 0)]])
         assert ("teacher_maps" in batch) == (cfg is cached)
-        losses.append(float(module.losses(batch)["distill"]))
+        losses.append(module.losses(batch)["distill"].item())
     assert losses[0] == pytest.approx(losses[1], abs=2e-3)  # half-precision cache
 
 
