@@ -63,7 +63,8 @@ def test_crop_draws_the_camera_that_pairing_uses(camera_world: Path):
 
 def test_evaluation_samples_are_never_cropped(camera_world: Path):
     dataset = open_dataset(camera_world, split="val")
-    spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
+    # a field of view that holds every return: the 50 cropped points may all lie beyond 40 m
+    spec = create_backbone("waffleiron_4_32", fov_min=[-150, -150, -10], fov_max=[150, 150, 20])
     crop = InputCrop(max_points=50)
     train = ScanSamples(dataset, spec.prep, [LabelBuilder()], crop=crop)
     val = ScanSamples(dataset, spec.prep, [LabelBuilder()], crop=crop, train=False)
