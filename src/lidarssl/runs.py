@@ -97,6 +97,22 @@ def write_run_info(out: Path, config: BaseModel, seed: int) -> None:
     atomic_write(out / "env.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=2)))
 
 
+def load_run_config(run: Path, schema: type[BaseModel], kind: str, commands: str) -> BaseModel:
+    """The config a run folder stored, or an error naming the commands whose ``out`` folder is expected.
+
+    Args:
+        run: the run folder.
+        schema: the config class of that kind of run.
+        kind: ``"run"`` or ``"pretraining run"``, for the message.
+        commands: the commands that write such folders, for the message.
+    """
+    from lidarssl.config import load_config
+
+    if not (run / "config.yaml").is_file():
+        raise CheckpointError(f"{run}: not a {kind} directory (no config.yaml); pass the `out` folder of {commands}")
+    return load_config(schema, run / "config.yaml")
+
+
 def last_checkpoint(out: Path) -> Path:
     """The checkpoint ``--resume`` continues from, or an error saying what is missing."""
     path = out / "checkpoints" / "last.ckpt"

@@ -223,3 +223,16 @@ def test_pixels_needs_an_image_method(scalr_run: Path, tmp_path: Path):
                                           "image method"):
         PretrainedRun(also)
     shutil.rmtree(also)
+
+
+def test_run_figures_name_the_folder_they_need(tmp_path: Path):
+    from lidarssl.errors import CheckpointError
+    from lidarssl.viz.pixels import PretrainedRun
+    from lidarssl.viz.predictions import RunPredictor
+
+    with pytest.raises(CheckpointError, match=r"not a run directory \(no config.yaml\); pass the `out` folder of "
+                       "lidarssl train, probe or finetune"):
+        RunPredictor(tmp_path)
+    with pytest.raises(CheckpointError, match=r"not a pretraining run directory \(no config.yaml\); pass the `out` "
+                       "folder of lidarssl pretrain"):
+        PretrainedRun(tmp_path)

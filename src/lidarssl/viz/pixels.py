@@ -65,18 +65,14 @@ class PretrainedRun:
 
     def __init__(self, run: str | Path, checkpoint: str | Path | None = None,
                  device: str | torch.device | None = None) -> None:
-        from lidarssl.config import load_config
         from lidarssl.methods.base import method_class
         from lidarssl.methods.config import PretrainConfig
         from lidarssl.methods.pretrain import build_teacher
         from lidarssl.models.backbones import create_backbone
-        from lidarssl.runs import last_checkpoint
+        from lidarssl.runs import last_checkpoint, load_run_config
 
         self.run = Path(run)
-        if not (self.run / "config.yaml").is_file():
-            raise CheckpointError(f"{self.run}: not a pretraining run directory (no config.yaml); pass the `out` "
-                                  "folder of lidarssl pretrain")
-        self.config = config = load_config(PretrainConfig, self.run / "config.yaml")
+        self.config = config = load_run_config(self.run, PretrainConfig, "pretraining run", "lidarssl pretrain")
         name = config.method.name
         if name not in IMAGE_METHODS:
             raise ConfigError(f"{self.run}: method '{name}' compares no points with pixels; `pixels` needs a run of "

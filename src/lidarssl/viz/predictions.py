@@ -35,17 +35,14 @@ class RunPredictor:
 
     def __init__(self, run: str | Path, checkpoint: str | Path | None = None,
                  device: str | torch.device | None = None) -> None:
-        from lidarssl.config import SegmentationConfig, load_config
+        from lidarssl.config import SegmentationConfig
         from lidarssl.downstream.segmentation import SegmentationModule
         from lidarssl.errors import CheckpointError
         from lidarssl.models.backbones import create_backbone
-        from lidarssl.runs import last_checkpoint
+        from lidarssl.runs import last_checkpoint, load_run_config
 
         self.run = Path(run)
-        if not (self.run / "config.yaml").is_file():
-            raise CheckpointError(f"{self.run}: not a run directory (no config.yaml); pass the `out` folder of "
-                                  "lidarssl train, probe or finetune")
-        self.config = load_config(SegmentationConfig, self.run / "config.yaml")
+        self.config = load_run_config(self.run, SegmentationConfig, "run", "lidarssl train, probe or finetune")
         ckpt = Path(checkpoint) if checkpoint is not None else last_checkpoint(self.run)
         self.spec = create_backbone(self.config.backbone.name, **self.config.backbone.options)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
