@@ -84,6 +84,12 @@ def _query_args(p: argparse.ArgumentParser) -> None:
                    help="a point of this class, in the middle of a well-sampled object (labelled datasets)")
 
 
+def _run_frame_args(p: argparse.ArgumentParser, split_key: str) -> None:
+    """--split and --frame of the figures that read a run's dataset."""
+    p.add_argument("--split", default=None, help=f"split (default: the run's {split_key})")
+    p.add_argument("--frame", type=int, default=0, help="frame index (default 0)")
+
+
 def _figure_args(p: argparse.ArgumentParser, kind: str, cameras: bool = True) -> None:
     p.add_argument("--out", type=Path, default=Path(f"{kind}.png"), help=f"PNG to write (default {kind}.png)")
     p.add_argument("--height", type=int, default=360, help="height of each row's views in pixels (default 360)")
@@ -307,8 +313,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     pix.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="pretraining run directories (out= of pretrain)")
     pix.add_argument("--data", nargs="+", default=None, metavar="DATASET",
                      help="datasets, one row each (default: the run's data.root)")
-    pix.add_argument("--split", default=None, help="split (default: the run's data.split)")
-    pix.add_argument("--frame", type=int, default=0, help="frame index (default 0)")
+    _run_frame_args(pix, "data.split")
     _query_args(pix)
     _figure_args(pix, "pixels", cameras=False)
     pix.set_defaults(func=cmd_pixels)
@@ -318,8 +323,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                             "above and on a camera; several runs stack their rows.")
     pred.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="run directories of train, probe or finetune")
     pred.add_argument("--data", default=None, metavar="DATASET", help="dataset (default: the run's data.root)")
-    pred.add_argument("--split", default=None, help="split (default: the run's data.val_split)")
-    pred.add_argument("--frame", type=int, default=0, help="frame index (default 0)")
+    _run_frame_args(pred, "data.val_split")
     _figure_args(pred, "predictions")
     pred.set_defaults(func=cmd_predictions)
 
