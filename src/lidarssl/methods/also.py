@@ -220,7 +220,10 @@ class QueryBuilder:
 
 
 class OccupancyDecoder(nn.Module):
-    """ALSO's pair MLP: [latent || q - p] -> hidden -> (ReLU, Linear) x 2 -> ReLU -> 2 (logit, intensity)."""
+    """ALSO's pair MLP (``InterpNet``): [latent || q - p] -> hidden -> (ReLU, Linear) x 2 -> Linear -> 2 (logit, intensity).
+
+    No activation before the output layer, as in ALSO's ``networks/decoder/decoder.py``.
+    """
 
     def __init__(self, latent: int, hidden: int) -> None:
         super().__init__()
@@ -232,7 +235,7 @@ class OccupancyDecoder(nn.Module):
         x = self.fc_in(torch.cat([latents, rel.to(latents.dtype)], dim=1))
         for layer in self.mlp_layers:
             x = layer(F.relu(x))
-        return self.fc_out(F.relu(x))
+        return self.fc_out(x)
 
 
 @dataclass
