@@ -307,11 +307,18 @@ def also_reference(w: dict, batch: dict) -> dict:
     """ALSO's ``InterpNet.forward``: per (query, neighbour) pair ``[latent_j || q - p_j]`` through fc_in,
     (ReLU, Linear) x 2 and fc_out with no activation before it; BCE-with-logits of the pair's occupancy
     logit against its query's label, L1 of the intensity channel where the target is >= 0. The latent is
-    the backbone's last Linear (``classifier``), our head."""
+    the backbone's last Linear (``classifier``), our head. With a bird's-eye map (SECOND), the latents are
+    its cells (flat index ``b H W + i W + j``) and ``q - p_j`` is taken from the batch (``query_rel``)."""
     col, row = torch.nonzero(batch["query_neighbors"] >= 0, as_tuple=True)
     source = batch["query_neighbors"][col, row]
-    latents = linear(w["feats"], w, "head")
-    x = torch.cat([latents[source], (batch["queries"][col] - batch["row_xyz"][source]).double()], dim=1)
+    if "query_rel" in batch:
+        bev = w["bev"]
+        B, _, H, W = bev.shape
+        latents = linear(bev[source // (H * W), :, source % (H * W) // W, source % W], w, "head")
+        x = torch.cat([latents, batch["query_rel"][col, row].double()], dim=1)
+    else:
+        latents = linear(w["feats"], w, "head")
+        x = torch.cat([latents[source], (batch["queries"][col] - batch["row_xyz"][source]).double()], dim=1)
     x = linear(x, w, "decoder.fc_in")
     for i in range(2):
         x = linear(torch.relu(x), w, f"decoder.mlp_layers.{i}")
@@ -322,9 +329,31 @@ def also_reference(w: dict, batch: dict) -> dict:
     return {"occupancy": occupancy, "intensity": F.l1_loss(x[:, 1][mask], target[mask])}
 
 
+class BevFeatures(nn.Module):
+    """A backbone stand-in with only a bird's-eye map (``forward_bev``), VoxelNet's for ALSO's ``bev``."""
+
+    def __init__(self, bev: torch.Tensor) -> None:
+        super().__init__()
+        self.out_channels = bev.shape[1]
+        self.bev = nn.Parameter(bev)
+
+    def forward_bev(self, batch) -> torch.Tensor:
+        return self.bev
+
+
 def test_also_matches_the_original():
     method = build(ALSO, feats(9, rows=30), latent=6, hidden=7)
     compare(method, also_batch(10), also_reference)
+
+
+def test_also_bev_matches_the_original():
+    bev = torch.randn(2, 8, 3, 5, generator=torch.Generator().manual_seed(11))
+    torch.manual_seed(0)
+    method = ALSO(BevFeatures(bev), ALSO.parse_options({"latent": 6, "hidden": 7, "bev": True}),
+                  PretrainOptimConfig())
+    batch = also_batch(12, rows=30)  # neighbours index the 2 x 3 x 5 cells
+    batch["query_rel"] = torch.randn(*batch["query_neighbors"].shape, 3, generator=torch.Generator().manual_seed(13))
+    compare(method, batch, also_reference)
 
 
 # ---------------------------------------------------------------------------------------------- NCLR
@@ -380,16 +409,26 @@ def conv_weights(w: dict, name: str) -> dict:
     return {f"{name}.weight": w[f"{name}.weight"][:, :, 0, 0], f"{name}.bias": w[f"{name}.bias"]}
 
 
-def nclr_reference(w: dict, batch: dict) -> dict:
+def nclr_reference(**options):
     """NCLR's ``BEVTrainer.forward`` (bevlab/models.py): L2-normalised point and pixel features and the
     InfoNCE of the pairs; ``points_per_view`` points per view drawn with replacement from its scan, fused with
     the view's pixel cells by attention with a residual in each direction; overlap scores (sigmoid + BCE)
-    against the pairs; InfoNCE of the fused, normalised features of the drawn points that overlap the view;
-    keypoints above 0.5 (else 0.3; our top-k by score), soft matches softmax(f g^T / 0.01) to the cells, their
-    normalised image coordinates K^-1 [u, v, 1], the pose (our PnP), SmoothL1 on R and 0.01 SmoothL1 on t."""
+    against the pairs; InfoNCE of the fused, normalised features of ``fused_pairs_per_scan * B`` of the drawn
+    points that overlap the view (with replacement when there are not more; our ``fused_replacement: false``:
+    each once); keypoints above the threshold (else the fallback; our top-k by score; our ``rank_fallback``:
+    every point when too few pass), soft matches softmax(f g^T / 0.01) to the cells, their normalised image
+    coordinates K^-1 [u, v, 1], the pose (our PnP), SmoothL1 on R and 0.01 SmoothL1 on t."""
+    o = {**NCLR_OPTIONS, **options}
+
+    def reference(w: dict, batch: dict) -> dict:
+        return _nclr_reference(w, batch, o)
+
+    return reference
+
+
+def _nclr_reference(w: dict, batch: dict, o: dict) -> dict:
     from lidarssl.methods.pnp import solve_pnp
 
-    o = NCLR_OPTIONS
     V, H, W = batch["images"].shape[:3]
     s = o["pixel_stride"]
     h, w_ = H // s, W // s
@@ -424,6 +463,10 @@ def nclr_reference(w: dict, batch: dict) -> dict:
     terms["point_overlap"] = F.binary_cross_entropy(pc_score, overlap.double())
     terms["pixel_overlap"] = F.binary_cross_entropy(img_score, img_overlap)
     vi, ni = torch.nonzero(overlap, as_tuple=True)
+    want = o["fused_pairs_per_scan"] * (len(batch["offsets"]) - 1)
+    if o["fused_replacement"] and len(vi) <= want:  # np.random.choice(..., replace=True), replayed
+        pick = torch.randint(len(vi), (want,))
+        vi, ni = vi[pick], ni[pick]
     fused_cell = cell[pair_index[vi, ni]]
     g_norm = F.normalize(g_fused, dim=2).reshape(V, h, w_, -1)
     terms["nce_fused"] = nce(F.normalize(p_fused[vi, ni], dim=1), g_norm[vi, fused_cell[:, 1], fused_cell[:, 0]])
@@ -433,8 +476,11 @@ def nclr_reference(w: dict, batch: dict) -> dict:
                                          indexing="ij")[::-1], dim=-1).reshape(-1, 2).double()
     for v in range(V):
         sc = pc_score[v].detach()
-        thr = o["score_threshold"] if (sc > o["score_threshold"]).sum() > o["min_candidates"] else o["fallback_threshold"]
+        first = (sc > o["score_threshold"]).sum() > o["min_candidates"]
+        thr = o["score_threshold"] if first else o["fallback_threshold"]
         candidate = sc > thr
+        if o["rank_fallback"] and candidate.sum() <= o["min_candidates"]:
+            candidate = torch.ones_like(candidate)
         if candidate.sum() <= o["min_candidates"] or not bool((view == v).any()):
             continue
         top, index = torch.where(candidate, sc, -1.0).topk(o["keypoints"])
@@ -456,11 +502,15 @@ def nclr_reference(w: dict, batch: dict) -> dict:
     return terms
 
 
-def test_nclr_matches_the_original():
+@pytest.mark.parametrize("options", [
+    {"fused_replacement": True, "rank_fallback": False},  # the original
+    {"fused_replacement": False, "rank_fallback": True, "score_threshold": 0.9, "fallback_threshold": 0.7},
+], ids=["original", "deviations"])
+def test_nclr_matches_the_original(options: dict):
     from lidarssl.methods.nclr import NCLR
 
     batch = nclr_batch(12)
-    method = build(NCLR, feats(13, rows=200), 6, **NCLR_OPTIONS)
+    method = build(NCLR, feats(13, rows=200), 6, **{**NCLR_OPTIONS, **options})
     torch.manual_seed(DRAW_SEED)
-    compare(method, batch, nclr_reference)
+    compare(method, batch, nclr_reference(**options))
     assert method.last_stats["pose_views"] >= 1
