@@ -15,7 +15,8 @@ with the deviation, and says so:
 * ST-SLidR: the negatives removed from the denominator (``original: false``, the published recipes) or the
   released logits x W (``original: true``); both are references here;
 * ALSO: the neighbours of a query are given (nearest first, our search), each pair is its own prediction;
-* NCLR: our heads, attention, keypoint ranking and PnP (README and :mod:`lidarssl.methods.nclr`).
+* NCLR: our heads, attention, keypoint ranking and PnP (README and :mod:`lidarssl.methods.nclr`), and in a
+  second case our options ``rank_fallback`` and ``fused_replacement: false``.
 """
 
 from __future__ import annotations
