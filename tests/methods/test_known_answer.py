@@ -107,7 +107,8 @@ def _nclr_config(root: Path, out: Path, *extra: str) -> PretrainConfig:
         "pairing.cameras=all", "pairing.resize=[45,80]", *BACKBONE, "optim.lr=0.003", "augment.flip=false",
         "augment.scale=null", "method.options.points_per_view=1024", "method.options.pairs_per_scan=256",
         "method.options.fused_pairs_per_scan=256", "method.options.keypoints=64", "method.options.pixel_stride=2",
-        "method.options.pose_start_epoch=0", "method.options.rank_fallback=true", *extra])
+        "method.options.pose_start_epoch=0", "method.options.rank_fallback=true",
+        "method.options.fused_replacement=false", *extra])
 
 
 def test_nclr_pose_head_recovers_the_known_perturbation(camera_world: Path, tmp_path: Path, one_thread):

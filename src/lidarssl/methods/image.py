@@ -60,16 +60,15 @@ def class_images(config) -> ClassImageSource | None:
 
 class PixelHead(nn.Module):
     """SLidR's trainable 2D head: a 1x1 convolution of frozen teacher features to the embedding width,
-    bilinear upsampling to the image size, and L2 normalisation per pixel."""
+    bilinear upsampling to the image size, and L2 normalisation per pixel, in that order. A method that reads
+    a few pixels only (PPKT) samples ``proj``'s output at them and normalises the samples: the same values."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, out_channels, 1)
 
-    def forward(self, features: torch.Tensor, image_hw: tuple[int, int] | None = None) -> torch.Tensor:
-        x = self.proj(features)
-        if image_hw is not None:
-            x = F.interpolate(x, size=image_hw, mode="bilinear", align_corners=False)
+    def forward(self, features: torch.Tensor, image_hw: tuple[int, int]) -> torch.Tensor:
+        x = F.interpolate(self.proj(features), size=image_hw, mode="bilinear", align_corners=False)
         return F.normalize(x, dim=1)
 
 

@@ -11,7 +11,8 @@ batch's ``lidar_to_cam``, stays a pose). For every (scan, camera) view the netwo
 2. predicts which points fall inside the view and which pixel cells are hit by a point (BCE; the labels are
    the batch's pairs, so ``pairing.occlusion`` and ``pairing.min_depth`` decide what "inside" means);
 3. contrasts points and pixels by InfoNCE, on the raw features of ``pairs_per_scan * B`` random pairs and
-   on the fused features of the sampled points that overlap the view;
+   on the fused features of ``fused_pairs_per_scan * B`` of the sampled points that overlap the view (drawn
+   with replacement when there are not more, as the original; ``fused_replacement: false`` uses each once);
 4. from epoch ``pose_start_epoch``: selects up to ``keypoints`` points by predicted overlap score
    (above ``score_threshold``, else ``fallback_threshold``; ``min_candidates`` or fewer: the view is
    skipped, or with ``rank_fallback`` its top-scoring points are taken), soft-matches each to the pixel cells (``softmax(f . g / match_temperature)``, the expected
@@ -68,8 +69,11 @@ class NCLROptions(Schema):
                                      "teacher features are upsampled to; null: the teacher's own stride")
     points_per_view: int = Field(4096, gt=0, description="points of the scan drawn (with replacement) per view")
     pairs_per_scan: int = Field(1024, gt=1, description="raw-feature InfoNCE pairs per scan of the batch")
-    fused_pairs_per_scan: int = Field(1024, gt=1, description="at most this many fused overlapping points per "
-                                      "scan in the fused InfoNCE")
+    fused_pairs_per_scan: int = Field(1024, gt=1, description="fused overlapping points per scan in the fused "
+                                      "InfoNCE")
+    fused_replacement: bool = Field(True, description="with no more overlapping points than that, draw that many "
+                                    "with replacement, as the original (false: each point once, so no anchor meets "
+                                    "its own positive among its negatives)")
     temperature: float = Field(0.07, gt=0, description="InfoNCE temperature")
     match_temperature: float = Field(0.01, gt=0, description="temperature of the soft point-to-pixel matching")
     keypoints: int = Field(128, ge=6, description="keypoints per view for the pose")
@@ -295,7 +299,11 @@ class NCLR(PretrainMethod):
 
         # 5. InfoNCE on fused features of overlapping points
         vi, ni = torch.nonzero(overlap, as_tuple=True)
-        pick = sample_pairs(len(vi), o.fused_pairs_per_scan * B).to(device)
+        want = o.fused_pairs_per_scan * B
+        if o.fused_replacement and 0 < len(vi) <= want:  # NCLR: np.random.choice(..., replace=True)
+            pick = torch.randint(len(vi), (want,), device=device)
+        else:
+            pick = sample_pairs(len(vi), want).to(device)
         vi, ni = vi[pick], ni[pick]
         kf = F.normalize(p_fused[vi, ni], dim=1)
         qf = F.normalize(sample_maps(g_map.float(), vi, pair_uv[pair_index[vi, ni]], image_hw), dim=1)

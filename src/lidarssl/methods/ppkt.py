@@ -26,7 +26,11 @@ class PPKTOptions(Schema):
 @register_method
 class PPKT(PointPixelMethod):
     """Point and pixel embeddings (trainable heads on the student and on the frozen teacher) of random
-    point-pixel pairs; each pair's positive is its own pixel, the other sampled pairs are negatives."""
+    point-pixel pairs; each pair's positive is its own pixel, the other sampled pairs are negatives.
+
+    The pixel side follows PPKT (SLidR's ``PPKTFeatureExtractor``): project the teacher map (1x1 convolution),
+    upsample, and L2-normalise once; reading the bilinear sample at the pair's pixel is that upsampling, so
+    the normalisation comes after it."""
 
     name = "ppkt"
     Options = PPKTOptions
@@ -38,7 +42,7 @@ class PPKT(PointPixelMethod):
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options
         k = F.normalize(self.head(self.backbone(batch)[batch["pair_row"]]), dim=1)
-        maps = self.pixel_head(teacher_maps(self.teacher, batch))
+        maps = self.pixel_head.proj(teacher_maps(self.teacher, batch))
         q = F.normalize(sample_maps(maps, batch["pair_view"], batch["pair_uv"], tuple(batch["images"].shape[1:3])), dim=1)
         if self.loss_scope == "global":
             k, q = gather_across_processes(k, q)

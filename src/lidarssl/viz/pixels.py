@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -25,8 +26,9 @@ from lidarssl.viz.views import FOOTER_PX, TITLE_PX, dimmed, save_png, wrap
 
 __all__ = ["PretrainedRun", "PixelSimilarity", "save_pixels", "IMAGE_METHODS"]
 
-#: How each image method embeds pixels: the space its point head was trained to match.
-IMAGE_METHODS = {"scalr": None, "ppkt": "pixel_head", "slidr": "pixel_head", "stslidr": "pixel_head",
+#: How each image method embeds pixels: the space its point head was trained to match (projected, upsampled
+#: and then normalised, as in training).
+IMAGE_METHODS = {"scalr": None, "ppkt": "pixel_head.proj", "slidr": "pixel_head.proj", "stslidr": "pixel_head.proj",
                  "nclr": "pixel_proj"}
 CMAP = "turbo"
 
@@ -132,7 +134,7 @@ class PretrainedRun:
         image = torch.from_numpy(np.ascontiguousarray(views.images[v : v + 1])).to(self.device).permute(0, 3, 1, 2)
         raw = m.teacher(image).float()
         head = IMAGE_METHODS[self.method]
-        pix = raw if head is None else getattr(m, head)(raw).float()
+        pix = raw if head is None else attrgetter(head)(m)(raw).float()
         pix = F.normalize(F.interpolate(pix, size=(H, W), mode="bilinear", align_corners=False), dim=1)
         sim = torch.einsum("c,chw->hw", k[0], pix[0]).cpu().numpy()
         cam = scan.camera(views.names[v])
