@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from lidarssl.batch import Batch, Preprocessor, Sample, concat_rows
-from lidarssl.data.crops import InputCrop
+from lidarssl.data.crops import InputCrop, cap_points
 from lidarssl.data.datasets import Dataset
 from lidarssl.data.geometry import knn
 from lidarssl.data.pairing import keeps_pairs
@@ -115,11 +115,15 @@ class ScanSamples(TorchDataset):
         if len(subset) == 0:
             raise DataError(f"{scan.source}: frame {scan.frame_id or index} of {scan.dataset or 'the dataset'} has no "
                             "points; restore the file or leave the frame out of the split")
-        try:
-            sample = self.prep(points[subset], scan.intensity[subset], rng)
-        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
-            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
+        sample = self._prep(scan, index, points, subset, rng)
         kept = subset[sample["kept"]]
+        if self.crop is not None and self.crop.after_voxels and self.crop.max_points is not None \
+                and len(kept) > self.crop.max_points:
+            # the cap counts the points voxel subsampling kept (one per voxel, on an absolute grid, so the
+            # backbone keeps them all again)
+            subset = cap_points(scan.points, kept, self.crop.max_points, rng)
+            sample = self._prep(scan, index, points, subset, rng)
+            kept = subset[sample["kept"]]
         sample["kept"] = kept
         row_of_point = np.full(len(points), -1, np.int64)
         row_of_point[kept] = np.arange(len(kept))
@@ -127,6 +131,14 @@ class ScanSamples(TorchDataset):
         for builder in self.builders:
             sample.update(builder(view, rng))
         return sample
+
+
+    def _prep(self, scan: Scan, index: int, points: np.ndarray, subset: np.ndarray,
+              rng: np.random.Generator | None) -> Sample:
+        try:
+            return self.prep(points[subset], scan.intensity[subset], rng)
+        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
+            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
 
 
 class ScanCollate:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lidarssl.batch import Batch
+from lidarssl.errors import ConfigError
 from lidarssl.losses import lovasz_softmax
 from lidarssl.metrics import (
     ConfusionMatrix,
@@ -69,6 +70,8 @@ class SegmentationModule(L.LightningModule):
         decay_all: weight decay on every parameter, 1-D ones included (the originals).
         schedule: cosine stepped per ``iteration`` (ScaLR) or per ``epoch`` (SLidR, ALSO).
         loss: ``ce+lovasz`` or ``ce``.
+        loss_support: ``point``: the loss covers every kept point; ``voxel``: one row per voxel, its
+            representative point's (SLidR's downstream: ``unique_labels = points_labels[indexes]``).
     """
 
     def __init__(
@@ -91,6 +94,7 @@ class SegmentationModule(L.LightningModule):
         decay_all: bool = False,
         schedule: Literal["iteration", "epoch"] = "iteration",
         loss: Literal["ce+lovasz", "ce"] = "ce+lovasz",
+        loss_support: Literal["point", "voxel"] = "point",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
@@ -122,8 +126,18 @@ class SegmentationModule(L.LightningModule):
             loss = loss + self.hparams.lovasz_weight * lovasz_softmax(logits.float().softmax(1), labels, ignore)
         return loss
 
+    def _supported(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels the loss covers: every kept point, or each voxel's representative point."""
+        if self.hparams.loss_support == "point":
+            return logits, batch["labels"]
+        if "voxel_point" not in batch:
+            raise ConfigError("optim.loss_support=voxel needs a voxel backbone (minkunet, res16unet34c, ...); this "
+                              "backbone keeps points, not voxels: set optim.loss_support=point")
+        rows = batch["voxel_point"]
+        return logits[rows], batch["labels"][rows]
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch), batch["labels"])
+        loss = self._loss(*self._supported(self(batch), batch))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
@@ -132,7 +146,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         logits = self(batch)
-        self.log("val/loss", self._loss(logits, batch["labels"]), batch_size=int(batch["offsets"].shape[0] - 1),
+        self.log("val/loss", self._loss(*self._supported(logits, batch)), batch_size=int(batch["offsets"].shape[0] - 1),
                  sync_dist=True)
         pred = logits.argmax(1)[batch["nearest"]]  # every original point takes its nearest kept point's class
         self.val_confusion.update(pred, batch["point_labels"])

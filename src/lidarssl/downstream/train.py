@@ -111,7 +111,7 @@ def build_module(config: SegmentationConfig, spec: BackboneSpec, class_map: Clas
                               layer_decay=o.layer_decay, lovasz_weight=o.lovasz_weight,
                               ignore_index=class_map.ignore_index, head=config.head, optimizer=o.optimizer,
                               momentum=o.momentum, dampening=o.dampening, head_lr=head_lr, decay_all=o.decay_all,
-                              schedule=o.schedule, loss=o.loss)
+                              schedule=o.schedule, loss=o.loss, loss_support=o.loss_support)
 
 
 def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False,
