@@ -291,7 +291,7 @@ OTHER = {
     "seg-wi48x384-nuscenes": ("train", "scratch", "waffleiron_48_384", "nuscenes", "100%",
                               "WaffleIron (ICCV'23), README", 77.6, None),
     "seg-wi48x256-semantickitti": ("train", "scratch", "waffleiron_48_256", "semantickitti", "100%",
-                                   "WaffleIron (ICCV'23), README (with CutMix + PolarMix, not implemented)", 68.0,
+                                   "WaffleIron (ICCV'23), README", 68.0,
                                    None),
 }
 

@@ -209,7 +209,9 @@ CELLS["seg-wi48x384-nuscenes"] = (77.6, {
     **_WI_COMMON, "crop.max_points": (20000, f"{_WI_NUS}:36"),
     "backbone.options.fov_max": ([50, 50, 5], f"{_WI_NUS}:8-10"),
     "backbone.options.grid_shapes": ([[166, 166], [166, 16], [166, 16]], f"{_WI_NUS}:16-18")})
-CELLS["seg-wi48x256-semantickitti"] = (68.0, dict(_WI_COMMON))
+_WI_KI = f"{_WI} datasets/semantic_kitti.py (load_pc: PolarMix, then InstanceCutMix)"
+CELLS["seg-wi48x256-semantickitti"] = (68.0, {
+    **_WI_COMMON, "augment.polarmix": (True, _WI_KI), "augment.instance_cutmix": (True, _WI_KI)})
 
 
 # the pretraining recipes the cells chain to

@@ -119,9 +119,13 @@ class AugmentConfig(Schema):
     translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
     drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
     drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
+    polarmix: bool = Field(False, description="WaffleIron's PolarMix with another training scan (segmentation; "
+                           "needs instance labels)")
+    instance_cutmix: bool = Field(False, description="WaffleIron's instance CutMix from a bank cut from the training "
+                                  "split (segmentation; needs instance labels)")
 
     def point_augment(self) -> PointAugment:
-        return PointAugment(**self.model_dump())
+        return PointAugment(**self.model_dump(exclude={"polarmix", "instance_cutmix"}))
 
 
 class RecipeInfo(Schema):

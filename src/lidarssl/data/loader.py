@@ -14,7 +14,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -82,15 +82,19 @@ class ScanSamples(TorchDataset):
         seed: seed of every random draw.
         augment: point augmentation (training only), or ``None``.
         crop: input crop of training scans (ScaLR's frustum and point cap), or ``None``.
+        mix: WaffleIron's PolarMix / instance CutMix of training scans (:class:`~lidarssl.data.mixing.ScanMixer`),
+            applied to the scan as read, before crop and augmentation; or ``None``.
         train: training samples draw augmentations and voxel representatives; evaluation samples are
             deterministic (the builders then get ``rng=None``).
     """
 
     def __init__(self, dataset: Dataset, prep: Preprocessor, builders: Sequence[SampleBuilder], seed: int = 0,
-                 augment: PointAugment | None = None, train: bool = True, crop: InputCrop | None = None) -> None:
+                 augment: PointAugment | None = None, train: bool = True, crop: InputCrop | None = None,
+                 mix: Callable[[Scan, np.random.Generator], Scan] | None = None) -> None:
         self.dataset, self.prep, self.builders, self.seed = dataset, prep, list(builders), seed
         self.augment, self.train = (augment if train else None), train
         self.crop = crop if train else None  # evaluation scores every original point
+        self.mix = mix if train else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -101,6 +105,8 @@ class ScanSamples(TorchDataset):
             self.dataset.set_epoch(epoch)
         scan = self.dataset[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+        if self.mix is not None:
+            scan = self.mix(scan, rng)
         A, points, subset, camera = np.eye(4), scan.points, np.arange(len(scan)), None
         if self.crop is not None:
             subset, camera = self.crop(scan, subset, rng)

@@ -14,6 +14,7 @@ from lidarssl.config import SegmentationConfig
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.loader import LabelBuilder, ScanSamples
+from lidarssl.data.mixing import ScanMixer
 from lidarssl.downstream.segmentation import Mode, SegmentationModule
 from lidarssl.errors import CheckpointError, ConfigError, DataError
 from lidarssl.io import atomic_write
@@ -66,7 +67,11 @@ def segmentation_data(config: SegmentationConfig, spec: BackboneSpec) -> tuple[L
         raise DataError(f"{info.where()}: data.train_split={config.data.train_split}: {exc}") from None
     val_set = open_dataset(config.data.root, split=config.data.val_split, **config.data.options)
     augment = config.augment.point_augment() if config.augment is not None else None
-    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment, crop=config.crop)
+    mix = None
+    if config.augment is not None and (config.augment.polarmix or config.augment.instance_cutmix):
+        mix = ScanMixer.for_dataset(train_set, config.augment.polarmix, config.augment.instance_cutmix)
+    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment, crop=config.crop,
+                        mix=mix)
     val = ScanSamples(val_set, spec.prep, [LabelBuilder()], seed=config.seed, train=False)
     return LabelledScanData(train, val, config.trainer.batch_size, config.data.num_workers), train_set.class_map
 
