@@ -220,6 +220,12 @@ _SLIDR_PRE = {"optim.optimizer": "sgd", "optim.lr": 0.5, "optim.momentum": 0.9, 
               "trainer.precision": "32-true", "data.split": "parametrizing", "backbone.name": "res16unet34c",
               "pairing.crop_size": [224, 416], "augment.drop_cuboid": 0.2, "backbone.options.bn_momentum": 0.05,
               "backbone.options.block_bn_momentum": 0.1}
+#: lines of config/slidr_minkunet.yaml (the optimiser, schedule and precision are downstream.py's / pretrain.py's)
+_SLIDR_PRE_LINE = {"trainer.batch_size": ":8", "optim.base_batch": ":8", "optim.lr": ":10", "optim.momentum": ":11",
+                   "optim.dampening": ":12", "optim.weight_decay": ":13", "optim.epochs": ":14",
+                   "backbone.options.bn_momentum": ":22", "pairing.crop_size": ":23", "backbone.name": ":26",
+                   "teacher.name": ":32-35 (resnet50 encoder, dilation decoder)", "data.split": ":41 (parametrize)",
+                   "augment.drop_cuboid": ":46 (DropCuboids)"}
 PRETRAIN: dict[str, Cell] = {
     "scalr-wi48x768-mixture": {k: (v, "valeoai/ScaLR configs/pretrain/WI_768_pretrain.yaml, datasets/*_for_scalr.py, "
                                    "im_pc_dataset.py (Voxelize, then LimitNumPoints; RandomApply(FlipXY, 2/3))") for k, v in {
@@ -228,8 +234,9 @@ PRETRAIN: dict[str, Cell] = {
         "crop.max_points": 20000, "crop.after_voxels": True, "pairing.cameras": "one", "pairing.resize": [224, 448],
         "teacher.name": "dinov2_vitl14", "backbone.name": "waffleiron_48_768", "optim.min_lr": 1e-5,
         "augment.flip_axes": "one", "augment.flip_prob": pytest.approx(2 / 3)}.items()},
-    "slidr-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/slidr_minkunet.yaml") for k, v in {
-        **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50_dilated"}.items()},
+    "slidr-res16unet34c-nuscenes": {k: (v, f"valeoai/SLidR config/slidr_minkunet.yaml{_SLIDR_PRE_LINE.get(k, '')}")
+                                    for k, v in {**_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4,
+                                                 "teacher.name": "resnet50_dilated"}.items()},
     "ppkt-res16unet34c-nuscenes": {k: (v, "valeoai/SLidR config/ppkt_nuscenes.yaml") for k, v in {
         **_SLIDR_PRE, "trainer.batch_size": 4, "optim.base_batch": 4, "teacher.name": "resnet50"}.items()},
     "stslidr-res16unet34c-nuscenes": {k: (v, "TRAILab/ST-SLidR config/pretrain/nuscenes/slidr/"
