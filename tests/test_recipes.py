@@ -502,13 +502,13 @@ def test_drop_cuboids_draws_one_ratio_for_all_axes():
         assert np.ptp(side) <= 0.1 + 1e-9, side  # the same share of the extent on x, y and z (lattice step 0.05)
 
 
-def test_scalr_flip_mirrors_every_scan():
+def test_flip_axes_one_mirrors_every_flipped_scan():
     from lidarssl.data.transforms import PointAugment
 
     rng = np.random.default_rng(0)
     one = [np.linalg.det(PointAugment(flip_axes="one", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
     anyf = [np.linalg.det(PointAugment(flip_axes="any", scale=None).matrix(rng)[:3, :3]) for _ in range(200)]
-    assert np.allclose(one, -1)  # ScaLR's FlipXY: x or y, never none or both
+    assert np.allclose(one, -1)  # FlipXY: x or y, never none or both (ScaLR draws it with p 2/3: flip_prob)
     assert 50 < sum(d < 0 for d in anyf) < 150
 
 
