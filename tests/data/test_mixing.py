@@ -48,7 +48,10 @@ class _Dataset:
 
 
 def test_bank_holds_centred_instances_of_the_instance_classes():
-    bank = InstanceBank.build(_Dataset(), [CLASSES.index(c) for c in INSTANCE_CLASSES])
+    calls = []
+    bank = InstanceBank.build(_Dataset(), [CLASSES.index(c) for c in INSTANCE_CLASSES],
+                              progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 4), (2, 4), (3, 4), (4, 4)]  # one pass over the split, reported
     assert len(bank.instances[PERSON]) == len(bank.instances[BICYCLE]) == 4  # one per scan; no car (not banked)
     assert CAR not in bank.instances
     pts, inten = bank.instances[PERSON][0]

@@ -15,8 +15,7 @@ Pasted points keep their class; instance ids are dropped from a mixed scan (they
 from __future__ import annotations
 
 import dataclasses
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,12 +63,12 @@ class InstanceBank:
     instances: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, dataset: Any, class_ids: Sequence[int], log_every: int = 1000) -> InstanceBank:
-        """Read every scan of ``dataset`` once and cut its instances (WaffleIron's ``InstanceCutMix.cut``)."""
+    def build(cls, dataset: Any, class_ids: Sequence[int],
+              progress: Callable[[int, int], None] | None = None) -> InstanceBank:
+        """Read every scan of ``dataset`` once and cut its instances (WaffleIron's ``InstanceCutMix.cut``);
+        ``progress(done, total)`` is called after each scan."""
         bank = cls({c: [] for c in class_ids})
         for index in range(len(dataset)):
-            if index % log_every == 0:
-                logging.getLogger("lidarssl").info("instance bank: scan %d of %d", index, len(dataset))
             scan = dataset[index]
             _needs_instances(scan, "instance_cutmix")
             for c in class_ids:
@@ -82,6 +81,8 @@ class InstanceBank:
                     pts[:, :2] -= pts[:, :2].mean(0, keepdims=True)
                     pts[:, 2] -= pts[:, 2].min()
                     bank.instances[c].append((pts, scan.intensity[where].copy()))
+            if progress is not None:
+                progress(index + 1, len(dataset))
         return bank
 
 
@@ -147,13 +148,14 @@ class ScanMixer:
     surface_ids: list[int]
 
     @classmethod
-    def for_dataset(cls, dataset: Any, polarmix: bool, instance_cutmix: bool) -> ScanMixer:
+    def for_dataset(cls, dataset: Any, polarmix: bool, instance_cutmix: bool,
+                    progress: Callable[[int, int], None] | None = None) -> ScanMixer:
         where = f"augment on {getattr(dataset, 'root', 'the dataset')}"
         class_ids = _class_ids(dataset.class_map.classes, INSTANCE_CLASSES, where)
         surface_ids = _class_ids(dataset.class_map.classes, SURFACE_CLASSES, where)
         if len(dataset):
             _needs_instances(dataset[0], "instance_cutmix" if instance_cutmix else "polarmix")
-        bank = InstanceBank.build(dataset, class_ids) if instance_cutmix else None
+        bank = InstanceBank.build(dataset, class_ids, progress) if instance_cutmix else None
         return cls(dataset, polarmix, bank, class_ids, surface_ids)
 
     def __call__(self, scan: Scan, rng: np.random.Generator) -> Scan:

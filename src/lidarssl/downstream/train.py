@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,11 +70,18 @@ def segmentation_data(config: SegmentationConfig, spec: BackboneSpec) -> tuple[L
     augment = config.augment.point_augment() if config.augment is not None else None
     mix = None
     if config.augment is not None and (config.augment.polarmix or config.augment.instance_cutmix):
-        mix = ScanMixer.for_dataset(train_set, config.augment.polarmix, config.augment.instance_cutmix)
+        mix = ScanMixer.for_dataset(train_set, config.augment.polarmix, config.augment.instance_cutmix,
+                                    progress=_bank_progress)
     train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment, crop=config.crop,
                         mix=mix)
     val = ScanSamples(val_set, spec.prep, [LabelBuilder()], seed=config.seed, train=False)
     return LabelledScanData(train, val, config.trainer.batch_size, config.data.num_workers), train_set.class_map
+
+
+def _bank_progress(done: int, total: int) -> None:
+    """Instance CutMix reads the whole training split once before training: say so about every tenth."""
+    if done == total or done % max(1, total // 10) == 0:
+        print(f"instance bank: scan {done}/{total}", file=sys.stderr, flush=True)
 
 
 @dataclass
