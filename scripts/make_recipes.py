@@ -251,8 +251,8 @@ def write_scalr(name, kind, ds, fmt, root, options, mean, std, fov, drop_path, e
         "trainer": {"batch_size": 8},
     }
     what = {"probe": "linear probing", "finetune": "finetuning", "train": "training without pretraining"}[kind]
-    chain = (f"lidarssl pretrain {pre} out=runs/{pre}\nlidarssl {kind} {name} pretrained=runs/{pre}/backbone.safetensors"
-             if pre else f"lidarssl {kind} {name}")
+    chain = (f"lidarssl pretrain {pre} out=runs/{pre}\n"
+             f"lidarssl {kind} {name} pretrained=runs/{pre}/backbone.safetensors" if pre else f"lidarssl {kind} {name}")
     lists = ("\nThe frame list ships in ScaLR's info_datasets.tar.gz (untar it in the working directory, convert the "
              "pickled .npy once as the error says)." if "ratio_" in split else "")
     caveat = ("\nLayer decay applies to finetuning only: `lidarssl train` trains every layer at lr 2e-3."

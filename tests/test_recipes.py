@@ -2,7 +2,6 @@
 
 import functools
 import json
-import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -22,7 +21,8 @@ from lidarssl.recipes import COLUMNS, catalogue
 # --- the originals' settings of every published cell, each with the file and line it comes from -------------------
 # A value is (original, source); sources name the repository, the file and the line(s) of the value.
 
-SEMSEG = {"nuscenes": "valeoai/SLidR config/semseg_nuscenes.yaml", "semantickitti": "valeoai/SLidR config/semseg_kitti.yaml"}
+SEMSEG = {"nuscenes": "valeoai/SLidR config/semseg_nuscenes.yaml",
+          "semantickitti": "valeoai/SLidR config/semseg_kitti.yaml"}
 #: line of each key in SEMSEG's two files (semseg_kitti.yaml has one more blank line after line 2)
 SEMSEG_LINE = {"batch_size": 10, "optimizer": 12, "scheduler": 13, "sgd_momentum": 16, "sgd_dampening": 17,
                "weight_decay": 18, "bn_momentum": 26, "loss": 30, "transforms_clouds": 34}
@@ -46,7 +46,8 @@ def slidr(lr: float, head_lr: float | None, epochs: int, batch: int, split: str,
         return f"{cfg}:{SEMSEG_LINE[key] + (dataset == 'semantickitti')} ({key})"
 
     loader = SLIDR_NUS_LOADER if dataset == "nuscenes" else SLIDR_KI_LOADER
-    labels = f"{loader}:{202 if dataset == 'nuscenes' else 161} (unique_labels = points_labels[indexes]: one label per voxel)"
+    line = 202 if dataset == "nuscenes" else 161
+    labels = f"{loader}:{line} (unique_labels = points_labels[indexes]: one label per voxel)"
     cell: Cell = {
         "optim.optimizer": ("sgd", at("optimizer")), "optim.momentum": (0.9, at("sgd_momentum")),
         "optim.dampening": (0.1, at("sgd_dampening")), "optim.weight_decay": (1e-4, at("weight_decay")),
@@ -91,17 +92,19 @@ def also(p: float, epochs: int, method: str = "also") -> Cell:
         "optim.schedule": ("epoch", f"{ALSO_TRAIN}:160-164 (CosineAnnealingLR, T_max=max_epochs)"),
         "optim.min_lr": (0.0, f"{ALSO_TRAIN}:163 (eta_min=0)"), "optim.warmup_epochs": (0, f"{ALSO_TRAIN}:160-164"),
         "optim.loss": ("ce", f"{ALSO_TRAIN}:152 (CrossEntropyLoss(ignore_index=0))"),
-        "optim.loss_support": ("point", f"{ALSO_TRAIN} (training_step: compute_loss on every point of train_batch['y'])"),
+        "optim.loss_support": ("point", f"{ALSO_TRAIN} (training_step: compute_loss on every point)"),
         "optim.epochs": (epochs, readme), "trainer.batch_size": (8, f"{ALSO_CFG}:68"),
         "optim.base_batch": (8, f"{ALSO_CFG}:68"), "data.train_split": (split, fallback if p == 0.1 else readme),
         "data.val_split": ("val", "NCLR/ALSO eval.py --split val (README)"),
-        "backbone.name": ("minkunet34", f"{ALSO_CFG}:29"), "trainer.precision": ("32-true", f"{ALSO_TRAIN} (pl.Trainer without precision)"),
+        "backbone.name": ("minkunet34", f"{ALSO_CFG}:29"),
+        "trainer.precision": ("32-true", f"{ALSO_TRAIN} (pl.Trainer without precision)"),
         "backbone.options.range_min": ([-102.4, -102.4, -25.6], f"{ALSO_CFG}:32 (quantisation only: no crop)"),
         "backbone.options.range_max": ([102.4, 102.4, 25.6], f"{ALSO_CFG}:32 (quantisation only: no crop)"),
         "backbone.options.features": (["intensity"], f"{ALSO_CFG}:14"),
         "backbone.options.intensity_std": (255.0, "also_selfsup/datasets/nuscenes_dataset.py (get: intensities / 255)"),
         "head": ("linear", "ALSO networks/backbone/torchsparse MinkUNet34 (its last 1x1 classifier)"),
-        "augment.flip": (True, f"{ALSO_CFG}:63"), "augment.flip_axes": ("any", f"{ALSO_CFG}:63 (x and y each with p 1/2)"),
+        "augment.flip": (True, f"{ALSO_CFG}:63"),
+        "augment.flip_axes": ("any", f"{ALSO_CFG}:63 (x and y each with p 1/2)"),
         "augment.flip_prob": (1.0, f"{ALSO_CFG}:63"), "augment.scale": (None, f"{ALSO_CFG}:59-63 (no scaling)"),
         "crop": (None, f"{ALSO_CFG}:59-63 (no point cap)"),
     }
@@ -143,16 +146,17 @@ def scalr(kind: str, epochs: int, warmup: int, fov: int, grid: int, layer_decay:
 
 
 SCALR_1P = "train@datasets/nuscenes-ratio_100-v_0.npy"
+KI_1P = "train@1%-frames"
 CELLS: dict[str, tuple[float, Cell]] = {
     # SLidR README, 'Few-shot semantic segmentation' (Minkowski SR-UNet)
     "slidr-res16unet34c-nuscenes-probe": (38.8, slidr(0.05, None, 100, 16, "train")),
     "slidr-res16unet34c-nuscenes-finetune-1p": (38.3, slidr(0.02, 2.0, 100, 16, "train@1%-scenes")),
-    "slidr-res16unet34c-semantickitti-finetune-1p": (44.6, slidr(0.05, 2.0, 100, 10, "train@1%-frames", "semantickitti")),
+    "slidr-res16unet34c-semantickitti-finetune-1p": (44.6, slidr(0.05, 2.0, 100, 10, KI_1P, "semantickitti")),
     "ppkt-res16unet34c-nuscenes-probe": (36.4, slidr(0.05, None, 100, 16, "train")),
     "ppkt-res16unet34c-nuscenes-finetune-1p": (37.8, slidr(0.02, 2.0, 100, 16, "train@1%-scenes")),
-    "ppkt-res16unet34c-semantickitti-finetune-1p": (43.9, slidr(0.05, 2.0, 100, 10, "train@1%-frames", "semantickitti")),
+    "ppkt-res16unet34c-semantickitti-finetune-1p": (43.9, slidr(0.05, 2.0, 100, 10, KI_1P, "semantickitti")),
     "scratch-res16unet34c-nuscenes-probe": (8.1, slidr(0.05, None, 100, 16, "train")),
-    "scratch-res16unet34c-semantickitti-train-1p": (39.5, slidr(0.05, None, 100, 10, "train@1%-frames", "semantickitti")),
+    "scratch-res16unet34c-semantickitti-train-1p": (39.5, slidr(0.05, None, 100, 10, KI_1P, "semantickitti")),
     # ScaLR README (linear probing, finetuning 100 %, WI-48-768 without pretraining) and scalr_plus README (1 %, 10 %)
     "scalr-wi48x768-nuscenes-probe": (67.8, scalr("probe", 20, 2, 64, 256)),
     "scalr-wi48x768-semantickitti-probe": (55.8, scalr("probe", 20, 2, 64, 256, folder="semantic_kitti")),
@@ -199,10 +203,13 @@ _WI_COMMON: Cell = {
     "crop.after_voxels": (True, f"{_WI} datasets/pc_dataset.py (Voxelize before train_augmentations)"),
     "augment.flip_axes": ("one", f"{_WI} utils/transforms.py (FlipXY)"),
     "augment.flip_prob": (pytest.approx(2 / 3), f"{_WI} launch_train.py:55 (RandomApply(FlipXY, prob=2 / 3))"),
-    "optim.loss": ("ce+lovasz", f"{_WI} configs/*.yaml (loss: lovasz 1.0)"), "optim.lr": (1e-3, f"{_WI} configs/*.yaml (optim.lr)"),
+    "optim.loss": ("ce+lovasz", f"{_WI} configs/*.yaml (loss: lovasz 1.0)"),
+    "optim.lr": (1e-3, f"{_WI} configs/*.yaml (optim.lr)"),
     "optim.weight_decay": (3e-3, f"{_WI} configs/*.yaml (optim.weight_decay)"),
-    "optim.epochs": (45, f"{_WI} configs/*.yaml (max_epoch)"), "optim.warmup_epochs": (4, f"{_WI} configs/*.yaml (epoch_warmup)"),
-    "optim.min_lr": (1e-5, f"{_WI} configs/*.yaml (min_lr)"), "trainer.batch_size": (4, f"{_WI} configs/*.yaml (batch_size)"),
+    "optim.epochs": (45, f"{_WI} configs/*.yaml (max_epoch)"),
+    "optim.warmup_epochs": (4, f"{_WI} configs/*.yaml (epoch_warmup)"),
+    "optim.min_lr": (1e-5, f"{_WI} configs/*.yaml (min_lr)"),
+    "trainer.batch_size": (4, f"{_WI} configs/*.yaml (batch_size)"),
 }
 _WI_NUS = f"{_WI} configs/WaffleIron-48-384__nuscenes.yaml"
 CELLS["seg-wi48x384-nuscenes"] = (77.6, {
@@ -228,7 +235,7 @@ _SLIDR_PRE_LINE = {"trainer.batch_size": ":8", "optim.base_batch": ":8", "optim.
                    "augment.drop_cuboid": ":46 (DropCuboids)"}
 PRETRAIN: dict[str, Cell] = {
     "scalr-wi48x768-mixture": {k: (v, "valeoai/ScaLR configs/pretrain/WI_768_pretrain.yaml, datasets/*_for_scalr.py, "
-                                   "im_pc_dataset.py (Voxelize, then LimitNumPoints; RandomApply(FlipXY, 2/3))") for k, v in {
+                                   "im_pc_dataset.py (Voxelize, then LimitNumPoints; FlipXY with p 2/3)") for k, v in {
         "optim.optimizer": "adamw", "optim.lr": 2e-3, "optim.weight_decay": 0.03, "optim.decay_all": True,
         "optim.epochs": 25, "trainer.batch_size": 8, "optim.base_batch": 8, "crop.frustum": True,
         "crop.max_points": 20000, "crop.after_voxels": True, "pairing.cameras": "one", "pairing.resize": [224, 448],

@@ -66,7 +66,8 @@ def test_voxel_loss_support_needs_a_voxel_backbone():
         module._supported(torch.zeros(len(batch["labels"]), 3), batch)
 
 
-@pytest.mark.parametrize("name", ["slidr-res16unet34c-nuscenes-finetune-1p", "ppkt-res16unet34c-semantickitti-finetune-1p",
+@pytest.mark.parametrize("name", ["slidr-res16unet34c-nuscenes-finetune-1p",
+                                  "ppkt-res16unet34c-semantickitti-finetune-1p",
                                   "stslidr-stslidr-moco-res16unet34c-nuscenes-probe",
                                   "scratch-res16unet34c-nuscenes-train-10p"])
 def test_slidr_family_recipes_train_on_voxels_and_score_every_point(name: str):
@@ -96,7 +97,8 @@ def test_slidr_semantickitti_recipes_feed_remission_plus_one(name: str):
     nus = load_config(SegmentationConfig, name.replace("semantickitti", "nuscenes")).backbone.options
     nus_prep = create_backbone("res16unet34c", width=0.03, **nus).prep
     nus_sample = nus_prep(scan.points, scan.intensity)  # dataloader_nuscenes.py: the raw intensity
-    np.testing.assert_allclose(nus_sample["voxel_feats"][:, 0], scan.intensity[nus_sample["kept"][nus_sample["voxel_point"]]])
+    reps = nus_sample["kept"][nus_sample["voxel_point"]]
+    np.testing.assert_allclose(nus_sample["voxel_feats"][:, 0], scan.intensity[reps])
 
 
 # --- ScaLR and WaffleIron: RandomApply(FlipXY, 2/3) ----------------------------------------------------------------
