@@ -255,8 +255,7 @@ def write_scalr(name, kind, ds, fmt, root, options, mean, std, fov, drop_path, e
              f"lidarssl {kind} {name} pretrained=runs/{pre}/backbone.safetensors" if pre else f"lidarssl {kind} {name}")
     lists = ("\nThe frame list ships in ScaLR's info_datasets.tar.gz (untar it in the working directory, convert the "
              "pickled .npy once as the error says)." if "ratio_" in split else "")
-    caveat = ("\nLayer decay applies to finetuning only: `lidarssl train` trains every layer at lr 2e-3."
-              if kind == "train" else "")
+    caveat = "\nfinetune.py run without pretrained weights (layer decay 0.99 included)." if kind == "train" else ""
     write(name, f"""ScaLR {what} of WI-48-768 on {ds} with {labels} of the labels: {miou} mIoU
 published ({paper}). Protocol: ScaLR finetune.py + configs/downstream/{ds}/*.yaml: AdamW lr {optim['lr']}, wd
 {optim['weight_decay']}, {epochs} epochs ({warmup} warmup), cosine per iteration to {optim['min_lr']}, batch 8, scans capped at

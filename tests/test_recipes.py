@@ -172,8 +172,8 @@ CELLS: dict[str, tuple[float, Cell]] = {
                                                          "train@datasets/nuscenes-ratio_10-v_0.npy", labels="1p")),
     "scalr-wi48x768-semantickitti-finetune-1p": (55.8, scalr("finetune", 45, 4, 64, 256, 0.95, "train@1%-frames",
                                                              folder="semantic_kitti", labels="1p")),
-    "scratch-wi48x768-nuscenes-train": (78.7, {k: v for k, v in scalr("finetune", 25, 2, 64, 256).items()
-                                               if k != "optim.layer_decay"}),  # `train` has no layer decay
+    # finetune.py without --pretrained_ckpt: the finetuning protocol, layer decay included
+    "scratch-wi48x768-nuscenes-train": (78.7, scalr("finetune", 25, 2, 64, 256)),
 }
 # SLidR README, 'Semantic Segmentation on nuScenes' (label fractions)
 for _p, _scratch, _slidr in ((1, 30.3, 39.0), (5, 47.7, 52.2), (10, 56.6, 58.8), (25, 64.8, 66.2), (100, 74.2, 74.6)):

@@ -184,3 +184,24 @@ def test_a_scene_list_naming_scenes_the_dataset_lacks(tmp_path: Path, nuscenes_w
     assert "\n" not in message and message.endswith(
         "nuscenes-0.1p-scene-0392.json: scenes ['scene-0392'] are not in split 'parametrizing' of "
         f"{world} (ALSO's and NCLR's 0.1 % nuScenes split (their one-scene fallback))")
+
+
+def test_scalr_scratch_cell_decays_learning_rates_by_layer_as_finetune_py():
+    # finetune.py builds param_groups_lrd whether or not --pretrained_ckpt is given
+    from types import SimpleNamespace
+
+    from lidarssl.downstream.train import build_module
+
+    config = load_config(SegmentationConfig, "scratch-wi48x768-nuscenes-train")
+    assert config.optim.layer_decay == 0.99
+    spec = create_backbone("waffleiron_4_32")
+    module = build_module(config, spec, SimpleNamespace(classes=("a", "b"), ignore_index=255), "scratch")
+    type(module).trainer = property(lambda self: SimpleNamespace(max_epochs=25, estimated_stepping_batches=100))
+    try:
+        groups = module.configure_optimizers()["optimizer"].param_groups
+    finally:
+        del type(module).trainer
+    rates = sorted({round(g["initial_lr"] * g["lr_scale"], 12) for g in groups})  # the peak rate of each group
+    depth = spec.model.num_layers + 1  # embedding 0, blocks 1..L, head L + 1
+    assert len(rates) == depth + 1 and rates[-1] == pytest.approx(2e-3)
+    assert rates[0] == pytest.approx(2e-3 * 0.99**depth)  # the embedding's, as finetune.py's layer_scales

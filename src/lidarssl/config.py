@@ -85,7 +85,7 @@ class OptimConfig(Schema):
     epochs: int = Field(10, gt=0)
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr: float = Field(1e-5, ge=0)
-    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay (finetune mode)")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay of a training backbone")
     lovasz_weight: float = Field(1.0, ge=0)
 
 

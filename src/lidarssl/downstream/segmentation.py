@@ -3,7 +3,8 @@
 * ``scratch``: backbone and head train from random initialisation;
 * ``probe``: linear probing; the backbone is frozen and kept in eval mode (its norm statistics too), only
   the head trains;
-* ``finetune``: the backbone starts from pretrained weights and trains with layer-wise learning-rate decay.
+* ``finetune``: the backbone starts from pretrained weights (layer-wise learning-rate decay, when set,
+  applies here and in ``scratch``).
 
 Evaluation scores **every original point**: points the backbone dropped take the prediction of their
 nearest kept point (see :class:`~lidarssl.data.loader.LabelBuilder`).
@@ -61,7 +62,8 @@ class SegmentationModule(L.LightningModule):
         weight_decay: AdamW weight decay of parameters of rank >= 2.
         warmup_epochs: linear warmup length, in epochs (may be fractional).
         min_lr: learning rate at the end of the cosine decay.
-        layer_decay: layer-wise learning-rate decay in ``finetune`` mode (1 = none).
+        layer_decay: layer-wise learning-rate decay of the backbone when it trains (1 = none); ScaLR's
+            ``finetune.py`` applies it with or without pretrained weights.
         lovasz_weight: weight of the Lovász-softmax term.
         ignore_index: training id of unlabelled points.
         head: head type (:func:`make_head`).
@@ -174,7 +176,7 @@ class SegmentationModule(L.LightningModule):
         groups = []
         if hp.mode != "probe":
             backbone = [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()]
-            layer_of = self._layer_of if hp.mode == "finetune" and hp.layer_decay < 1 else None
+            layer_of = self._layer_of if hp.layer_decay < 1 else None
             groups += param_groups(backbone, hp.weight_decay, layer_of, depth, hp.layer_decay, hp.decay_all)
         groups += param_groups(head, hp.weight_decay, None, depth, hp.layer_decay, hp.decay_all, head_scale)
         if hp.optimizer == "sgd":
