@@ -66,16 +66,19 @@ def slidr_protocol(name, method, kind, dataset, labels, lr, head_lr, epochs, bat
         split = "train"
     else:
         split = f"train@{labels}-scenes" if nus else f"train@{labels}-frames"
+    options = {**pretrain_backbone("slidr-res16unet34c-nuscenes")["options"], "bn_momentum": 0.02}
+    if not nus:  # dataloader_kitti.py feeds remission + 1 (its nuScenes loader the raw intensity)
+        options["intensity_mean"] = -1.0
     body = {
         "recipe": header(kind, method, "res16unet34c", dataset, labels, paper, miou, pretrain),
         "data": {"root": NUSCENES if nus else KITTI, "train_split": split, "val_split": "val", "num_workers": 8},
-        "backbone": {"name": "res16unet34c", "options": {  # SLidR downstream bn_momentum 0.02 (blocks keep 0.1)
-            **pretrain_backbone("slidr-res16unet34c-nuscenes")["options"], "bn_momentum": 0.02}},
+        "backbone": {"name": "res16unet34c", "options": options},  # SLidR downstream bn_momentum 0.02 (blocks keep 0.1)
         "head": "linear",
         "augment": {"rotate": True, "flip": True, "scale": None},
         "optim": {"optimizer": "sgd", "lr": lr, "head_lr": head_lr, "momentum": 0.9, "dampening": 0.1,
                   "weight_decay": 1.0e-4, "decay_all": True, "schedule": "epoch", "epochs": epochs,
-                  "warmup_epochs": 0, "min_lr": 0.0, "base_batch": batch, "loss": "ce+lovasz"},
+                  "warmup_epochs": 0, "min_lr": 0.0, "base_batch": batch, "loss": "ce+lovasz",
+                  "loss_support": "voxel"},
         "trainer": {"batch_size": batch, "precision": "32-true"},
     }
     what = {"probe": "linear probing", "finetune": "finetuning", "train": "training from scratch"}[kind]
@@ -86,7 +89,8 @@ def slidr_protocol(name, method, kind, dataset, labels, lr, head_lr, epochs, bat
 ({paper}).
 Protocol: {source}: SGD momentum 0.9 dampening 0.1, weight decay 1e-4 on every parameter,
 cosine per epoch, {epochs} epochs, batch {batch}, lr {lr}{f' and {head_lr} for the 1x1 head' if head_lr else ''},
-CE + Lovasz, fp32.
+CE + Lovasz on one row per voxel (its representative point's label; evaluation scores every point), fp32.
+Input: {'the raw intensity' if nus else 'remission + 1 (dataloader_kitti.py)'} of one point per cylindrical voxel.
 {chain}"""
     write(name, comment, body)
 
@@ -131,6 +135,7 @@ def slidr_cells() -> None:
 # --- ALSO / NCLR downstream: ALSO's train_downstream_semseg.py + configs/cfg/nuscenes.yaml, NCLR README ---------
 
 ALSO_EPOCHS = {100: 30, 50: 50, 10: 100, 1: 500, 0.1: 1000}
+PARAM_01P = "parametrizing@nuscenes-0.1p-scene-0392.json"  # shipped in lidarssl/data/lists
 
 
 def also_cells() -> None:
@@ -142,7 +147,9 @@ def also_cells() -> None:
             kind = "train" if method == "scratch" else "finetune"
             name = f"{method}-minkunet34-nuscenes-{kind}-{tag(p)}"
             pre = None if method == "scratch" else f"{method}-minkunet34-nuscenes"
-            split = "parametrizing" if p == 100 else f"parametrizing@{pct(p)}-scenes"
+            # 0.1 %: every 1000th of 600 scenes keeps none; ALSO's and NCLR's readers then take scene-0392
+            split = "parametrizing" if p == 100 else PARAM_01P if p == 0.1 else f"parametrizing@{pct(p)}-scenes"
+            wd = 1.0e-4 if method == "nclr" else 0.01  # NCLR downstream/configs/cfg/nuscenes_minkowski.yaml
             body = {
                 "recipe": header(kind, method, "minkunet34", "nuscenes", pct(p), paper, miou, pre),
                 "data": {"root": NUSCENES, "train_split": split, "val_split": "val", "num_workers": 8},
@@ -150,17 +157,24 @@ def also_cells() -> None:
                                               "nclr-minkunet34-nuscenes"),
                 "head": "linear",
                 "augment": {"rotate": True, "flip": True, "scale": None},
-                "optim": {"optimizer": "adamw", "lr": 1.0e-3, "weight_decay": 0.01, "decay_all": True,
+                "optim": {"optimizer": "adamw", "lr": 1.0e-3, "weight_decay": wd, "decay_all": True,
                           "schedule": "epoch", "epochs": ALSO_EPOCHS[p], "warmup_epochs": 0, "min_lr": 0.0,
                           "base_batch": 8, "loss": "ce"},
                 "trainer": {"batch_size": 8, "precision": "32-true"},
             }
             chain = (f"lidarssl pretrain {pre} out=runs/{pre}\nlidarssl {kind} {name} "
                      f"pretrained=runs/{pre}/backbone.safetensors") if pre else f"lidarssl {kind} {name}"
+            source = ("NCLR's downstream/train_downstream_semseg.py + downstream/configs/cfg/nuscenes_minkowski.yaml "
+                      "and downstream/transforms/get_transforms.py (not ALSO's: weight decay 1e-4, no voxel "
+                      "decimation, flip of x and y each with p 1/2)" if method == "nclr" else
+                      "ALSO's train_downstream_semseg.py + configs/cfg/nuscenes.yaml")
+            scenes = ("scene-0392 only (every 1000th of 600 scenes keeps none; the originals then fall back to "
+                      "this scene, shipped as " + PARAM_01P.partition("@")[2] + ")") if p == 0.1 else \
+                f"skip_ratio {round(100 / p)}: every k-th of the 600 `parametrizing` scenes"
             write(name, f"""{method} on nuScenes with {pct(p)} of the labels, MinkUNet34: {miou} mIoU published
-({paper}). Protocol: ALSO's train_downstream_semseg.py + configs/cfg/nuscenes.yaml (NCLR's downstream is ALSO's):
-AdamW lr 1e-3 (weight decay 0.01 on every parameter), cosine per epoch to 0, CE (label 0 ignored), batch 8,
-{ALSO_EPOCHS[p]} epochs for {pct(p)} (skip_ratio {round(100 / p)}: every k-th of the 600 `parametrizing` scenes), fp32.
+({paper}). Protocol: {source}:
+AdamW lr 1e-3 (weight decay {wd:g} on every parameter), cosine per epoch to 0, CE (label 0 ignored), batch 8,
+{ALSO_EPOCHS[p]} epochs for {pct(p)} ({scenes}), fp32.
 {chain}""", body)
 
 
@@ -200,38 +214,54 @@ def scalr_cells() -> None:
                 drop_path = 0.2
             write_scalr(f"scalr-wi48x768-{ds}-{kind}", kind, ds, fmt, root, options, mean, std, fov, drop_path,
                         epochs, warmup, optim, "train", "100%", lp[ds] if kind == "probe" else ft[ds], SCALR_PAPER)
-    write_scalr("scalr-wi48x768-nuscenes-finetune-1p", "finetune", "nuscenes", "nuscenes", NUSCENES, {}, 18.742,
-                22.046, SCALR_DATA["nuscenes"][3], 0.2, 45, 4,
-                {"lr": 2.0e-3, "weight_decay": 0.0, "min_lr": 0.0, "layer_decay": 0.95}, "train@1%-frames", "1%",
-                50.7, "ScaLR (CVPR'24), scalr_plus README")
+    few = {"lr": 2.0e-3, "weight_decay": 0.0, "min_lr": 0.0, "layer_decay": 0.95}  # configs/downstream/*/..._1p.yaml
+    plus = "ScaLR (CVPR'24), scalr_plus README"
+    # ScaLR's 1 % / 10 % nuScenes lists (datasets/nuscenes_for_scalr.py), from its info_datasets archive
+    for p, miou in ((1, 50.7), (10, 69.2)):
+        write_scalr(f"scalr-wi48x768-nuscenes-finetune-{p}p", "finetune", "nuscenes", "nuscenes", NUSCENES, {},
+                    18.742, 22.046, SCALR_DATA["nuscenes"][3], 0.2, 45, 4, few,
+                    f"train@datasets/nuscenes-ratio_{100 // p}-v_0.npy", f"{p}%", miou, plus)
+    write_scalr("scalr-wi48x768-semantickitti-finetune-1p", "finetune", "semantickitti", "semantickitti", KITTI, {},
+                0.2861, 0.1409, SCALR_DATA["semantickitti"][3], 0.2, 45, 4, few, "train@1%-frames", "1%", 55.8, plus)
+    # README: "WI-48-768 trained on nuscenes without pretraining ... 78.7%" (finetune.py without --pretrained_ckpt)
+    write_scalr("scratch-wi48x768-nuscenes-train", "train", "nuscenes", "nuscenes", NUSCENES, {}, 18.742, 22.046,
+                SCALR_DATA["nuscenes"][3], 0.2, 25, 2,
+                {"lr": 2.0e-3, "weight_decay": 0.0, "min_lr": 0.0, "layer_decay": 0.99}, "train", "100%", 78.7,
+                SCALR_PAPER)
 
 
 def write_scalr(name, kind, ds, fmt, root, options, mean, std, fov, drop_path, epochs, warmup, optim, split,
                 labels, miou, paper) -> None:
-    pre = "scalr-wi48x768-mixture"
+    pre = None if kind == "train" else "scalr-wi48x768-mixture"
     data = {"root": root, "train_split": split, "val_split": "val", "num_workers": 8}
     if options:
         data["options"] = options
     body = {
-        "recipe": header(kind, "scalr", "waffleiron_48_768", fmt, labels, paper, miou, pre),
+        "recipe": header(kind, "scalr" if pre else "scratch", "waffleiron_48_768", fmt, labels, paper, miou, pre),
         "data": data,
         "backbone": {"name": "waffleiron_48_768", "options": {
             "drop_path": drop_path, "intensity_mean": mean, "intensity_std": std, "voxel_size": 0.1,
             "fov_min": fov[0], "fov_max": fov[1], "grid_shapes": fov[2]}},
         "head": "bn-linear",
-        "crop": {"max_points": 20000},
-        "augment": {"rotate": True, "flip": True, "flip_axes": "one", "scale": [0.9, 1.1]},
+        "crop": {"max_points": 20000, "after_voxels": True},
+        "augment": {"rotate": True, "flip": True, "flip_axes": "one", "flip_prob": 2 / 3, "scale": [0.9, 1.1]},
         "optim": {"optimizer": "adamw", "lr": optim["lr"], "base_batch": 8, "weight_decay": optim["weight_decay"],
                   "epochs": epochs, "warmup_epochs": warmup, "min_lr": optim["min_lr"],
                   "layer_decay": optim["layer_decay"], "schedule": "iteration", "loss": "ce+lovasz"},
         "trainer": {"batch_size": 8},
     }
-    write(name, f"""ScaLR {'linear probing' if kind == 'probe' else 'finetuning'} of its WI-48-768 on {ds} with {labels} of the labels: {miou} mIoU
+    what = {"probe": "linear probing", "finetune": "finetuning", "train": "training without pretraining"}[kind]
+    chain = (f"lidarssl pretrain {pre} out=runs/{pre}\n"
+             f"lidarssl {kind} {name} pretrained=runs/{pre}/backbone.safetensors" if pre else f"lidarssl {kind} {name}")
+    lists = ("\nThe frame list ships in ScaLR's info_datasets.tar.gz (untar it in the working directory, convert the "
+             "pickled .npy once as the error says)." if "ratio_" in split else "")
+    caveat = "\nfinetune.py run without pretrained weights (layer decay 0.99 included)." if kind == "train" else ""
+    write(name, f"""ScaLR {what} of WI-48-768 on {ds} with {labels} of the labels: {miou} mIoU
 published ({paper}). Protocol: ScaLR finetune.py + configs/downstream/{ds}/*.yaml: AdamW lr {optim['lr']}, wd
 {optim['weight_decay']}, {epochs} epochs ({warmup} warmup), cosine per iteration to {optim['min_lr']}, batch 8, scans capped at
-20000 points around a random point (max_points), BN + zero-initialised linear head, CE + Lovasz, fp16 on GPU.
-lidarssl pretrain {pre} out=runs/{pre}
-lidarssl {kind} {name} pretrained=runs/{pre}/backbone.safetensors""", body)
+20000 of the voxel-subsampled points around a random point (max_points after Voxelize, pc_dataset.py), flip of x or y
+with p 2/3, BN + zero-initialised linear head, CE + Lovasz, fp16 on GPU.{lists}{caveat}
+{chain}""", body)
 
 
 # --- headers of existing recipes -----------------------------------------------------------------------------
@@ -260,7 +290,7 @@ OTHER = {
     "seg-wi48x384-nuscenes": ("train", "scratch", "waffleiron_48_384", "nuscenes", "100%",
                               "WaffleIron (ICCV'23), README", 77.6, None),
     "seg-wi48x256-semantickitti": ("train", "scratch", "waffleiron_48_256", "semantickitti", "100%",
-                                   "WaffleIron (ICCV'23), README (with CutMix + PolarMix, not implemented)", 68.0,
+                                   "WaffleIron (ICCV'23), README", 68.0,
                                    None),
 }
 

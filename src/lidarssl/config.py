@@ -78,12 +78,14 @@ class OptimConfig(Schema):
     schedule: Literal["iteration", "epoch"] = Field("iteration", description="cosine stepped per iteration or "
                                                     "per epoch (SLidR, ALSO)")
     loss: Literal["ce+lovasz", "ce"] = Field("ce+lovasz", description="ce: cross-entropy only (ALSO, NCLR)")
+    loss_support: Literal["point", "voxel"] = Field("point", description="voxel: one loss row per voxel, its "
+                                                    "representative point's label (SLidR's downstream)")
     base_batch: int = Field(4, gt=0, description="global batch size that lr is meant for")
     weight_decay: float = Field(3e-3, ge=0)
     epochs: int = Field(10, gt=0)
     warmup_epochs: float = Field(1.0, ge=0)
     min_lr: float = Field(1e-5, ge=0)
-    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay (finetune mode)")
+    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay of a training backbone")
     lovasz_weight: float = Field(1.0, ge=0)
 
 
@@ -112,13 +114,18 @@ class AugmentConfig(Schema):
     flip: bool = True
     flip_axes: Literal["any", "one"] = Field("any", description="any: none, x, y or both; one: x or y, always "
                                              "(ScaLR's FlipXY)")
+    flip_prob: float = Field(1.0, ge=0, le=1, description="probability of drawing the flip (ScaLR: 2/3)")
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
     drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
     drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
+    polarmix: bool = Field(False, description="WaffleIron's PolarMix with another training scan (segmentation; "
+                           "needs instance labels)")
+    instance_cutmix: bool = Field(False, description="WaffleIron's instance CutMix from a bank cut from the training "
+                                  "split (segmentation; needs instance labels)")
 
     def point_augment(self) -> PointAugment:
-        return PointAugment(**self.model_dump())
+        return PointAugment(**self.model_dump(exclude={"polarmix", "instance_cutmix"}))
 
 
 class RecipeInfo(Schema):

@@ -27,7 +27,7 @@ def test_cap_keeps_the_nearest_points_of_a_random_seed():
 
 def test_scalr_batch_holds_only_frustum_points_at_most_the_cap(camera_world: Path, one_thread):
     cfg = load_config(PretrainConfig, "scalr-wi48x768-mixture")
-    assert cfg.crop == InputCrop(frustum=True, max_points=20000) and cfg.pairing.cameras == "one"
+    assert cfg.crop == InputCrop(frustum=True, max_points=20000, after_voxels=True) and cfg.pairing.cameras == "one"
     dataset = open_dataset(camera_world, split="train")
     spec = create_backbone("waffleiron_4_32", fov_min=[-40, -40, -4], fov_max=[40, 40, 4])
     crop = InputCrop(frustum=True, max_points=300)
@@ -78,3 +78,30 @@ def test_frustum_needs_cameras(tiny_world: Path):
     samples = ScanSamples(dataset, spec.prep, [], crop=InputCrop(frustum=True))
     with pytest.raises(DataError, match="crop.frustum needs camera views; set crop.frustum: false"):
         samples[(0, 0)]
+
+
+def _duplicated_scan() -> "Scan":
+    """600 voxel centres of 0.1 m voxels, each returned 4 times (jitter inside the voxel)."""
+    from lidarssl.data.scan import Scan
+
+    rng = np.random.default_rng(0)
+    centres = np.stack([rng.integers(-150, 150, 600), rng.integers(-150, 150, 600), rng.integers(-10, 10, 600)], 1)
+    centres = np.unique(centres, axis=0) * 0.1 + 0.05
+    points = np.repeat(centres, 4, axis=0) + rng.uniform(-0.04, 0.04, (4 * len(centres), 3))
+    return Scan(points=points.astype(np.float32), intensity=np.zeros(len(points), np.float32))
+
+
+@pytest.mark.parametrize("after_voxels", [False, True])
+def test_cap_after_voxels_counts_the_points_voxel_subsampling_keeps(after_voxels: bool):
+    # ScaLR's pc_dataset.py voxelises (0.1 m) first, then LimitNumPoints caps the voxelised scan
+    scan = _duplicated_scan()
+    spec = create_backbone("waffleiron_4_32", fov_min=[-20, -20, -4], fov_max=[20, 20, 4])
+    crop = InputCrop(max_points=100, after_voxels=after_voxels)
+    samples = ScanSamples([scan], spec.prep, [], seed=1, crop=crop)
+    kept = samples[(0, 0)]["kept"]
+    voxels = {tuple(v) for v in np.floor(scan.points[kept] / 0.1).astype(int)}
+    assert len(voxels) == len(kept)  # one point per voxel either way
+    if after_voxels:
+        assert len(kept) == 100  # the cap counts voxels: exactly max_points survive
+    else:
+        assert len(kept) <= 100 // 2  # capping the raw returns first leaves about a quarter after voxelising

@@ -271,6 +271,30 @@ def test_also_second_backbone(tmp_path: Path, originals) -> None:
     strict_load(tmp_path / "second")
 
 
+# the grid of each ALSO SECOND release, transcribed from the config it was pretrained with (valeoai/ALSO
+# also_selfsup/configs/cfg/<file>: quantization_params spatial_extent and voxel_size, at the lines given)
+ALSO_SECOND_CONFIGS = {
+    "kitti360": ("kitti360_second.yaml:33-34", [0, -40, -3, 70.4, 40, 1], [0.05, 0.05, 0.1]),
+    "nuscenes": ("nuscenes_second_kitti.yaml:33-34", [0, -40, -5, 70.4, 40, 3], [0.05, 0.05, 0.1]),
+    "once": ("once_raw_small_second.yaml:34-35", [-75.2, -75.2, -5.0, 75.2, 75.2, 3.0], [0.1, 0.1, 0.2]),
+}
+
+
+@pytest.mark.parametrize("tag,epoch", [("kitti360", 74), ("nuscenes", 99), ("once", 39)])
+def test_also_second_releases_land_on_the_grid_of_their_config(tag: str, epoch: int, tmp_path: Path,
+                                                               originals) -> None:
+    state = {f"model.backbone_3d.{k}": v for k, v in originals.voxelbackbone8x().items()}
+    path = tmp_path / f"pretrained_backbone_also_{tag}_second_epoch_{epoch}.ckpt"
+    torch.save(state, path)
+    import_checkpoint(path, tmp_path / tag)
+    _, meta = strict_load(tmp_path / tag)
+    prep = create_backbone(meta["backbone"], **meta["options"]).prep
+    source, extent, voxel = ALSO_SECOND_CONFIGS[tag]
+    assert [*prep.range_min, *prep.range_max] == pytest.approx(extent), source
+    assert list(prep.voxel_size) == pytest.approx(voxel), source
+    assert meta["backbone"] == ("voxelnet" if tag == "once" else "voxelnet_kitti")  # README: "trained for KITTI3D"
+
+
 def test_nclr_checkpoints(tmp_path: Path, originals) -> None:
     """NCLR's training checkpoints {state_dict, optimizer, epoch, iters, config}: MinkowskiEngine SegContrast
     MinkUNet18 under encoder. with final.0 (Linear 96 -> 64), plus the image side it drops."""

@@ -3,7 +3,9 @@
 ScaLR's student sees only the points inside the frustum of the one camera paired with the scan
 (``nuscenes_for_scalr.py``, ``semantic_kitti_for_scalr.py`` in valeoai/ScaLR), then only the ``max_points``
 points nearest to a point drawn at random (``LimitNumPoints`` in ``im_pc_dataset.py``); its downstream training
-caps scans the same way (``max_points: 20000``). Crops are drawn for training samples only: evaluation scores
+caps scans the same way (``max_points: 20000``), after its 0.1 m voxel subsampling (``datasets/pc_dataset.py``:
+``downsample`` then ``train_augmentations``, whose first step is ``LimitNumPoints``, ``finetune.py``), so the
+cap counts voxels, not raw points (``after_voxels``). Crops are drawn for training samples only: evaluation scores
 every original point.
 """
 
@@ -48,6 +50,8 @@ class InputCrop(BaseModel):
     frustum: bool = Field(False, description="keep only the points of one camera's frustum, drawn per scan (ScaLR)")
     max_points: int | None = Field(None, gt=0, description="keep the N points nearest a random point (ScaLR: 20000)")
     min_depth: float = Field(1.0, ge=0, description="frustum: points nearer the camera plane are outside")
+    after_voxels: bool = Field(False, description="apply max_points to the points the backbone's voxel subsampling "
+                               "keeps, not to the raw scan (ScaLR, WaffleIron)")
 
     def __call__(self, scan: Scan, subset: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int | None]:
         """Cropped ``subset`` of the scan's points and the camera drawn (``None`` without ``frustum``)."""
@@ -58,6 +62,6 @@ class InputCrop(BaseModel):
                                 "dataset with cameras")
             camera = int(rng.integers(len(scan.cameras)))
             subset = frustum_points(scan, camera, subset, self.min_depth)
-        if self.max_points is not None:
+        if self.max_points is not None and not self.after_voxels:  # else ScanSamples caps the kept points
             subset = cap_points(scan.points, subset, self.max_points, rng)
         return subset, camera

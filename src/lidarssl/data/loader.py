@@ -14,7 +14,7 @@ uninterrupted one would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
 from lidarssl.batch import Batch, Preprocessor, Sample, concat_rows
-from lidarssl.data.crops import InputCrop
+from lidarssl.data.crops import InputCrop, cap_points
 from lidarssl.data.datasets import Dataset
 from lidarssl.data.geometry import knn
 from lidarssl.data.pairing import keeps_pairs
@@ -82,15 +82,19 @@ class ScanSamples(TorchDataset):
         seed: seed of every random draw.
         augment: point augmentation (training only), or ``None``.
         crop: input crop of training scans (ScaLR's frustum and point cap), or ``None``.
+        mix: WaffleIron's PolarMix / instance CutMix of training scans (:class:`~lidarssl.data.mixing.ScanMixer`),
+            applied to the scan as read, before crop and augmentation; or ``None``.
         train: training samples draw augmentations and voxel representatives; evaluation samples are
             deterministic (the builders then get ``rng=None``).
     """
 
     def __init__(self, dataset: Dataset, prep: Preprocessor, builders: Sequence[SampleBuilder], seed: int = 0,
-                 augment: PointAugment | None = None, train: bool = True, crop: InputCrop | None = None) -> None:
+                 augment: PointAugment | None = None, train: bool = True, crop: InputCrop | None = None,
+                 mix: Callable[[Scan, np.random.Generator], Scan] | None = None) -> None:
         self.dataset, self.prep, self.builders, self.seed = dataset, prep, list(builders), seed
         self.augment, self.train = (augment if train else None), train
         self.crop = crop if train else None  # evaluation scores every original point
+        self.mix = mix if train else None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -101,6 +105,8 @@ class ScanSamples(TorchDataset):
             self.dataset.set_epoch(epoch)
         scan = self.dataset[index]
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
+        if self.mix is not None:
+            scan = self.mix(scan, rng)
         A, points, subset, camera = np.eye(4), scan.points, np.arange(len(scan)), None
         if self.crop is not None:
             subset, camera = self.crop(scan, subset, rng)
@@ -115,11 +121,15 @@ class ScanSamples(TorchDataset):
         if len(subset) == 0:
             raise DataError(f"{scan.source}: frame {scan.frame_id or index} of {scan.dataset or 'the dataset'} has no "
                             "points; restore the file or leave the frame out of the split")
-        try:
-            sample = self.prep(points[subset], scan.intensity[subset], rng)
-        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
-            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
+        sample = self._prep(scan, index, points, subset, rng)
         kept = subset[sample["kept"]]
+        if self.crop is not None and self.crop.after_voxels and self.crop.max_points is not None \
+                and len(kept) > self.crop.max_points:
+            # the cap counts the points voxel subsampling kept (one per voxel, on an absolute grid, so the
+            # backbone keeps them all again)
+            subset = cap_points(scan.points, kept, self.crop.max_points, rng)
+            sample = self._prep(scan, index, points, subset, rng)
+            kept = subset[sample["kept"]]
         sample["kept"] = kept
         row_of_point = np.full(len(points), -1, np.int64)
         row_of_point[kept] = np.arange(len(kept))
@@ -127,6 +137,14 @@ class ScanSamples(TorchDataset):
         for builder in self.builders:
             sample.update(builder(view, rng))
         return sample
+
+
+    def _prep(self, scan: Scan, index: int, points: np.ndarray, subset: np.ndarray,
+              rng: np.random.Generator | None) -> Sample:
+        try:
+            return self.prep(points[subset], scan.intensity[subset], rng)
+        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
+            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
 
 
 class ScanCollate:

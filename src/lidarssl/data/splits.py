@@ -7,7 +7,9 @@ by ``open_dataset(root, split=...)``, ``lidarssl info --split`` and every recipe
     <base>@<p>%             label fraction p of <base>, by the dataset's default rule (below)
     <base>@<p>%-scenes      every k-th scene, k = 100 / p (SLidR's ``dataset_skip_step``: 1 % is k = 100)
     <base>@<p>%-frames      every k-th frame of the sorted frame list (ScaLR's ``sorted(train)[::100]``)
-    <base>@<file>           the frames listed in a file (.npy, .json or .txt), e.g. ScaLR's 1 % / 10 % lists
+    <base>@<file>           the frames (or whole scenes) listed in a file (.npy, .json or .txt), e.g. ScaLR's
+                            1 % / 10 % lists; a bare file name that is not on disk is one of lidarssl's
+                            shipped lists (lidarssl/data/lists/, :data:`SHIPPED_LISTS`)
     parametrizing           SLidR's pretraining scenes: 'train' minus the scenes of 'verifying' (SLidR's 100)
 
 ``p`` is one of 0.1, 1, 5, 10, 25, 50, 100 or any other percentage that divides 100 (k = 1000, 100, 20, 10, 4,
@@ -46,6 +48,18 @@ SCENE_FRACTION_FORMATS = frozenset({"nuscenes", "synthetic"})
 PRETRAIN_SPLIT, HELD_OUT_SPLIT = "parametrizing", "verifying"
 SPLIT_FILE = "splits.json"
 LIST_SUFFIXES = (".npy", ".json", ".txt")
+
+#: Lists lidarssl ships (in lidarssl/data/lists/), by file name: where each comes from.
+SHIPPED_LISTS = {
+    # ALSO's and NCLR's nuScenes readers fall back to this one scene when every 1000th scene of 'parametrizing'
+    # keeps none (also_selfsup/datasets/nuscenes_dataset.py; NCLR downstream/datasets/nuscenes_dataset.py:208-213)
+    "nuscenes-0.1p-scene-0392.json": "ALSO's and NCLR's 0.1 % nuScenes split (their one-scene fallback)",
+}
+_LISTS_DIR = Path(__file__).resolve().parent / "lists"
+_SCALR_INFO = ("ScaLR's info_datasets archive (https://github.com/valeoai/ScaLR/releases/download/v0.1.0/"
+               "info_datasets.tar.gz, untarred under ScaLR's datasets/)")
+#: Lists the originals publish but lidarssl cannot ship: where a user gets them.
+EXTERNAL_LISTS = {"nuscenes-ratio_100-v_0.npy": _SCALR_INFO, "nuscenes-ratio_10-v_0.npy": _SCALR_INFO}
 
 _FRACTION = re.compile(r"^(?P<p>\d+(?:\.\d+)?)%(?:-(?P<rule>scenes|frames))?$")
 
@@ -88,7 +102,10 @@ def parse_split(name: str) -> tuple[str, Selector | None]:
                             f"{', '.join(f'{f:g}%' for f in FRACTIONS)}")
         return base, Selector(percent=p, rule=match["rule"])
     if rest.endswith(LIST_SUFFIXES):
-        return base, Selector(list_file=Path(rest).expanduser())
+        path = Path(rest).expanduser()
+        if rest in SHIPPED_LISTS and not path.exists():
+            path = _LISTS_DIR / rest
+        return base, Selector(list_file=path)
     raise DataError(f"split '{name}': expected '{base}@<p>%', '{base}@<p>%-scenes', '{base}@<p>%-frames' or "
                     f"'{base}@<list file ({', '.join(LIST_SUFFIXES)})>' after '@'")
 
@@ -206,7 +223,8 @@ def read_frame_list(path: Path) -> list[str]:
     a pickle, which lidarssl never loads (it can run code): the error says how to convert it once.
     """
     if not path.is_file():
-        raise DataError(f"{path}: frame list not found")
+        where = f"; it ships in {EXTERNAL_LISTS[path.name]}" if path.name in EXTERNAL_LISTS else ""
+        raise DataError(f"{path}: frame list not found{where}")
     if path.suffix == ".npy":
         try:
             values = np.load(path, allow_pickle=False)
@@ -243,16 +261,24 @@ def read_frame_list(path: Path) -> list[str]:
 
 
 def listed_frames(dataset: Any, path: Path) -> list[int]:
-    """Frames named in the list file ``path`` (by frame id, token or lidar file; paths match by their end)."""
+    """Frames named in the list file ``path`` (by frame id, token or lidar file; paths match by their end), and
+    every frame of the scenes it names."""
     entries = read_frame_list(path)
     names = set(entries)
+    scenes = {frame_scene(dataset, i) for i in range(len(dataset))}
+    listed_scenes = names & scenes
+    missing = [e for e in entries if e.startswith("scene-") and e not in scenes]
+    if missing:  # a scene list for another split or dataset: say which scenes and where the list comes from
+        source = SHIPPED_LISTS.get(path.name, "a user list")
+        raise DataError(f"{path}: scenes {missing[:5]} are not in split '{getattr(dataset, 'split', '?')}' of "
+                        f"{dataset.root} ({source})")
     by_file: dict[str, list[str]] = {}
     for e in entries:
         by_file.setdefault(Path(e).name, []).append(e.replace("\\", "/"))
     kept = []
     for i in range(len(dataset)):
         keys = frame_keys(dataset, i)
-        if any(key in names for key in keys):
+        if any(key in names for key in keys) or frame_scene(dataset, i) in listed_scenes:
             kept.append(i)
             continue
         rel = keys[1] if len(keys) > 1 else keys[0]

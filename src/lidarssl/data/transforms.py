@@ -25,8 +25,10 @@ class PointAugment:
     Attributes:
         rotate: rotate by an angle drawn uniformly in [-pi, pi).
         flip: flip x, y or both, each with probability 1/4 (no flip 1/4).
-        flip_axes: ``any`` (above) or ``one``: flip x or y, one of them always (ScaLR's and WaffleIron's
-            ``FlipXY`` in ``utils/transforms.py``: with the uniform rotation, every scan is mirrored).
+        flip_axes: ``any`` (above) or ``one``: flip x or y (ScaLR's and WaffleIron's ``FlipXY`` in
+            ``utils/transforms.py``: with the uniform rotation, every flipped scan is mirrored).
+        flip_prob: probability that the flip above is drawn at all (ScaLR's ``RandomApply(FlipXY, 2/3)``,
+            ``finetune.py``); 1 draws it for every scan.
         scale: (low, high) range of the isotropic scale factor, or ``None``.
         translate: ``(std, limit)`` of a horizontal translation drawn per axis from N(0, std) clipped to
             ±limit metres (NCLR's pose perturbation), or ``None``.
@@ -38,6 +40,7 @@ class PointAugment:
     rotate: bool = True
     flip: bool = True
     flip_axes: Literal["any", "one"] = "any"
+    flip_prob: float = 1.0
     scale: tuple[float, float] | None = (0.9, 1.1)
     translate: tuple[float, float] | None = None
     drop_cuboid: float | None = None
@@ -53,7 +56,7 @@ class PointAugment:
         if self.rotate:
             a = rng.uniform(-np.pi, np.pi)
             M = np.array([[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0], [0.0, 0.0, 1.0]])
-        if self.flip:
+        if self.flip and (self.flip_prob >= 1 or rng.uniform() < self.flip_prob):
             which = rng.integers(4) if self.flip_axes == "any" else 1 + rng.integers(2)  # 0: none, 1: x, 2: y, 3: both
             M = np.diag([-1.0 if which & 1 else 1.0, -1.0 if which & 2 else 1.0, 1.0]) @ M
         if self.scale is not None:

@@ -3,7 +3,8 @@
 * ``scratch``: backbone and head train from random initialisation;
 * ``probe``: linear probing; the backbone is frozen and kept in eval mode (its norm statistics too), only
   the head trains;
-* ``finetune``: the backbone starts from pretrained weights and trains with layer-wise learning-rate decay.
+* ``finetune``: the backbone starts from pretrained weights (layer-wise learning-rate decay, when set,
+  applies here and in ``scratch``).
 
 Evaluation scores **every original point**: points the backbone dropped take the prediction of their
 nearest kept point (see :class:`~lidarssl.data.loader.LabelBuilder`).
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lidarssl.batch import Batch
+from lidarssl.errors import ConfigError
 from lidarssl.losses import lovasz_softmax
 from lidarssl.metrics import (
     ConfusionMatrix,
@@ -60,7 +62,8 @@ class SegmentationModule(L.LightningModule):
         weight_decay: AdamW weight decay of parameters of rank >= 2.
         warmup_epochs: linear warmup length, in epochs (may be fractional).
         min_lr: learning rate at the end of the cosine decay.
-        layer_decay: layer-wise learning-rate decay in ``finetune`` mode (1 = none).
+        layer_decay: layer-wise learning-rate decay of the backbone when it trains (1 = none); ScaLR's
+            ``finetune.py`` applies it with or without pretrained weights.
         lovasz_weight: weight of the Lovász-softmax term.
         ignore_index: training id of unlabelled points.
         head: head type (:func:`make_head`).
@@ -69,6 +72,8 @@ class SegmentationModule(L.LightningModule):
         decay_all: weight decay on every parameter, 1-D ones included (the originals).
         schedule: cosine stepped per ``iteration`` (ScaLR) or per ``epoch`` (SLidR, ALSO).
         loss: ``ce+lovasz`` or ``ce``.
+        loss_support: ``point``: the loss covers every kept point; ``voxel``: one row per voxel, its
+            representative point's (SLidR's downstream: ``unique_labels = points_labels[indexes]``).
     """
 
     def __init__(
@@ -91,6 +96,7 @@ class SegmentationModule(L.LightningModule):
         decay_all: bool = False,
         schedule: Literal["iteration", "epoch"] = "iteration",
         loss: Literal["ce+lovasz", "ce"] = "ce+lovasz",
+        loss_support: Literal["point", "voxel"] = "point",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone"])
@@ -122,8 +128,18 @@ class SegmentationModule(L.LightningModule):
             loss = loss + self.hparams.lovasz_weight * lovasz_softmax(logits.float().softmax(1), labels, ignore)
         return loss
 
+    def _supported(self, logits: torch.Tensor, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and labels the loss covers: every kept point, or each voxel's representative point."""
+        if self.hparams.loss_support == "point":
+            return logits, batch["labels"]
+        if "voxel_point" not in batch:
+            raise ConfigError("optim.loss_support=voxel needs a voxel backbone (minkunet, res16unet34c, ...); this "
+                              "backbone keeps points, not voxels: set optim.loss_support=point")
+        rows = batch["voxel_point"]
+        return logits[rows], batch["labels"][rows]
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss = self._loss(self(batch), batch["labels"])
+        loss = self._loss(*self._supported(self(batch), batch))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
@@ -132,7 +148,7 @@ class SegmentationModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         logits = self(batch)
-        self.log("val/loss", self._loss(logits, batch["labels"]), batch_size=int(batch["offsets"].shape[0] - 1),
+        self.log("val/loss", self._loss(*self._supported(logits, batch)), batch_size=int(batch["offsets"].shape[0] - 1),
                  sync_dist=True)
         pred = logits.argmax(1)[batch["nearest"]]  # every original point takes its nearest kept point's class
         self.val_confusion.update(pred, batch["point_labels"])
@@ -160,7 +176,7 @@ class SegmentationModule(L.LightningModule):
         groups = []
         if hp.mode != "probe":
             backbone = [(f"backbone.{n}", p) for n, p in self.backbone.named_parameters()]
-            layer_of = self._layer_of if hp.mode == "finetune" and hp.layer_decay < 1 else None
+            layer_of = self._layer_of if hp.layer_decay < 1 else None
             groups += param_groups(backbone, hp.weight_decay, layer_of, depth, hp.layer_decay, hp.decay_all)
         groups += param_groups(head, hp.weight_decay, None, depth, hp.layer_decay, hp.decay_all, head_scale)
         if hp.optimizer == "sgd":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from lidarssl.config import SegmentationConfig
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.loader import LabelBuilder, ScanSamples
+from lidarssl.data.mixing import ScanMixer
 from lidarssl.downstream.segmentation import Mode, SegmentationModule
 from lidarssl.errors import CheckpointError, ConfigError, DataError
 from lidarssl.io import atomic_write
@@ -66,9 +68,20 @@ def segmentation_data(config: SegmentationConfig, spec: BackboneSpec) -> tuple[L
         raise DataError(f"{info.where()}: data.train_split={config.data.train_split}: {exc}") from None
     val_set = open_dataset(config.data.root, split=config.data.val_split, **config.data.options)
     augment = config.augment.point_augment() if config.augment is not None else None
-    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment, crop=config.crop)
+    mix = None
+    if config.augment is not None and (config.augment.polarmix or config.augment.instance_cutmix):
+        mix = ScanMixer.for_dataset(train_set, config.augment.polarmix, config.augment.instance_cutmix,
+                                    progress=_bank_progress)
+    train = ScanSamples(train_set, spec.prep, [LabelBuilder()], seed=config.seed, augment=augment, crop=config.crop,
+                        mix=mix)
     val = ScanSamples(val_set, spec.prep, [LabelBuilder()], seed=config.seed, train=False)
     return LabelledScanData(train, val, config.trainer.batch_size, config.data.num_workers), train_set.class_map
+
+
+def _bank_progress(done: int, total: int) -> None:
+    """Instance CutMix reads the whole training split once before training: say so about every tenth."""
+    if done == total or done % max(1, total // 10) == 0:
+        print(f"instance bank: scan {done}/{total}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -111,7 +124,7 @@ def build_module(config: SegmentationConfig, spec: BackboneSpec, class_map: Clas
                               layer_decay=o.layer_decay, lovasz_weight=o.lovasz_weight,
                               ignore_index=class_map.ignore_index, head=config.head, optimizer=o.optimizer,
                               momentum=o.momentum, dampening=o.dampening, head_lr=head_lr, decay_all=o.decay_all,
-                              schedule=o.schedule, loss=o.loss)
+                              schedule=o.schedule, loss=o.loss, loss_support=o.loss_support)
 
 
 def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = False,

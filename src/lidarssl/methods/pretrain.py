@@ -96,6 +96,9 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, allow_config_c
     """Pretrain ``config.backbone`` with ``config.method``; writes the run directory and ``backbone.safetensors``,
     which ``lidarssl probe`` and ``lidarssl finetune`` load as ``pretrained=``. The folder is locked for the run;
     ``resume`` continues from its newest readable checkpoint, with the stored config unless ``allow_config_change``."""
+    if config.augment.polarmix or config.augment.instance_cutmix:
+        raise ConfigError("augment.polarmix and augment.instance_cutmix mix labelled scans for segmentation; "
+                          "pretraining does not use them: set both to false")
     with run_folder(config, resume, allow_config_change) as ckpt:
         return _run_pretraining(config, ckpt)
 

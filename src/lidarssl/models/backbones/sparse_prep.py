@@ -144,7 +144,8 @@ class SparsePrep:
             ``voxel_coords`` (V, 3) int32 (z, y, x); ``voxel_feats`` (V, C) float32; ``point2voxel`` (M,)
             int64 voxel of each kept point; ``point_coords`` (M, 3) float32 continuous (z, y, x) position
             in voxel units, whose floor is the point's voxel; ``kept`` (M,) int64 sorted indices of the
-            points inside the grid.
+            points inside the grid; ``voxel_point`` (V,) int64 row among the kept points of each voxel's
+            representative (the point whose features a ``first`` voxel takes; SLidR's ``indexes``).
 
         Raises:
             DataError: on malformed inputs, or when no point lies inside the grid range.
@@ -185,6 +186,7 @@ class SparsePrep:
             "point2voxel": vox.inverse.astype(np.int64, copy=False),
             "point_coords": np.ascontiguousarray(point_coords[:, ::-1], dtype=np.float32),
             "kept": kept.astype(np.int64, copy=False),
+            "voxel_point": vox.kept.astype(np.int64, copy=False),
         }
 
     def collate(self, samples: Sequence[Sample]) -> Batch:
@@ -193,7 +195,8 @@ class SparsePrep:
         Returns:
             :data:`~lidarssl.batch.COMMON_KEYS` plus ``voxel_coords`` (sum V, 4) int32
             (batch, z, y, x), ``voxel_feats`` (sum V, C) float32, ``point2voxel`` (sum M,) int64 rows into
-            the batch's voxels, and ``point_coords`` (sum M, 3) float32.
+            the batch's voxels, ``point_coords`` (sum M, 3) float32 and ``voxel_point`` (sum V,) int64 rows
+            of the voxels' representative points.
         """
         batch = collate_common(samples)
         for i, s in enumerate(samples):
@@ -208,6 +211,9 @@ class SparsePrep:
         point2voxel = [s["point2voxel"] + start for s, start in zip(samples, starts)]
         batch["point2voxel"] = torch.from_numpy(np.concatenate(point2voxel))
         batch["point_coords"] = torch.from_numpy(np.concatenate([s["point_coords"] for s in samples]))
+        point_starts = np.concatenate([[0], np.cumsum([len(s["point2voxel"]) for s in samples])[:-1]])
+        batch["voxel_point"] = torch.from_numpy(np.concatenate(
+            [s["voxel_point"] + start for s, start in zip(samples, point_starts)]).astype(np.int64))
         return batch
 
 
