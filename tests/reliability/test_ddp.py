@@ -25,11 +25,11 @@ DDP = ["trainer.devices=2", "trainer.accelerator=cpu", "trainer.batch_size=1", "
        "trainer.progress_bar=false", "optim.epochs=2"]
 #: the smallest settings of each method (recipe, overrides)
 METHODS = {
-    "ppkt": (None, ["method.name=ppkt", "teacher.name=resnet18", "pairing.crop_size=[48,80]",
+    "ppkt": (None, ["method.name=ppkt", "teacher.name=resnet50", "pairing.crop_size=[48,80]",
                     "method.options.max_pairs=256"]),
-    "slidr": (None, ["method.name=slidr", "teacher.name=resnet18", "pairing.crop_size=[48,80]",
+    "slidr": (None, ["method.name=slidr", "teacher.name=resnet50", "pairing.crop_size=[48,80]",
                      "method.options.superpixels=slic30_fast"]),
-    "stslidr": (None, ["method.name=stslidr", "teacher.name=resnet18", "pairing.crop_size=[48,80]",
+    "stslidr": (None, ["method.name=stslidr", "teacher.name=resnet50", "pairing.crop_size=[48,80]",
                        "method.options.superpixels=slic30_fast"]),
     "scalr": ("scalr-wi-synthetic", ["data.teacher_cache=null", "pairing.resize=[48,96]", "pairing.cameras=one"]),
     "also": ("also-wi-synthetic", ["method.options={queries: 128, max_neighbors: 4}"]),
