@@ -5,7 +5,7 @@ The backend is the only place that knows a sparse-convolution library. It turns 
 :mod:`lidarssl.models.sparse.functional`, so gradients work on every device. That matters for spconv:
 its CPU backward asks for a CUDA stream and fails on machines without a GPU driver, while its CPU
 rulebook builder works everywhere. The rulebook also keeps spconv's own pairs, so that on CUDA its fused
-kernels can run the same convolution (``kernels`` in :class:`~lidarssl.models.sparse.tensor.SparseTensor`). A torchsparse or MinkowskiEngine backend would implement the same
+kernels can run the same convolution (its native algorithm) (``kernels`` in :class:`~lidarssl.models.sparse.tensor.SparseTensor`). A torchsparse or MinkowskiEngine backend would implement the same
 two methods and register itself in :data:`BACKENDS`.
 """
 

@@ -147,6 +147,11 @@ def rulebook_conv(features: torch.Tensor, weight: torch.Tensor, rulebook: Rulebo
             f"kernel {tuple(weight.shape)} and features {tuple(features.shape)} do not fit a rulebook of "
             f"{rulebook.kernel_volume} offsets from {rulebook.num_in} sites"
         )
+    device = features.device.type
+    if torch.is_autocast_enabled(device):  # mixed precision: the whole convolution in the autocast dtype
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return _RulebookConv.apply(features.to(dtype), weight.to(dtype), rulebook)
     return _RulebookConv.apply(features, weight, rulebook)
 
 
