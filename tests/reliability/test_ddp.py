@@ -76,6 +76,7 @@ def launch(how: str, args: list[str], crash: tuple[Path, int, str] | None = None
             assert run.returncode == -signal.SIGKILL or "SIGKILL" in stderr, stderr[-3000:]
         else:
             assert run.returncode == 0, stderr[-3000:]
+            assert "deprecat" not in stderr.lower(), stderr[-3000:]  # no library noise in a user's run
         outs.append(stdout)
     return outs
 
