@@ -99,7 +99,10 @@ def worker(preset: str, scans: int, points: int, precision: str, kernels: str, s
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    if cuda:
+        peak = torch.cuda.max_memory_allocated() / 2**30
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     return {"seconds": statistics.median(times), "peak_gb": peak, "flops": counter.get_total_flops(),
             "points": int(len(batch["kept"]))}
 
@@ -158,7 +161,8 @@ def main() -> None:
     cuda = args.device.startswith("cuda")
     run = worker if args.quick else measure  # quick: no interpreter start per row
     peaks = tuple(args.peak_tflops) if args.peak_tflops else card_peak(name)
-    peak_note = f"dense peak {peaks[0]:g} (fp32) / {peaks[1]:g} (bf16) TFLOP/s" if peaks else "no dense peak known: MFU n/a"
+    peak_note = (f"dense peak {peaks[0]:g} (fp32) / {peaks[1]:g} (bf16) TFLOP/s" if peaks
+                 else "no dense peak known: MFU n/a")
     shared = "; quick: the rows share one process, peak RSS is its peak so far" if args.quick and not cuda else ""
     print(f"{line}; {peak_note}; {points} points per scan, median of {steps} steps{shared}\n")
     print(HEADER, flush=True)
