@@ -4,9 +4,11 @@ A synthetic world (6 cameras at 320x180) is written to a temporary folder; each 
 WaffleIron (WI-12-64) with batches of 4 scans. For each method the table gives the time to build a batch in one
 process (read, augment, pair, backbone preprocessing, method extras; what one DataLoader worker does) and the
 time of one training step (forward, loss, backward, optimiser step), medians over the timed batches after one
-warm-up batch. ScaLR runs twice: with its teacher computed online and read from the feature cache.
+warm-up batch. ScaLR runs twice: with its teacher computed online and read from the feature cache. With
+``--workers 1 2 4`` it also gives the batches per second that the training DataLoader delivers with that many
+worker processes (3 batches per worker, worker start included), so that one sees how many workers keep a GPU's step fed.
 
-    PYTHONPATH=src python benchmarks/pretrain_step.py [--steps 3] [--threads 2] [--only scalr also]
+    PYTHONPATH=src python benchmarks/pretrain_step.py [--steps 3] [--threads 2] [--only scalr also] [--workers 1 2 4]
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ BACKBONE = ["backbone.name=waffleiron_12_64", "backbone.options.voxel_size=0.3",
             "backbone.options.fov_min=[-40,-40,-4]", "backbone.options.fov_max=[40,40,4]",
             "backbone.options.grid_shapes=[[160,160],[160,16],[160,16]]"]
 CROP = ["pairing.crop_size=[112,208]", "pairing.flip=0.5"]
+#: batches each DataLoader worker builds in the timed run (one epoch must hold them all)
+LOADER_BATCHES_PER_WORKER = 3
 #: row name -> (method, teacher, overrides)
 RUNS = {
     "ppkt": ("ppkt", "resnet50", CROP),
@@ -39,7 +43,20 @@ RUNS = {
 }
 
 
-def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: list[str], steps: int) -> dict[str, float]:
+def loader_rate(samples, workers: int, batches: int) -> float:
+    """Batches per second of the training DataLoader with ``workers`` processes over its first ``batches`` (worker
+    start included: timing only after the first batch would count the batches the others prefetched meanwhile)."""
+    from lidarssl.data.loader import build_loader
+
+    start = time.perf_counter()
+    loader = iter(build_loader(samples, 4, workers))
+    for _ in range(batches):
+        next(loader)
+    return batches / (time.perf_counter() - start)
+
+
+def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: list[str], steps: int,
+            workers: list[int]) -> dict[str, float]:
     from lidarssl.config import load_config
     from lidarssl.data.loader import ScanCollate, ScanSamples
     from lidarssl.methods.config import PretrainConfig
@@ -74,7 +91,8 @@ def measure(root: Path, cache: Path, method: str, teacher: str | None, extra: li
         if step > 0:  # step 0 warms up allocators and kernels
             data_times.append(built - start)
             step_times.append(done - built)
-    return {"data": statistics.median(data_times), "step": statistics.median(step_times)}
+    rates = {w: loader_rate(samples, w, LOADER_BATCHES_PER_WORKER * w) for w in workers}
+    return {"data": statistics.median(data_times), "step": statistics.median(step_times), "rates": rates}
 
 
 def main() -> None:
@@ -82,6 +100,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed batches after one warm-up")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--only", nargs="*", help="rows to run (method names; default: all)")
+    parser.add_argument("--workers", nargs="*", type=int, default=[], help="DataLoader worker counts to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from lidarssl.methods import list_methods
@@ -89,17 +108,21 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root, cache = Path(tmp) / "world", Path(tmp) / "cache"
-        write_dataset(WORLD, root, 4 * (args.steps + 1), frames_per_sequence=4, val_fraction=0.0)
+        frames = 4 * max(args.steps + 1, LOADER_BATCHES_PER_WORKER * max(args.workers, default=0))
+        write_dataset(WORLD, root, frames, frames_per_sequence=4, val_fraction=0.0)
         print(f"Pretraining throughput, WI-12-64, batches of 4 synthetic scans (~30k points, 6 cameras 320x180); "
               f"{cpu_name()}, {os.cpu_count()} cores, torch {args.threads} threads; "
               f"load average at start {os.getloadavg()[0]:.2f}\n")
-        print("| method | teacher | batch build, 1 process (s) | training step (s) | steps/s |")
-        print("|---|---|---|---|---|")
+        rates = "".join(f" batches/s, {w} worker{'s' if w > 1 else ''} |" for w in args.workers)
+        print(f"| method | teacher | batch build, 1 process (s) | training step (s) | steps/s |{rates}")
+        print("|---|---|---|---|---|" + "---|" * len(args.workers))
         for name, (method, teacher, extra) in RUNS.items():
             if method not in list_methods() or (args.only and method not in args.only):
                 continue
-            r = measure(root, cache, method, teacher, extra, args.steps)
-            print(f"| {name} | {teacher or '-'} | {r['data']:.2f} | {r['step']:.2f} | {1 / r['step']:.2f} |", flush=True)
+            r = measure(root, cache, method, teacher, extra, args.steps, args.workers)
+            rates = "".join(f" {r['rates'][w]:.2f} |" for w in args.workers)
+            print(f"| {name} | {teacher or '-'} | {r['data']:.2f} | {r['step']:.2f} | {1 / r['step']:.2f} |{rates}",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -114,3 +114,12 @@ def _run_lidarssl(args: list[str], crash_after: int | None = None, module: str =
 def run_lidarssl():
     """Run ``lidarssl ARGS`` in a subprocess; with ``crash_after``, SIGKILL it after that optimiser step."""
     return _run_lidarssl
+
+
+@pytest.fixture
+def crash_script(tmp_path: Path) -> Path:
+    """:func:`run_lidarssl`'s crash wrapper as a file, for launchers that start a script (torchrun, srun); it reads
+    ``CRASH_AFTER_STEP`` and ``CRASH_MODULE`` from the environment."""
+    path = tmp_path / "lidarssl_crash.py"
+    path.write_text(_CRASH)
+    return path

@@ -95,12 +95,15 @@ def _segmentation(mode: str):
     def run(args: argparse.Namespace) -> None:
         from lidarssl.config import SegmentationConfig, load_config, to_yaml
         from lidarssl.downstream.train import run_segmentation
+        from lidarssl.runs import is_global_zero
 
         config = load_config(SegmentationConfig, args.recipe, args.overrides)
         if args.print_config:
             print(to_yaml(config), end="")
             return
         result = run_segmentation(config, mode=mode, resume=args.resume, allow_config_change=args.allow_config_change)
+        if not is_global_zero():  # one table per job, not one per DDP process
+            return
         print(result.table)
         print(f"run directory: {result.out}")
 
@@ -111,12 +114,15 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
     from lidarssl.config import load_config, to_yaml
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import run_pretraining
+    from lidarssl.runs import is_global_zero
 
     config = load_config(PretrainConfig, args.recipe, args.overrides)
     if args.print_config:
         print(to_yaml(config), end="")
         return
     result = run_pretraining(config, resume=args.resume, allow_config_change=args.allow_config_change)
+    if not is_global_zero():
+        return
     print(f"pretrained {config.backbone.name} with {config.method.name}: last epoch loss {result.loss:.4f}")
     print(f"backbone weights: {result.backbone}  (lidarssl probe RECIPE pretrained={result.backbone})")
 

@@ -42,7 +42,7 @@ from lidarssl.run_folder import (
 )
 
 __all__ = ["ScanData", "LabelledScanData", "write_run_info", "last_checkpoint", "check_fresh", "build_trainer",
-           "RNGState", "EpochCSV", "run_folder"]
+           "RNGState", "EpochCSV", "run_folder", "is_global_zero"]
 
 
 class ScanData(L.LightningDataModule):
@@ -121,14 +121,26 @@ def last_checkpoint(out: Path) -> Path:
     return path
 
 
+def is_global_zero() -> bool:
+    """Whether this process is rank 0 of the whole job, known before the Trainer exists and numbered as Lightning
+    numbers it: ``SLURM_PROCID`` under ``srun``, ``RANK`` under ``torchrun``, else Lightning's own launcher
+    (the processes it starts get ``LOCAL_RANK`` > 0; the other nodes run with ``NODE_RANK`` > 0)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    if SLURMEnvironment.detect():
+        return os.environ.get("SLURM_PROCID", "0") == "0"
+    if TorchElasticEnvironment.detect():
+        return os.environ.get("RANK", "0") == "0"
+    return all(os.environ.get(k, "0") == "0" for k in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK"))
+
+
 @contextmanager
 def run_folder(config: BaseModel, resume: bool, allow_config_change: bool = False) -> Iterator[Path | None]:
     """Create and lock the run folder ``config.out`` for this process; yields the checkpoint to resume from
-    (``None`` for a new run). Other DDP ranks (``LOCAL_RANK`` > 0, started by rank 0) take no lock."""
+    (``None`` for a new run). Only the job's global rank 0 takes the lock: the other DDP ranks write nothing."""
     check_accelerator(config.trainer.accelerator, config.trainer.devices)
     out = make_run_folder(config.out)
-    primary = os.environ.get("LOCAL_RANK", "0") == "0" and os.environ.get("NODE_RANK", "0") == "0"
-    lock = RunLock(out) if primary else None
+    lock = RunLock(out) if is_global_zero() else None
     if lock is not None:
         lock.__enter__()
     try:
@@ -206,7 +218,7 @@ class EpochCSV(L.Callback):
 class RankAgreement(L.Callback):
     """After training under DDP, check that every rank holds the same weights (parameters and buffers).
 
-    Ranks drift apart only through a bug (an unsynchronised buffer, a rank-dependent branch); this turns
+    Parameters drift apart only through a bug (a rank-dependent branch, a gradient outside DDP); this turns
     such drift into an error instead of a silently wrong checkpoint. Rank 0 writes the per-rank checksums
     to ``ranks.json``.
     """
@@ -217,9 +229,18 @@ class RankAgreement(L.Callback):
     def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.world_size == 1:
             return
+        import torch.distributed as dist
+
+        # DDP gives every rank rank 0's buffers at the start of each step; after the last step the other ranks
+        # still hold the BatchNorm statistics of their own batch (unless sync_batchnorm), so apply that rule once
+        # more: every rank then holds what rank 0 writes, and a difference left can only be a drift of parameters.
+        for buffer in module.buffers():
+            dist.broadcast(buffer, src=0)
         state = module.state_dict()
         checksum = torch.stack([v.double().sum() for v in state.values() if v.is_floating_point()]).sum()
-        gathered = [float(x) for x in trainer.strategy.all_gather(checksum.to(module.device)).reshape(-1)]
+        gathered_tensors = [torch.zeros_like(checksum) for _ in range(trainer.world_size)]
+        dist.all_gather(gathered_tensors, checksum)  # plain collective: Lightning's all_gather warns of a deprecation
+        gathered = [float(x) for x in gathered_tensors]
         if trainer.is_global_zero:
             atomic_write(self.path, lambda tmp: Path(tmp).write_text(json.dumps({"checksums": gathered})))
         if any(abs(g - gathered[0]) > 1e-9 * max(1.0, abs(gathered[0])) for g in gathered):

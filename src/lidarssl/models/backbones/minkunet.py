@@ -33,6 +33,7 @@ from lidarssl.models.backbones.base import (
 from lidarssl.models.backbones.sparse_prep import (
     layer_of_prefix,
     scaled,
+    kernels_option,
     sparse_input,
     split_overrides,
 )
@@ -104,6 +105,8 @@ class MinkUNet(Backbone):
         block_bn_momentum: momentum of the residual blocks' BatchNorms if not ``bn_momentum``: SLidR's
             ``bn_momentum`` (0.05 pretraining, 0.02 downstream) reaches only the stem and the strided and
             transposed convolutions of its Res16UNet34C, its ``BasicBlock`` s keep PyTorch's 0.1.
+        kernels: who computes the sparse convolutions: ``auto`` (spconv's on CUDA, ours on CPU), ``lidarssl``
+            or ``spconv`` (same rulebooks, same weights).
 
     Attributes:
         num_layers: 8; :meth:`layer_id` puts the stem at 0, stage i at i and up i at 4 + i.
@@ -121,8 +124,10 @@ class MinkUNet(Backbone):
         stem_convs: int = 1,
         bn_momentum: float = 0.1,
         block_bn_momentum: float | None = None,
+        kernels: str = "auto",
     ) -> None:
         super().__init__()
+        self.kernels = kernels_option(kernels)
         if len(planes) != 8 or len(layers) != 8 or min(planes) < 1 or min(layers) < 1:
             raise ConfigError(f"planes and layers need 8 positive values each, got {list(planes)} and {list(layers)}")
         if len(grid_shape) != 3 or min(grid_shape) < 1:
@@ -175,7 +180,7 @@ class MinkUNet(Backbone):
 
     def forward_voxels(self, batch: Batch) -> SparseTensor:
         """The last decoder stage: features on the input voxels (stride 1)."""
-        x = self.encode(sparse_input(batch, self.spatial_shape, self.in_channels))
+        x = self.encode(sparse_input(batch, self.spatial_shape, self.in_channels, self.kernels))
         y = x[4]
         for i in range(1, 5):
             y = self.up(i, y, x[4 - i])
@@ -188,7 +193,7 @@ class MinkUNet(Backbone):
 
 # ---------------------------------------------------------------------------------------------- presets
 
-_UNET_OPTIONS = ("width", "bn_momentum", "block_bn_momentum")
+_UNET_OPTIONS = ("width", "bn_momentum", "block_bn_momentum", "kernels")
 #: ALSO/NCLR nuScenes input: intensity of the voxel's first point, 0.1 m cartesian voxels.
 _CARTESIAN = {"voxel_size": (0.1, 0.1, 0.1), "range_min": (-51.2, -51.2, -5.0), "range_max": (51.2, 51.2, 3.0),
               "features": ("intensity",), "voxel_features": "first"}  # fmt: skip

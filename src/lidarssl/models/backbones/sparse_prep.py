@@ -24,9 +24,10 @@ from lidarssl.data.geometry import voxelize
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.models.backbones.base import Batch, Sample, collate_common
 from lidarssl.models.sparse import SparseTensor
+from lidarssl.models.sparse.tensor import KERNELS
 
 __all__ = [
-    "FEATURE_NAMES", "PREP_OPTIONS", "SparsePrep", "layer_of_prefix", "scaled", "sparse_input", "split_overrides",
+    "FEATURE_NAMES", "PREP_OPTIONS", "SparsePrep", "kernels_option", "layer_of_prefix", "scaled", "sparse_input", "split_overrides",
 ]  # fmt: skip
 
 #: Per-point input features a preset may ask for.
@@ -217,13 +218,14 @@ class SparsePrep:
         return batch
 
 
-def sparse_input(batch: Batch, spatial_shape: Sequence[int], in_channels: int) -> SparseTensor:
+def sparse_input(batch: Batch, spatial_shape: Sequence[int], in_channels: int, kernels: str = "auto") -> SparseTensor:
     """The voxels of a batch from :meth:`SparsePrep.collate` as a :class:`SparseTensor`.
 
     Args:
         batch: the collated batch.
         spatial_shape: (Z, Y, X) grid of the network, at least the preprocessing's grid.
         in_channels: channels the network expects.
+        kernels: who computes the convolutions (:data:`~lidarssl.models.sparse.tensor.KERNELS`).
 
     Raises:
         DataError: when the batch lacks the sparse keys, or its voxels or channels do not fit the network.
@@ -241,13 +243,20 @@ def sparse_input(batch: Batch, spatial_shape: Sequence[int], in_channels: int) -
             "build the batch with the preprocessing of the same preset"
         )
     batch_size = int(batch["offsets"].shape[0] - 1)
-    return SparseTensor(feats, coords, tuple(spatial_shape), batch_size)  # type: ignore[arg-type]
+    return SparseTensor(feats, coords, tuple(spatial_shape), batch_size, kernels=kernels)  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------------------ preset helpers
 
 #: Preset options that belong to the preprocessing.
 PREP_OPTIONS = tuple(f.name for f in fields(SparsePrep))
+
+
+def kernels_option(kernels: str) -> str:
+    """The ``kernels`` option of a sparse backbone, checked (:data:`~lidarssl.models.sparse.tensor.KERNELS`)."""
+    if kernels not in KERNELS:
+        raise ConfigError(f"backbone option kernels must be one of {', '.join(KERNELS)}, got {kernels!r}")
+    return kernels
 
 
 def scaled(channels: Sequence[int], width: float) -> tuple[int, ...]:

@@ -37,6 +37,7 @@ class SPVCNN(MinkUNet):
         layers: residual blocks per level.
         stem_channels: width of the stem.
         bn_momentum: momentum of every BatchNorm.
+        kernels: who computes the sparse convolutions (see :class:`~lidarssl.models.backbones.minkunet.MinkUNet`).
         dropout: dropout probability on the voxel features entering up 1 and up 3.
 
     Attributes:
@@ -52,8 +53,9 @@ class SPVCNN(MinkUNet):
         stem_channels: int = 32,
         bn_momentum: float = 0.1,
         dropout: float = 0.3,
+        kernels: str = "auto",
     ) -> None:
-        super().__init__(in_channels, grid_shape, planes, layers, stem_channels, 2, bn_momentum)
+        super().__init__(in_channels, grid_shape, planes, layers, stem_channels, 2, bn_momentum, kernels=kernels)
         widths = (stem_channels, planes[3], planes[5], planes[7])
         self.point_transforms = nn.ModuleList(
             nn.Sequential(nn.Linear(a, b), nn.BatchNorm1d(b, momentum=bn_momentum), nn.ReLU(inplace=True))
@@ -76,7 +78,7 @@ class SPVCNN(MinkUNet):
         def to_voxels(x: SparseTensor, z: torch.Tensor) -> SparseTensor:
             return SF.point_to_voxel(x, z, bidx, pc)
 
-        x0 = self.stem(sparse_input(batch, self.spatial_shape, self.in_channels))
+        x0 = self.stem(sparse_input(batch, self.spatial_shape, self.in_channels, self.kernels))
         z0 = to_points(x0)
         x = [x0, self.stage1(to_voxels(x0, z0))]
         for i in range(2, 5):
@@ -92,7 +94,7 @@ class SPVCNN(MinkUNet):
 
 # ---------------------------------------------------------------------------------------------- presets
 
-_SPVCNN_OPTIONS = ("width", "bn_momentum", "dropout")
+_SPVCNN_OPTIONS = ("width", "bn_momentum", "dropout", "kernels")
 # The point branch averages points into voxels, so the voxel input is the mean of its points.
 _CARTESIAN = {"voxel_size": (0.1, 0.1, 0.1), "range_min": (-51.2, -51.2, -5.0), "range_max": (51.2, 51.2, 3.0),
               "features": ("intensity",), "voxel_features": "mean"}  # fmt: skip

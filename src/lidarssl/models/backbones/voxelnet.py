@@ -37,6 +37,7 @@ from lidarssl.models.backbones.base import (
 )
 from lidarssl.models.backbones.sparse_prep import (
     layer_of_prefix,
+    kernels_option,
     sparse_input,
     split_overrides,
 )
@@ -66,6 +67,7 @@ class VoxelNet(Backbone):
         grid_shape: (Z, Y, X) voxel grid of the preprocessing; Y and X multiples of 8, Z at least 24.
         bn_eps: BatchNorm epsilon.
         bn_momentum: BatchNorm momentum (torch convention).
+        kernels: who computes the sparse convolutions (see :class:`~lidarssl.models.backbones.minkunet.MinkUNet`).
 
     Attributes:
         out_channels: channels of the BEV map and of the point features, 128 x the compressed height.
@@ -76,9 +78,11 @@ class VoxelNet(Backbone):
     num_layers = 5
 
     def __init__(
-        self, in_channels: int, grid_shape: Sequence[int], bn_eps: float = 1e-3, bn_momentum: float = 0.01
+        self, in_channels: int, grid_shape: Sequence[int], bn_eps: float = 1e-3, bn_momentum: float = 0.01,
+        kernels: str = "auto",
     ) -> None:
         super().__init__()
+        self.kernels = kernels_option(kernels)
         z, y, x = (int(n) for n in grid_shape)
         if y % BEV_STRIDE or x % BEV_STRIDE:
             raise ConfigError(
@@ -118,7 +122,7 @@ class VoxelNet(Backbone):
 
     def forward_sparse(self, batch: Batch) -> SparseTensor:
         """``conv_out``'s sparse output (OpenPCDet's ``encoded_spconv_tensor``, stride (16, 8, 8))."""
-        x = sparse_input(batch, self.spatial_shape, self.in_channels)
+        x = sparse_input(batch, self.spatial_shape, self.in_channels, self.kernels)
         for stage in (self.conv_input, self.conv1, self.conv2, self.conv3, self.conv4, self.conv_out):
             x = stage(x)
         return x
@@ -151,7 +155,7 @@ class VoxelNet(Backbone):
 
 # ---------------------------------------------------------------------------------------------- presets
 
-_OPTIONS = ("bn_eps", "bn_momentum")
+_OPTIONS = ("bn_eps", "bn_momentum", "kernels")
 # OpenPCDet's MeanVFE input: the voxel mean of (x, y, z, intensity).
 _FEATURES = {"features": ("x", "y", "z", "intensity"), "voxel_features": "mean"}
 

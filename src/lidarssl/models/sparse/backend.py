@@ -1,10 +1,11 @@
 """Rulebooks: which input site feeds which output site through which kernel offset.
 
 The backend is the only place that knows a sparse-convolution library. It turns coordinates into a
-:class:`Rulebook`; the arithmetic (gather, matrix product, scatter) is ours, in
+:class:`Rulebook`; the arithmetic (gather, matrix product, scatter) is ours by default on CPU, in
 :mod:`lidarssl.models.sparse.functional`, so gradients work on every device. That matters for spconv:
 its CPU backward asks for a CUDA stream and fails on machines without a GPU driver, while its CPU
-rulebook builder works everywhere. A torchsparse or MinkowskiEngine backend would implement the same
+rulebook builder works everywhere. The rulebook also keeps spconv's own pairs, so that on CUDA its fused
+kernels can run the same convolution (its native algorithm) (``kernels`` in :class:`~lidarssl.models.sparse.tensor.SparseTensor`). A torchsparse or MinkowskiEngine backend would implement the same
 two methods and register itself in :data:`BACKENDS`.
 """
 
@@ -39,6 +40,8 @@ class Rulebook:
         num_out: number of output sites.
         identity: kernel offset that maps every site to itself (a submanifold kernel's centre), whose
             pairs are left out of the lists: it is one plain matrix product, no gather or scatter.
+        native: the same convolution as spconv's (2, K, P) int32 indice pairs and (K,) pair counts, which
+            its own kernels take (``None`` for a backend without them).
     """
 
     src: torch.Tensor
@@ -47,6 +50,7 @@ class Rulebook:
     num_in: int
     num_out: int
     identity: int | None = None
+    native: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def from_pairs(
@@ -56,13 +60,14 @@ class Rulebook:
         num_in: int,
         num_out: int,
         identity: int | None = None,
+        native: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> Rulebook:
         """Build a rulebook from one (input rows, output rows) list per kernel offset."""
         bounds = [0]
         for rows in in_rows:
             bounds.append(bounds[-1] + len(rows))
         src, dst = torch.cat(list(in_rows)).long(), torch.cat(list(out_rows)).long()
-        return cls(src, dst, tuple(bounds), num_in, num_out, identity)
+        return cls(src, dst, tuple(bounds), num_in, num_out, identity, native)
 
     @property
     def kernel_volume(self) -> int:
@@ -70,8 +75,9 @@ class Rulebook:
         return len(self.bounds) - 1
 
     def transposed(self) -> Rulebook:
-        """The rulebook of the transposed convolution: every pair reversed, same offsets."""
-        return Rulebook(self.dst, self.src, self.bounds, self.num_out, self.num_in, self.identity)
+        """The rulebook of the transposed convolution: every pair reversed, same offsets (spconv's pairs stay
+        as they are: its inverse kernels read them backwards)."""
+        return Rulebook(self.dst, self.src, self.bounds, self.num_out, self.num_in, self.identity, self.native)
 
 
 class RulebookBackend(Protocol):
@@ -142,6 +148,7 @@ class SpconvBackend:
         _, pairs, counts = self._pairs(
             coords, spatial_shape, batch_size, kernel_size, (1, 1, 1), padding, dilation, subm=True
         )
+        native = (pairs, counts)
         kv = math.prod(kernel_size)
         centre = kv // 2
         counts = counts.tolist()
@@ -154,7 +161,7 @@ class SpconvBackend:
             src, dst = pairs[0, k, : counts[k]].long(), pairs[1, k, : counts[k]].long()
             in_rows[k], out_rows[k] = src, dst
             in_rows[kv - 1 - k], out_rows[kv - 1 - k] = dst, src
-        return Rulebook.from_pairs(in_rows, out_rows, n, n, identity=centre)
+        return Rulebook.from_pairs(in_rows, out_rows, n, n, identity=centre, native=native)
 
     def strided(
         self,
@@ -169,11 +176,12 @@ class SpconvBackend:
         out_coords, pairs, counts = self._pairs(
             coords, spatial_shape, batch_size, kernel_size, stride, padding, dilation
         )
+        native = (pairs, counts)
         counts = counts.tolist()
         in_rows = [pairs[0, k, :n].long() for k, n in enumerate(counts)]
         out_rows = [pairs[1, k, :n].long() for k, n in enumerate(counts)]
         out_shape = conv_output_shape(spatial_shape, kernel_size, stride, padding, dilation)
-        rulebook = Rulebook.from_pairs(in_rows, out_rows, coords.shape[0], out_coords.shape[0])
+        rulebook = Rulebook.from_pairs(in_rows, out_rows, coords.shape[0], out_coords.shape[0], native=native)
         return rulebook, out_coords.int(), out_shape
 
 

@@ -1,7 +1,8 @@
 """Sparse convolutions and point-voxel maps as functions (the ``torch.nn.functional`` of sparse tensors).
 
 Kernels use spconv's layout ``(C_out, kz, ky, kx, C_in)``, so weights load into spconv and OpenPCDet
-unchanged. A convolution gathers the inputs of all its (input, output) pairs at once, multiplies each
+unchanged. On CUDA (``kernels='auto'``) a convolution runs spconv's own fused kernels over the same rulebook;
+otherwise ours: a convolution gathers the inputs of all its (input, output) pairs at once, multiplies each
 kernel offset's slice by its kernel matrix and scatter-adds the products into the outputs; the
 backward pass recomputes the gathers instead of storing them, so a convolution keeps only its input
 alive.
@@ -146,7 +147,40 @@ def rulebook_conv(features: torch.Tensor, weight: torch.Tensor, rulebook: Rulebo
             f"kernel {tuple(weight.shape)} and features {tuple(features.shape)} do not fit a rulebook of "
             f"{rulebook.kernel_volume} offsets from {rulebook.num_in} sites"
         )
+    device = features.device.type
+    if torch.is_autocast_enabled(device):  # mixed precision: the whole convolution in the autocast dtype
+        dtype = torch.get_autocast_dtype(device)
+        with torch.autocast(device, enabled=False):
+            return _RulebookConv.apply(features.to(dtype), weight.to(dtype), rulebook)
     return _RulebookConv.apply(features, weight, rulebook)
+
+
+def _spconv_kernels(x: SparseTensor, weight: torch.Tensor, rulebook: Rulebook) -> bool:
+    """Whether this convolution runs spconv's kernels (see :data:`~lidarssl.models.sparse.tensor.KERNELS`)."""
+    if x.kernels == "lidarssl" or rulebook.native is None:
+        if x.kernels == "spconv":
+            raise ValueError(f"kernels='spconv' needs spconv's rulebooks, but the backend is '{x.backend}'")
+        return False
+    from spconv.cppconstants import CPU_ONLY_BUILD
+
+    if x.kernels == "auto":
+        return x.features.is_cuda and not CPU_ONLY_BUILD
+    if not x.features.is_cuda and torch.is_grad_enabled() and (x.features.requires_grad or weight.requires_grad):
+        raise ValueError("kernels='spconv' on CPU: spconv's CPU build has no backward pass; train with "
+                         "kernels='auto' (ours on CPU) and keep 'spconv' for CPU inference")
+    return True
+
+
+def _spconv_conv(kind: str, features: torch.Tensor, weight: torch.Tensor, rulebook: Rulebook,
+                 num_out: int) -> torch.Tensor:
+    """spconv's native (gather / GEMM / scatter) convolution with its autograd: ``subm``, ``conv`` or
+    ``inverse`` (the transpose of the ``conv`` whose pairs ``rulebook`` holds)."""
+    from spconv.core import ConvAlgo
+    from spconv.pytorch import functional as Fsp
+
+    function = {"subm": Fsp.indice_subm_conv, "conv": Fsp.indice_conv, "inverse": Fsp.indice_inverse_conv}[kind]
+    pairs, counts = rulebook.native  # type: ignore[misc]
+    return function(features.contiguous(), weight.contiguous(), pairs, counts, num_out, ConvAlgo.Native)
 
 
 def _add_bias(out: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -215,7 +249,12 @@ def conv3d(
             x.site_cache[key] = get_backend(x.backend).submanifold(
                 x.coords, x.spatial_shape, x.batch_size, kernel, dilation
             )
-        return x.replace_features(_add_bias(rulebook_conv(x.features, weight, x.site_cache[key]), bias))
+        rulebook = x.site_cache[key]
+        if _spconv_kernels(x, weight, rulebook):
+            out = _spconv_conv("subm", x.features, weight, rulebook, rulebook.num_out)
+        else:
+            out = rulebook_conv(x.features, weight, rulebook)
+        return x.replace_features(_add_bias(out, bias))
 
     stride, padding = _triple(stride, "stride"), _triple(padding, "padding")
     key = ("conv", kernel, stride, padding, dilation)
@@ -229,13 +268,18 @@ def conv3d(
     rulebook, out_coords, out_shape, out_cache = x.site_cache[key]
     if indice_key is not None:
         x.indice_dict[indice_key] = _Recorded(rulebook, kernel, x.coords, x.spatial_shape, x.stride, x.site_cache)
+    if _spconv_kernels(x, weight, rulebook):
+        out = _spconv_conv("conv", x.features, weight, rulebook, rulebook.num_out)
+    else:
+        out = rulebook_conv(x.features, weight, rulebook)
     return SparseTensor(
-        features=_add_bias(rulebook_conv(x.features, weight, rulebook), bias),
+        features=_add_bias(out, bias),
         coords=out_coords,
         spatial_shape=out_shape,
         batch_size=x.batch_size,
         stride=tuple(a * b for a, b in zip(x.stride, stride)),  # type: ignore[arg-type]
         backend=x.backend,
+        kernels=x.kernels,
         site_cache=out_cache,
         indice_dict=x.indice_dict,
     )
@@ -272,7 +316,10 @@ def conv_transpose3d(
         )
     if tuple(weight.shape[1:4]) != rec.kernel_size:
         raise ValueError(f"kernel {tuple(weight.shape[1:4])} differs from the recorded conv's {rec.kernel_size}")
-    out = rulebook_conv(x.features, weight, rec.rulebook.transposed())
+    if _spconv_kernels(x, weight, rec.rulebook):
+        out = _spconv_conv("inverse", x.features, weight, rec.rulebook, rec.rulebook.num_in)
+    else:
+        out = rulebook_conv(x.features, weight, rec.rulebook.transposed())
     return SparseTensor(
         features=_add_bias(out, bias),
         coords=rec.coords,
@@ -280,6 +327,7 @@ def conv_transpose3d(
         batch_size=x.batch_size,
         stride=rec.stride,
         backend=x.backend,
+        kernels=x.kernels,
         site_cache=rec.site_cache,
         indice_dict=x.indice_dict,
     )

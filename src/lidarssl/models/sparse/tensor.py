@@ -8,9 +8,12 @@ from typing import Any
 
 import torch
 
-__all__ = ["SparseTensor", "cat"]
+__all__ = ["KERNELS", "SparseTensor", "cat"]
 
 Triple = tuple[int, int, int]
+#: who computes the convolutions: ``auto`` (spconv's fused kernels on CUDA, ours elsewhere), ``lidarssl``
+#: (our gather / product / scatter everywhere) or ``spconv`` (spconv's everywhere; its CPU build has no backward)
+KERNELS = ("auto", "lidarssl", "spconv")
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +38,7 @@ class SparseTensor:
         batch_size: B; batch indices lie in ``[0, B)``.
         stride: (z, y, x) size of one site in input voxels (1 for the input, 2 after a stride-2 conv).
         backend: name of the rulebook backend (see :mod:`lidarssl.models.sparse.backend`).
+        kernels: who computes the convolutions, one of :data:`KERNELS`.
     """
 
     features: torch.Tensor
@@ -43,6 +47,7 @@ class SparseTensor:
     batch_size: int
     stride: Triple = (1, 1, 1)
     backend: str = "spconv"
+    kernels: str = "auto"
     site_cache: dict[Any, Any] = field(default_factory=dict, repr=False)
     indice_dict: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -52,6 +57,8 @@ class SparseTensor:
                 f"SparseTensor needs features (N, C) and coords (N, 4), got {tuple(self.features.shape)} "
                 f"and {tuple(self.coords.shape)}"
             )
+        if self.kernels not in KERNELS:
+            raise ValueError(f"sparse kernels must be one of {', '.join(KERNELS)}, got {self.kernels!r}")
         object.__setattr__(self, "spatial_shape", tuple(int(s) for s in self.spatial_shape))
         object.__setattr__(self, "stride", tuple(int(s) for s in self.stride))
 

@@ -1,0 +1,34 @@
+"""The GPU benchmark's quick mode runs on CPU and prints its table."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_step_quick_prints_a_row_per_backbone_precision_and_kernels():
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    done = subprocess.run([sys.executable, "gpu_step.py", "--quick", "--device", "cpu", "--peak-tflops", "1", "2"],
+                          cwd=REPO / "benchmarks", capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split("|")[1:-1] for line in done.stdout.splitlines() if line.startswith("| ") and "(tiny)" in line]
+    cells = {(r[0].strip(), r[3].strip(), r[4].strip()): [c.strip() for c in r] for r in rows}
+    for name in ("waffleiron_4_32", "minkunet_tiny", "spvcnn_tiny", "voxelnet_tiny"):
+        for precision in ("fp32", "bf16"):
+            kernels = "-" if name.startswith("waffleiron") else "lidarssl"
+            r = cells[(f"{name} (tiny)", precision, kernels)]
+            seconds, flops, achieved, mfu = float(r[5]), float(r[8]), float(r[9]), r[10]
+            assert seconds > 0 and flops > 0 and int(r[2]) > 1000
+            assert achieved == pytest.approx(flops / seconds, rel=0.02)
+            assert mfu.endswith(" %") and float(mfu[:-2]) == pytest.approx(100 * achieved / (2 if precision == "bf16" else 1),
+                                                                           rel=0.02)
+            if kernels == "lidarssl":  # spconv's kernels have no CPU backward: said so, not measured
+                assert "not run: spconv's CPU build has no backward" in cells[(f"{name} (tiny)", precision, "spconv")][5]
+    assert "dense peak 1 (fp32) / 2 (bf16) TFLOP/s" in done.stdout
+
