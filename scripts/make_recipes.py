@@ -248,7 +248,8 @@ def write_scalr(name, kind, ds, fmt, root, options, mean, std, fov, drop_path, e
         "optim": {"optimizer": "adamw", "lr": optim["lr"], "base_batch": 8, "weight_decay": optim["weight_decay"],
                   "epochs": epochs, "warmup_epochs": warmup, "min_lr": optim["min_lr"],
                   "layer_decay": optim["layer_decay"], "schedule": "iteration", "loss": "ce+lovasz"},
-        "trainer": {"batch_size": 8},
+        # the global batch: on N GPUs batch_size 8/N with devices N (the original's int(8/nGPU)); DDP + SyncBatchNorm
+        "trainer": {"batch_size": 8, "sync_batchnorm": True},
     }
     what = {"probe": "linear probing", "finetune": "finetuning", "train": "training without pretraining"}[kind]
     chain = (f"lidarssl pretrain {pre} out=runs/{pre}\n"
@@ -260,7 +261,7 @@ def write_scalr(name, kind, ds, fmt, root, options, mean, std, fov, drop_path, e
 published ({paper}). Protocol: ScaLR finetune.py + configs/downstream/{ds}/*.yaml: AdamW lr {optim['lr']}, wd
 {optim['weight_decay']}, {epochs} epochs ({warmup} warmup), cosine per iteration to {optim['min_lr']}, batch 8, scans capped at
 20000 of the voxel-subsampled points around a random point (max_points after Voxelize, pc_dataset.py), flip of x or y
-with p 2/3, BN + zero-initialised linear head, CE + Lovasz, fp16 on GPU.{lists}{caveat}
+with p 2/3, BN + zero-initialised linear head, CE + Lovasz, fp16 on GPU, SyncBatchNorm under DDP.{lists}{caveat}
 {chain}""", body)
 
 
