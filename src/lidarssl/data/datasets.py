@@ -43,7 +43,7 @@ def detect_format(root: Path) -> str:
 def check_format(fmt: str) -> str:
     """``fmt`` if it names a reader, else a DataError listing the names."""
     if fmt not in READERS:
-        raise DataError(f"unknown dataset format '{fmt}'; choose one of {list(READERS)}")
+        raise DataError(f"unknown dataset format '{fmt}'; choose one of {READERS.names()}")
     return fmt
 
 

@@ -33,6 +33,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 # Splits read whole folders, or the frame lists of ImageSets/ (the common 3712 / 3769 train / val split).
 _FOLDER_SPLITS = {"training": "training", "testing": "testing"}
@@ -41,6 +42,7 @@ _LIST_SPLITS = {"train": "training", "val": "training", "trainval": "training", 
 _LAYOUT = "<root>/training/velodyne/NNNNNN.bin with image_2/NNNNNN.png and calib/NNNNNN.txt (or <root>/testing/...)"
 
 
+@READERS.register
 class KITTIObject(FrameReader):
     """KITTI object scans as :class:`~lidarssl.data.scan.Scan`, with ``image_2`` as their camera.
 

@@ -43,6 +43,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: The rectified perspective cameras (the fisheye image_02 / image_03 are not pinhole cameras).
 CAMERAS = ("image_00", "image_01")
@@ -137,6 +138,7 @@ def read_windows(path: Path) -> list[tuple[str, int, int]]:
 # --- reader --------------------------------------------------------------------------------------------------------
 
 
+@READERS.register
 class KITTI360(FrameReader):
     """KITTI-360's raw Velodyne scans as :class:`~lidarssl.data.scan.Scan`, with the rectified stereo pair.
 

@@ -45,6 +45,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
 LIDAR = "LIDAR_TOP"
@@ -104,6 +105,7 @@ def read_split_lists(root: Path, splits: Mapping[str, Sequence[str]] | str | Pat
     return {str(k): tuple(v) for k, v in splits.items()}
 
 
+@READERS.register
 class NuScenes(FrameReader):
     """nuScenes LIDAR_TOP keyframes as :class:`~lidarssl.data.scan.Scan`.
 

@@ -36,6 +36,7 @@ from lidarssl.data.labels import load_class_map
 from lidarssl.data.lens import Undistorter, check_distortion
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: ONCE's cameras (devkit order) and where they look.
 CAMERAS = ("cam01", "cam03", "cam05", "cam06", "cam07", "cam08", "cam09")
@@ -77,6 +78,7 @@ class _Sequence:
     undistort: dict[str, Undistorter] = field(default_factory=dict)
 
 
+@READERS.register
 class ONCE(FrameReader):
     """ONCE's ``lidar_roof`` sweeps as :class:`~lidarssl.data.scan.Scan`, with the seven cameras.
 

@@ -41,6 +41,7 @@ from lidarssl.data.formats._dataframe import read_dataframe
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,6 +92,7 @@ class _Sequence:
     cameras: dict[str, _Camera]
 
 
+@READERS.register
 class PandaSet(FrameReader):
     """PandaSet sweeps of one lidar as :class:`~lidarssl.data.scan.Scan`.
 

@@ -35,6 +35,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: Sequences of each split, as in the SemanticKITTI benchmark (test sequences have no labels).
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -57,6 +58,7 @@ class _Sequence:
     times: np.ndarray | None  # (F,) seconds
 
 
+@READERS.register
 class SemanticKITTI(FrameReader):
     """SemanticKITTI scans as :class:`~lidarssl.data.scan.Scan`.
 

@@ -13,6 +13,7 @@ two apart (every SemanticPOSS id is at most 22, while a SemanticKITTI scan holds
 from __future__ import annotations
 
 from lidarssl.data.formats.semantickitti import SemanticKITTI
+from lidarssl.registry import READERS
 
 #: Sequences of each split. The dataset defines no official split; this is the common one (the SemanticPOSS
 #: paper's, and ALSO/NCLR's downstream configs): sequence 03 held out for validation, the rest for training.
@@ -28,6 +29,7 @@ MAX_RAW_ID = 22
 _LAYOUT = "<root>/dataset/sequences/0X/velodyne/NNNNNN.bin with labels/NNNNNN.label (sequences 00-05)"
 
 
+@READERS.register
 class SemanticPOSS(SemanticKITTI):
     """SemanticPOSS scans as :class:`~lidarssl.data.scan.Scan`.
 

@@ -47,6 +47,7 @@ from PIL import Image
 from lidarssl.data.labels import ClassMap, load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 __all__ = ["CLASS_IMAGES", "FORMAT", "VERSION", "SyntheticDataset", "frame_stem"]
 
@@ -87,6 +88,7 @@ def _read_index(root: Path) -> dict[str, Any]:
     return index
 
 
+@READERS.register
 class SyntheticDataset:
     """A generated synthetic world read back as Scans.
 
