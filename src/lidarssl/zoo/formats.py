@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported on use: `lidarssl import --help` lists the formats without it
+    import torch
 
 from lidarssl.errors import CheckpointError
 
@@ -121,6 +122,8 @@ def network_family(keys: Any) -> str | None:
 
 
 def _tensors(mapping: Mapping[str, Any]) -> bool:
+    import torch
+
     return len(mapping) > 0 and all(isinstance(v, torch.Tensor) for v in mapping.values())
 
 
@@ -144,6 +147,8 @@ class _Builder:
              keep: str | None = None, others: Any = None, images: bool = False) -> None:
         """Add ``mapping``'s tensors: wrapper prefixes ``strip`` removed; only keys under ``keep`` (removed too)
         when given, the rest recorded as ignored with ``others(key)``'s reason."""
+        import torch
+
         for key, value in mapping.items():
             source = f"{where}{key}"
             if not isinstance(value, torch.Tensor):
