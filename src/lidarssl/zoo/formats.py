@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch is imported on use: `lidarssl import --help` lists th
 
 from lidarssl.errors import CheckpointError
 
-__all__ = ["FORMATS", "Record", "Unwrapped", "network_family", "unwrap"]
+__all__ = ["EXPORT_LAYOUTS", "EXPORT_TARGETS", "FORMATS", "Record", "Unwrapped", "network_family", "unwrap"]
 
 #: Formats ``lidarssl import --format`` accepts, with what each covers.
 FORMATS = {
@@ -31,6 +31,10 @@ FORMATS = {
     "openpcdet": "OpenPCDet checkpoints and exports (model_state with backbone_3d.*)",
     "lidarssl": "lidarssl's own files: backbone.safetensors, plain state_dict exports",
 }
+
+EXPORT_TARGETS = ("openpcdet", "state_dict")
+#: Kernel layouts of the plain state-dict export.
+EXPORT_LAYOUTS = ("spconv2", "spconv1")
 
 Action = Literal["loaded", "renamed", "permuted", "ignored"]
 
