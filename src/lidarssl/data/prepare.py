@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lidarssl.data.formats._common import FileCheck
 from lidarssl.errors import ConfigError, DataError
 
 #: Problems listed per group before "... and N more".
@@ -55,22 +56,6 @@ class PrepareJob:
     refresh: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     log: Callable[[str], None] = print
-
-
-@dataclass(frozen=True)
-class FileCheck:
-    """One file a frame needs: what it is, and the sizes that make it plausible.
-
-    ``record`` > 0: the size must be a whole number of records (points). ``points_of``: a label file whose
-    size must be ``label_size`` bytes per point of that point file (of ``points_record`` bytes per point).
-    """
-
-    path: Path
-    kind: str
-    record: int = 0
-    points_of: Path | None = None
-    points_record: int = 0
-    label_size: int = 0
 
 
 # --- the files of a frame -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -73,6 +74,22 @@ def write_json_atomic(path: Path, doc: dict) -> None:
     if not _may_write(path.parent):
         raise PermissionError(f"{path.parent} is read-only")
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc)))
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """One file a frame needs: what it is, and the sizes that make it plausible.
+
+    ``record`` > 0: the size must be a whole number of records (points). ``points_of``: a label file whose
+    size must be ``label_size`` bytes per point of that point file (of ``points_record`` bytes per point).
+    """
+
+    path: Path
+    kind: str
+    record: int = 0
+    points_of: Path | None = None
+    points_record: int = 0
+    label_size: int = 0
 
 
 class FrameReader:
