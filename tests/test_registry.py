@@ -89,7 +89,7 @@ def test_schemas_check_names_without_importing_them():
     from lidarssl.config import load_config
     from lidarssl.methods.config import PretrainConfig
 
-    with pytest.raises(ConfigError, match=r"^overrides: key 'method.name': unknown method 'nope'; known methods: also,"):
+    with pytest.raises(ConfigError, match=r"^overrides: key 'method.name': unknown method 'nope'; known methods: al"):
         load_config(PretrainConfig, None, ["method.name=nope"])
     with pytest.raises(ConfigError, match=r"key 'teacher.name': unknown teacher 'nope'; known teachers: dino_vitb16"):
         load_config(PretrainConfig, None, ["teacher.name=nope"])
@@ -299,10 +299,11 @@ def test_a_plugin_is_picked_up_by_help_validation_filters_and_tests(toy_env, tmp
     assert "pretrained toy_mlp with toy" in run.stdout and (tmp_path / "run" / "backbone.safetensors").is_file()
     code = ("import torch, lidarssl\nt = lidarssl.create_teacher('toy_teacher')\n"
             "print(tuple(t(torch.zeros(1, 3, 8, 12)).shape), lidarssl.open_dataset(sys.argv[1]).__class__.__name__)")
-    assert _run(toy_env, "-c", "import sys\n" + code, str(data)).stdout.split() == ["(1,", "4,", "4,", "6)", "ToyFormat"]
+    out = _run(toy_env, "-c", "import sys\n" + code, str(data)).stdout
+    assert out.split() == ["(1,", "4,", "4,", "6)", "ToyFormat"]
     # the registry-driven tests run on them
-    ids = _run(toy_env, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider",
-               str(TESTS / "test_registry.py"), str(TESTS / "methods" / "test_every_method.py"), cwd=TESTS.parent).stdout
+    ids = _run(toy_env, "-m", "pytest", "-q", "--collect-only", "-p", "no:cacheprovider", str(TESTS / "test_registry.py"),
+               str(TESTS / "methods" / "test_every_method.py"), cwd=TESTS.parent).stdout
     for test_id in ("test_every_registered_name_loads_from_its_module[method-toy]",
                     "test_every_registered_name_loads_from_its_module[backbone-toy_mlp]",
                     "test_every_registered_name_loads_from_its_module[teacher-toy_teacher]",

@@ -98,30 +98,12 @@ def parse_split(name: str) -> tuple[str, Selector | None]:
 
 def frame_scene(dataset: Any, index: int) -> str:
     """Name of the scene (nuScenes scene, sequence) that frame ``index`` of a reader belongs to."""
-    frame = dataset.frames[index]
-    if isinstance(frame, dict):  # synthetic world (SyntheticDataset)
-        return str(frame["sequence"])
-    return str(frame[0]) if len(frame) > 1 else "/".join(map(str, frame))
+    return dataset.frame_scene(index)
 
 
 def frame_keys(dataset: Any, index: int) -> tuple[str, ...]:
     """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
-    from lidarssl.data.formats import KITTIObject, NuScenes, PandaSet, SemanticKITTI
-
-    frame = dataset.frames[index]
-    if isinstance(frame, dict):
-        return (str(frame["id"]), str(frame["lidar"]))
-    if isinstance(dataset, NuScenes):
-        return (frame[1], frame[2]["lidar"]["file"], frame[2]["lidar"]["token"])
-    if isinstance(dataset, SemanticKITTI):
-        seq, stem = frame
-        rel = (dataset.sequences_dir / seq / "velodyne" / f"{stem}.bin").relative_to(dataset.root)
-        return (f"{seq}/{stem}", rel.as_posix())
-    if isinstance(dataset, PandaSet):
-        return (f"{frame[0]}/{frame[1]}", f"{frame[0]}/lidar/{frame[1]}.pkl.gz")
-    if isinstance(dataset, KITTIObject):
-        return (frame[0], dataset.velodyne.relative_to(dataset.root).joinpath(f"{frame[0]}.bin").as_posix())
-    return tuple(str(v) for v in frame if isinstance(v, str))
+    return dataset.frame_keys(index)
 
 
 def scene_order(dataset: Any) -> list[str]:

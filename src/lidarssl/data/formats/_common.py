@@ -127,6 +127,21 @@ class FrameReader:
         self.shared: dict = {}  # JSON data all frames refer to, cached with them (set by _list_frames)
         self.index_path: Path | None = None  # where the frame index was read from or written to
 
+    # What a frame is: its files (``lidarssl prepare``), the names frame lists use, its scene (named splits) ------
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        raise DataError(f"lidarssl prepare cannot list the files of a {type(self).__name__}")
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        return tuple(str(v) for v in self.frames[index] if isinstance(v, str))
+
+    def frame_scene(self, index: int) -> str:
+        """Name of the scene (nuScenes scene, sequence) frame ``index`` belongs to: the first of several parts."""
+        frame = self.frames[index]
+        return str(frame[0]) if len(frame) > 1 else "/".join(map(str, frame))
+
     # Subclass hooks ----------------------------------------------------------------------------------------------
 
     def _list_frames(self) -> tuple[list[list[str]], list[Path]]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     calib_matrix,
@@ -118,6 +119,20 @@ class KITTIObject(FrameReader):
         velo_to_cam = homogeneous(calib_matrix(calib, "Tr_velo_to_cam", (3, 4), path))
         check_rigid(str(path), "Tr_velo_to_cam", velo_to_cam)
         return camera_from_projection(calib_matrix(calib, "P2", (3, 4), path), homogeneous(R0) @ velo_to_cam, path)
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        (stem,) = self.frames[index]
+        out = [FileCheck(self.velodyne / f"{stem}.bin", "point file", record=16)]
+        if self.with_images:
+            out += [FileCheck(self.folder / "image_2" / f"{stem}.png", "camera image"),
+                    FileCheck(self.folder / "calib" / f"{stem}.txt", "calibration file")]
+        return out
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        (stem,) = self.frames[index]
+        return (stem, self.velodyne.relative_to(self.root).joinpath(f"{stem}.bin").as_posix())
 
     def _read(self, frame: list[str]) -> Scan:
         (stem,) = frame

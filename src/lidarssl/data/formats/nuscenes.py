@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     check_choice,
@@ -358,6 +359,25 @@ class NuScenes(FrameReader):
 
     def _sensor_to_global(self, entry: dict) -> np.ndarray:
         return self._ego_to_global(entry) @ self._sensor_to_ego(entry)
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        rec, root = self.frames[index][2], self.root
+        lidar = root / rec["lidar"]["file"]
+        out = [FileCheck(lidar, "lidar file", record=20)]
+        out += [FileCheck(root / s["file"], "lidar sweep", record=20) for s in rec["sweeps"]]
+        if self.with_labels and rec["lidarseg"]:
+            out.append(FileCheck(root / rec["lidarseg"], "lidarseg label file", points_of=lidar, points_record=20,
+                                 label_size=1))
+        if self.with_images:
+            out += [FileCheck(root / rec["cameras"][c]["file"], "camera image")
+                    for c in self.cameras if c in rec["cameras"]]
+        return out
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        frame = self.frames[index]
+        return (frame[1], frame[2]["lidar"]["file"], frame[2]["lidar"]["token"])
 
     def _read(self, frame: list[Any]) -> Scan:
         _scene, sample_token, record = frame

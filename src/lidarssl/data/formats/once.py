@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     check_choice,
@@ -215,6 +216,15 @@ class ONCE(FrameReader):
         return s.undistort[cam](image, str(path))
 
     # Frames ------------------------------------------------------------------------------------------------------
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        seq, frame_id = self.frames[index]
+        folder = self.data / seq
+        out = [FileCheck(folder / "lidar_roof" / f"{frame_id}.bin", "point file", record=16)]
+        if self.with_images:
+            out += [FileCheck(folder / c / f"{frame_id}.jpg", "camera image") for c in self.cameras]
+        return out
 
     def _read(self, frame: list[str]) -> Scan:
         seq, frame_id = frame

@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     calib_matrix,
@@ -190,6 +191,25 @@ class SemanticKITTI(FrameReader):
         return poses
 
     # Frames ------------------------------------------------------------------------------------------------------
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        seq, stem = self.frames[index]
+        folder = self.sequences_dir / seq
+        scan = folder / "velodyne" / f"{stem}.bin"
+        out = [FileCheck(scan, "point file", record=16)]
+        if self.with_labels:
+            out.append(FileCheck(folder / "labels" / f"{stem}.label", "label file", points_of=scan, points_record=16,
+                                 label_size=4))
+        if self.with_images and (folder / "image_2").is_dir():
+            out.append(FileCheck(folder / "image_2" / f"{stem}.png", "camera image"))
+        return out
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        seq, stem = self.frames[index]
+        rel = (self.sequences_dir / seq / "velodyne" / f"{stem}.bin").relative_to(self.root)
+        return (f"{seq}/{stem}", rel.as_posix())
 
     def _read(self, frame: list[str]) -> Scan:
         seq_name, stem = frame
