@@ -207,6 +207,7 @@ TOY_FILES = {
         @register_reader
         class ToyFormat:
             reader_name = "toyformat"
+            layout = "toy.json"
             splits = ("train", "all")
             default_split = "all"
 

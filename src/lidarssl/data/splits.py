@@ -37,11 +37,10 @@ import numpy as np
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: Label fractions (percent) the seed projects report, listed by ``lidarssl info``.
 FRACTIONS: tuple[float, ...] = (0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-#: Formats whose fractions count scenes by default (SLidR's nuScenes protocol); the others count frames.
-SCENE_FRACTION_FORMATS = frozenset({"nuscenes", "synthetic"})
 #: SLidR's pretraining split and its held-out scenes (their names in SLidR's code).
 PRETRAIN_SPLIT, HELD_OUT_SPLIT = "parametrizing", "verifying"
 SPLIT_FILE = "splits.json"
@@ -263,7 +262,7 @@ def _held_out(root: Path, fmt: str, splits: Any) -> set[str]:
     lists, where = scene_lists(root, splits)
     if HELD_OUT_SPLIT not in lists:
         need = f"'{HELD_OUT_SPLIT}' (SLidR's 100 held-out scene names, its CUSTOM_SPLIT)"
-        if fmt == "nuscenes":
+        if _reads_scene_lists(fmt):
             need += " and 'train' (the 700 official train scenes, from the devkit's create_splits_scenes())"
         found = f"it holds {sorted(lists)}" if lists else "it is absent"
         raise DataError(f"{where}: split '{PRETRAIN_SPLIT}' (SLidR's pretraining scenes: train minus its held-out "
@@ -276,8 +275,12 @@ def _held_out(root: Path, fmt: str, splits: Any) -> set[str]:
 
 
 def default_rule(fmt: str) -> str:
-    """``"scenes"`` or ``"frames"``: what a bare ``<p>%`` counts for this format."""
-    return "scenes" if fmt in SCENE_FRACTION_FORMATS else "frames"
+    """``"scenes"`` or ``"frames"``: what a bare ``<p>%`` counts for this format (its reader's ``fraction_rule``)."""
+    return getattr(READERS[fmt], "fraction_rule", "frames")
+
+
+def _reads_scene_lists(fmt: str) -> bool:
+    return getattr(READERS[fmt], "reads_scene_lists", False)
 
 
 def _nth(k: int) -> str:
@@ -318,7 +321,7 @@ def open_split(open_base: OpenBase, root: Path, fmt: str, split: str, splits: An
             nuScenes reader reads those itself).
     """
     base_name, selector = parse_split(split)
-    if base_name not in reader_splits and base_name != PRETRAIN_SPLIT and fmt != "nuscenes":
+    if base_name not in reader_splits and base_name != PRETRAIN_SPLIT and not _reads_scene_lists(fmt):
         lists, where = scene_lists(root, splits)
         if base_name not in lists:
             raise DataError(f"{root}: unknown split '{base_name}'; choose one of {list(reader_splits)}, "

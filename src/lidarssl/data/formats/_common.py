@@ -95,7 +95,7 @@ class FileCheck:
 class FrameReader:
     """Base of the dataset readers: a frame list built once and cached as JSON, indexing and the class map.
 
-    A subclass sets ``reader_name``, ``splits`` and ``default_split``, implements :meth:`detect`, checks its layout in ``__init__`` before calling
+    A subclass sets ``reader_name``, ``layout``, ``splits`` and ``default_split``, implements :meth:`detect`, checks its layout in ``__init__`` before calling
     :meth:`_open_index`, and implements :meth:`_list_frames` and :meth:`_read`. A frame is a list of plain
     JSON values, usually strings (``["00", "000000"]``); a reader whose frames need more than file names to be
     read (nuScenes: resolved calibration records) stores them there too, so the index stays plain JSON.
@@ -107,6 +107,12 @@ class FrameReader:
     """
 
     reader_name: ClassVar[str]
+    #: How the layout looks, for the message naming every layout when no reader recognises a folder.
+    layout: ClassVar[str]
+    #: What ``<split>@<p>%`` counts by default: ``"scenes"`` or ``"frames"``.
+    fraction_rule: ClassVar[str] = "frames"
+    #: Whether the reader takes the ``splits`` option (scene lists) and serves those lists as its own splits.
+    reads_scene_lists: ClassVar[bool] = False
     splits: ClassVar[tuple[str, ...]]
     default_split: ClassVar[str] = "train"
     class_map: ClassMap

@@ -83,6 +83,7 @@ class SemanticKITTI(FrameReader):
     """
 
     reader_name = "semantickitti"
+    layout = "SemanticKITTI sequences/"
     splits = tuple(SPLITS)
     #: Sequences of each split; a reader of the same layout (SemanticPOSS) swaps this table and its class map
     #: (``labels/<reader_name>.yaml``).

@@ -45,6 +45,7 @@ class SemanticPOSS(SemanticKITTI):
     """
 
     reader_name = "semanticposs"
+    layout = "SemanticPOSS sequences/"
     splits = tuple(SPLITS)
     semanticposs_labels = True
     split_sequences = SPLITS
