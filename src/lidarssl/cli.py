@@ -449,8 +449,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=helptext)
 
     info = sub.add_parser("info", help="summarise a dataset: frames, points, classes, cameras")
-    info.add_argument("dataset", type=Path, help="dataset root: synthetic, nuScenes, SemanticKITTI, SemanticPOSS, "
-                      "KITTI or PandaSet layout")
+    info.add_argument("dataset", type=Path, help=f"dataset root in a layout of {', '.join(READERS.names())} "
+                      "(recognised by its files)")
     info.add_argument("--split", default=None, help="split name, e.g. train, val, train@1%%, train@10%%-scenes, "
                       "parametrizing (default: the reader's default split)")
     info.add_argument("--format", default=None, help="dataset format instead of recognising it by its layout "
