@@ -313,3 +313,15 @@ def test_a_plugin_is_picked_up_by_help_validation_filters_and_tests(toy_env, tmp
         assert test_id in ids, ids
     _run(toy_env, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "toy and loads_from_its_module",
          str(TESTS / "test_registry.py"), cwd=TESTS.parent)
+
+
+def test_a_reader_without_the_frame_methods_is_named_by_prepare_and_splits(tmp_path: Path):
+    from lidarssl.data.prepare import frame_checks
+    from lidarssl.data.splits import frame_keys, frame_scene
+
+    class Bare:
+        frames = [["a", "b"]]
+
+    for call in (frame_checks, frame_keys, frame_scene):
+        with pytest.raises(DataError, match="Bare"):
+            call(Bare(), 0)

@@ -95,14 +95,21 @@ def parse_split(name: str) -> tuple[str, Selector | None]:
 # --- what a frame is ---------------------------------------------------------------------------------------------
 
 
+def _reader_method(dataset: Any, name: str) -> Any:
+    if not hasattr(dataset, name):
+        raise DataError(f"named splits and frame lists need the reader to say what a frame is; the "
+                        f"{type(dataset).__name__} reader has no {name}() (FrameReader has one)")
+    return getattr(dataset, name)
+
+
 def frame_scene(dataset: Any, index: int) -> str:
     """Name of the scene (nuScenes scene, sequence) that frame ``index`` of a reader belongs to."""
-    return dataset.frame_scene(index)
+    return _reader_method(dataset, "frame_scene")(index)
 
 
 def frame_keys(dataset: Any, index: int) -> tuple[str, ...]:
     """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
-    return dataset.frame_keys(index)
+    return _reader_method(dataset, "frame_keys")(index)
 
 
 def scene_order(dataset: Any) -> list[str]:
