@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import lidarssl
 from lidarssl.errors import ConfigError, DataError, LidarSSLError
-from lidarssl.registry import BACKBONES, METHODS, READERS, TEACHERS
+from lidarssl.registry import BACKBONES, METHODS, READERS, TEACHERS, Registry
 
 if TYPE_CHECKING:
     from lidarssl.config import GenerateConfig
@@ -28,7 +28,7 @@ __all__ = ["main"]
 # without importing their code: `lidarssl --help` loads neither torch nor Lightning.
 
 
-def _names(registry) -> str:
+def _names(registry: Registry) -> str:
     return ", ".join(sorted(registry.names()))
 
 
