@@ -28,7 +28,7 @@ from lidarssl.errors import ConfigError
 from lidarssl.methods.config import PretrainConfig, PretrainOptimConfig
 from lidarssl.models.backbones.base import Backbone
 from lidarssl.models.teachers.base import Teacher
-from lidarssl.optim import param_groups, warmup_cosine
+from lidarssl.optim import optimizer_and_schedule, param_groups
 from lidarssl.registry import METHODS
 
 __all__ = ["PretrainMethod", "register_method", "method_class", "list_methods", "point_head"]
@@ -124,17 +124,7 @@ class PretrainMethod(L.LightningModule, ABC):
     def configure_optimizers(self):
         o = self.optim
         groups = param_groups(self.trainable(), o.weight_decay, decay_all=o.decay_all)
-        if o.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=o.lr)
-        if o.schedule == "epoch":  # SLidR: CosineAnnealingLR(T_max=num_epochs)
-            total, warmup, interval = max(1, self.trainer.max_epochs), int(round(o.warmup_epochs)), "epoch"
-        else:
-            total, interval = max(1, self.trainer.estimated_stepping_batches), "step"
-            warmup = int(round(o.warmup_epochs * total / max(1, self.trainer.max_epochs)))
-        scheduler = warmup_cosine(optimizer, total, warmup, o.min_lr / o.lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return optimizer_and_schedule(groups, o, self.trainer)
 
     # -- the teacher stays out of checkpoints -----------------------------------------------------------------
 
