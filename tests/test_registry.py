@@ -325,3 +325,19 @@ def test_a_reader_without_the_frame_methods_is_named_by_prepare_and_splits(tmp_p
     for call in (frame_checks, frame_keys, frame_scene):
         with pytest.raises(DataError, match="Bare"):
             call(Bare(), 0)
+
+
+def test_recipes_filters_by_method_backbone_and_dataset(capsys):
+    from lidarssl.cli import main
+    from lidarssl.recipes import catalogue
+
+    assert main(["recipes", "--json", "--kind", "probe", "--method", "slidr", "--dataset", "nuscenes"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    expected = [e.name for e in catalogue("probe") if e.info.method == "slidr" and e.info.dataset == "nuscenes"]
+    assert rows and [r["name"] for r in rows] == expected
+    assert main(["recipes", "--json", "--backbone", "waffleiron_48_768"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and {r["backbone"] for r in rows} == {"waffleiron_48_768"}
+    with pytest.raises(SystemExit):
+        main(["recipes", "--method", "nope"])
+    assert "argument --method: invalid choice: 'nope'" in capsys.readouterr().err
