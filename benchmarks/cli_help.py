@@ -16,33 +16,18 @@ import time
 
 from machine import cpu_name
 
+from lidarssl.cli import command_names
+
 RUNS = 5
 #: Printed by the child: the heavy libraries its --help imported.
 CODE = ("import sys\nfrom lidarssl.cli import main\ntry:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n"
         "    pass\nprint('HEAVY', ','.join(m for m in ('torch', 'lightning', 'scipy') if m in sys.modules) or '-')")
 
 
-def commands() -> list[list[str]]:
-    """Every command and subcommand of the parser (``viz similarity`` included)."""
-    import argparse
-
-    from lidarssl.cli import _parser
-
-    def walk(parser: argparse.ArgumentParser, prefix: tuple[str, ...]) -> list[list[str]]:
-        found = []
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    found += [[*prefix, name], *walk(sub, (*prefix, name))]
-        return found
-
-    return [[], *walk(_parser(), ())]
-
-
 def main() -> None:
     load = os.getloadavg()[0]
     rows = []
-    for command in commands():
+    for command in [[], *command_names()]:
         times, heavy = [], "-"
         for _ in range(RUNS):
             start = time.perf_counter()

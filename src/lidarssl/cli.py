@@ -499,6 +499,16 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+def command_names(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and subcommand of ``lidarssl`` (``["viz", "similarity"]`` included)."""
+    found = []
+    for action in (parser or _parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [[*prefix, name], *command_names(sub, (*prefix, name))]
+    return found
+
+
 def _split_recipe(args: argparse.Namespace) -> None:
     # argparse cannot tell an optional recipe path from the first key=value: move it over.
     recipe = getattr(args, "recipe", None)

@@ -3,7 +3,6 @@ names without importing their code); --version and each command's help."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -32,20 +31,10 @@ def test_help_imports_no_torch_and_lists_the_names():
         assert name.replace(" ", "") in flat
 
 
-def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[list[str]]:
-    """Every command and subcommand of a parser (``viz similarity`` included)."""
-    found = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                found += [[*prefix, name], *_commands(sub, (*prefix, name))]
-    return found
-
-
 def test_every_command_help_imports_no_torch():
     """`lidarssl COMMAND --help` for every command stays fast: it lists schema keys, recipes and registry names
     without loading torch or Lightning (2-5 s of imports)."""
-    commands = _commands(cli._parser())
+    commands = cli.command_names()
     assert ["pretrain"] in commands and ["import"] in commands and ["viz", "similarity"] in commands
     code = ("import json, sys\nfrom lidarssl.cli import main\n"
             "for command in json.loads(sys.argv[1]):\n"
