@@ -277,6 +277,7 @@ def _help(env: dict[str, str], *command: str) -> tuple[str, str]:
     return "".join(out.split()), out.rsplit("HEAVY", 1)[1].strip()
 
 
+@pytest.mark.slow
 def test_a_plugin_is_picked_up_by_help_validation_filters_and_tests(toy_env, tmp_path: Path):
     names = ("toy", "toy_mlp", "toy_teacher", "toyformat")
     # the command line's help lists the plugin's names without importing it (nor torch)

@@ -65,6 +65,7 @@ def test_command_help_lists_what_a_user_needs(command, names, capsys):
         assert name.replace(" ", "") in out, name
 
 
+@pytest.mark.slow
 def test_a_training_command_prints_no_library_noise(tiny_world, tmp_path):
     args = [f"data.root={tiny_world}", f"out={tmp_path / 'run'}", "data.num_workers=0", "trainer.batch_size=2",
             "trainer.progress_bar=false", "optim.epochs=1", "backbone.name=waffleiron_4_32",
