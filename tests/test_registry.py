@@ -342,3 +342,20 @@ def test_recipes_filters_by_method_backbone_and_dataset(capsys):
     with pytest.raises(SystemExit):
         main(["recipes", "--method", "nope"])
     assert "argument --method: invalid choice: 'nope'" in capsys.readouterr().err
+
+
+def test_a_plugin_that_cannot_be_imported_is_named(tmp_path: Path, monkeypatch):
+    info = tmp_path / "broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[lidarssl.widgets]\nbroken = no_such_module_here\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry._entry_points.cache_clear()
+    try:
+        reg: Registry = Registry("widget", "lidarssl.widgets")
+        assert reg.names() == ["broken"]
+        with pytest.raises(ConfigError, match="widget 'broken' of the entry points lidarssl.widgets: cannot import "
+                           "no_such_module_here"):
+            reg.get("broken")
+    finally:
+        registry._entry_points.cache_clear()

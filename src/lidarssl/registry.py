@@ -115,13 +115,20 @@ class Registry(Generic[T]):
             the registry's error: ``name`` is unknown, or its module does not register it.
         """
         if name not in self._objects:
-            module = self._modules.get(name) or self._plugins().get(name)
-            if module is None:
+            module = self._modules.get(name)
+            if module is not None:
+                import_module(module)
+            elif (module := self._plugins().get(name)) is not None:
+                try:
+                    import_module(module)
+                except ImportError as e:  # an installed package's entry point: name it, not a traceback
+                    raise self._error(f"{self.kind} '{name}' of the entry points {self.group}: cannot import "
+                                      f"{module} ({e})") from e
+            else:
                 raise self.unknown(name)
-            import_module(module)
             if name not in self._objects:
                 raise self._error(f"{self.kind} '{name}': module {module} is declared to register it but does not "
-                                  f"(decorate it with the {self.kind} registry's register)")
+                                  "(decorate it with its register_* decorator)")
         return self._objects[name]
 
     def __getitem__(self, name: str) -> T:
