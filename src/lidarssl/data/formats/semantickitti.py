@@ -83,7 +83,6 @@ class SemanticKITTI(FrameReader):
     """
 
     reader_name = "semantickitti"
-    layout = "SemanticKITTI sequences/"
     splits = tuple(SPLITS)
     #: Sequences of each split; a reader of the same layout (SemanticPOSS) swaps this table and its class map
     #: (``labels/<reader_name>.yaml``).
@@ -118,6 +117,8 @@ class SemanticKITTI(FrameReader):
     def detect(cls, root: Path) -> bool:
         """A ``sequences`` folder whose labels are (not) SemanticPOSS's, see :func:`holds_semanticposs`."""
         sequences = next((c for c in (root / "dataset" / "sequences", root / "sequences") if c.is_dir()), None)
+        from lidarssl.data.formats.semanticposs import holds_semanticposs
+
         return sequences is not None and holds_semanticposs(sequences) == cls.semanticposs_labels
 
     @classmethod
@@ -256,19 +257,3 @@ class SemanticKITTI(FrameReader):
         if index >= len(table):
             raise DataError(f"{source}: has {len(table)} rows but frame {index:06d} needs row {index}")
         return table[index]
-
-
-def holds_semanticposs(sequences: Path) -> bool:
-    """Whether a SemanticKITTI-layout folder holds SemanticPOSS: by the ids of its first label file, else its name.
-
-    Every SemanticPOSS raw id is at most 22, while any SemanticKITTI scan holds road (40), building (50) or
-    vegetation (70); only without label files does the folder name decide ("SemanticPOSS", "semantic_poss").
-    """
-    from lidarssl.data.formats.semanticposs import MAX_RAW_ID
-
-    for seq in sorted(p for p in sequences.iterdir() if p.is_dir()):
-        labels = sorted((seq / "labels").glob("*.label")) if (seq / "labels").is_dir() else []
-        if labels:
-            raw = np.fromfile(labels[0], dtype="<u4") & 0xFFFF
-            return raw.size > 0 and int(raw.max()) <= MAX_RAW_ID
-    return any("poss" in part.lower() for part in sequences.parts[-3:])
