@@ -207,7 +207,7 @@ TOY_FILES = {
         @register_reader
         class ToyFormat:
             reader_name = "toyformat"
-            layout = "toy.json"
+            layout = "toy.json"  # named when no reader recognises a folder
             splits = ("train", "all")
             default_split = "all"
 

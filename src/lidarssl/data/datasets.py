@@ -32,7 +32,7 @@ def detect_format(root: Path) -> str:
                 return name
     if not root.exists():
         raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
-    layouts = ", ".join(getattr(reader, "layout", name) for name, reader in READERS.items())
+    layouts = "; ".join(f"{name}: {getattr(reader, 'layout', '?')}" for name, reader in READERS.items())
     raise DataError(f"{root}: not a dataset layout lidarssl recognises ({layouts}); write a synthetic one with "
                     f"`lidarssl generate out={root}`")
 

@@ -107,7 +107,7 @@ class FrameReader:
     """
 
     reader_name: ClassVar[str]
-    #: How the layout looks, for the message naming every layout when no reader recognises a folder.
+    #: The files that make a folder this format, for messages (every reader's, when none recognises a folder).
     layout: ClassVar[str]
     #: What ``<split>@<p>%`` counts by default: ``"scenes"`` or ``"frames"``.
     fraction_rule: ClassVar[str] = "frames"

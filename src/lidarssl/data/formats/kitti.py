@@ -67,7 +67,7 @@ class KITTIObject(FrameReader):
     """
 
     reader_name = "kitti"
-    layout = "KITTI training/velodyne"
+    layout = "training/velodyne/NNNNNN.bin"
     splits = (*_FOLDER_SPLITS, *_LIST_SPLITS)
     default_split = "training"
 

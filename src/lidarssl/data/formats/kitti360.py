@@ -168,7 +168,7 @@ class KITTI360(FrameReader):
     """
 
     reader_name = "kitti360"
-    layout = "KITTI-360 data_3d_raw/<seq>/velodyne_points"
+    layout = "data_3d_raw/<seq>/velodyne_points"
     splits = ("train", "val", "all")
 
     def __init__(

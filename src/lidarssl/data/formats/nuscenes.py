@@ -146,7 +146,7 @@ class NuScenes(FrameReader):
     """
 
     reader_name = "nuscenes"
-    layout = "nuScenes v1.0-*/sample_data.json"
+    layout = "v1.0-*/sample_data.json"
     fraction_rule = "scenes"  # SLidR's protocol: `<p>%` counts scenes
     reads_scene_lists = True  # the scene lists of splits.json are splits of the reader itself (`splits` option)
     splits = ("train", "val", "test", "mini_train", "mini_val", "all")

@@ -106,7 +106,7 @@ class ONCE(FrameReader):
     """
 
     reader_name = "once"
-    layout = "ONCE data/<seq>/lidar_roof"
+    layout = "data/<seq>/lidar_roof"
     splits = (*RAW_SPLITS, *LABELLED_SPLITS, "test")
     default_split = "raw_small"
 

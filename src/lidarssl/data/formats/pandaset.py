@@ -122,7 +122,7 @@ class PandaSet(FrameReader):
     """
 
     reader_name = "pandaset"
-    layout = "PandaSet <seq>/lidar/poses.json"
+    layout = "<seq>/lidar/poses.json"
     splits = ("train", "val", "all")
 
     @classmethod

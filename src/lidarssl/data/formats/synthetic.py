@@ -102,7 +102,7 @@ class SyntheticDataset:
     """
 
     reader_name: ClassVar[str] = "synthetic"
-    layout: ClassVar[str] = "synthetic index.json"
+    layout: ClassVar[str] = "index.json"
     fraction_rule: ClassVar[str] = "scenes"  # `<p>%` of a world counts sequences
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "all")
     default_split: ClassVar[str] = "all"  # what `lidarssl info` and open_dataset(split=None) show
