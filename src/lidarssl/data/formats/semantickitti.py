@@ -110,16 +110,11 @@ class SemanticKITTI(FrameReader):
         self._sequences: dict[str, _Sequence] = {}
         self._open_index(cache_dir, refresh)
 
-    #: Whether this reader's labels are SemanticPOSS's: the only thing that tells the two layouts apart.
-    semanticposs_labels: ClassVar[bool] = False
-
     @classmethod
     def detect(cls, root: Path) -> bool:
-        """A ``sequences`` folder whose labels are (not) SemanticPOSS's, see :func:`holds_semanticposs`."""
-        sequences = next((c for c in (root / "dataset" / "sequences", root / "sequences") if c.is_dir()), None)
-        from lidarssl.data.formats.semanticposs import holds_semanticposs
-
-        return sequences is not None and holds_semanticposs(sequences) == cls.semanticposs_labels
+        """A ``sequences`` folder. Readers of the same layout (SemanticPOSS) are declared before this one in
+        :mod:`lidarssl.registry`, so they claim their own folders first."""
+        return any(c.is_dir() for c in (root / "dataset" / "sequences", root / "sequences"))
 
     @classmethod
     def find_sequences(cls, root: Path) -> Path:

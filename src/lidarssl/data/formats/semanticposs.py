@@ -50,10 +50,14 @@ class SemanticPOSS(SemanticKITTI):
 
     reader_name = "semanticposs"
     splits = tuple(SPLITS)
-    semanticposs_labels = True
     split_sequences = SPLITS
     title = "SemanticPOSS"
     layout = _LAYOUT
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """A SemanticKITTI layout whose labels are SemanticPOSS's (:func:`holds_semanticposs`)."""
+        return super().detect(root) and holds_semanticposs(cls.find_sequences(root))
 
 
 def holds_semanticposs(sequences: Path) -> bool:
