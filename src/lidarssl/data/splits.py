@@ -113,14 +113,11 @@ def frame_keys(dataset: Any, index: int) -> tuple[str, ...]:
 
 
 def scene_order(dataset: Any) -> list[str]:
-    """The dataset's scenes in the order every k-th scene counts them: nuScenes' table order, else by name."""
+    """The dataset's scenes in the order every k-th scene counts them: the reader's own order (``scene_table``,
+    nuScenes' table), else by name."""
     present = list(dict.fromkeys(frame_scene(dataset, i) for i in range(len(dataset))))
-    tables_dir = getattr(dataset, "tables_dir", None)
-    if tables_dir is not None and (tables_dir / "scene.json").is_file():
-        try:
-            table = [s["name"] for s in json.loads((tables_dir / "scene.json").read_text())]
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{tables_dir / 'scene.json'}: unreadable scene table ({e})") from e
+    table = dataset.scene_table() if hasattr(dataset, "scene_table") else None
+    if table is not None:
         wanted = set(present)
         return [s for s in table if s in wanted]
     return sorted(present, key=lambda s: (len(s), s) if s.isdigit() else (0, s))

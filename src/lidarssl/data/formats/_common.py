@@ -148,6 +148,11 @@ class FrameReader:
         frame = self.frames[index]
         return str(frame[0]) if len(frame) > 1 else "/".join(map(str, frame))
 
+    def scene_table(self) -> list[str] | None:
+        """Every scene name in the dataset's own order, where it has one (nuScenes' scene table), else None:
+        named splits of every k-th scene count in this order, or by name."""
+        return None
+
     # Subclass hooks ----------------------------------------------------------------------------------------------
 
     def _list_frames(self) -> tuple[list[list[str]], list[Path]]:

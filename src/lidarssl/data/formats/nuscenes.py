@@ -377,6 +377,16 @@ class NuScenes(FrameReader):
                     for c in self.cameras if c in rec["cameras"]]
         return out
 
+    def scene_table(self) -> list[str] | None:
+        """The scenes in the order of ``scene.json`` (every k-th scene of SLidR's protocol counts in it)."""
+        path = self.tables_dir / "scene.json"
+        if not path.is_file():
+            return None
+        try:
+            return [s["name"] for s in json.loads(path.read_text())]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: unreadable scene table ({e})") from e
+
     def frame_keys(self, index: int) -> tuple[str, ...]:
         """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
         frame = self.frames[index]
