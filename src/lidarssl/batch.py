@@ -59,10 +59,12 @@ Pretraining never reads label fields.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypedDict, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, TypedDict, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported on use: the command line's --help (which reads the schemas) loads none
+    import torch
 
 __all__ = ["COMMON_KEYS", "Batch", "LabelFields", "PairFields", "PointBatch", "Preprocessor", "QueryFields",
            "Sample", "batch_keys", "concat_rows"]
@@ -133,6 +135,8 @@ Sample = dict[str, np.ndarray]
 
 def concat_rows(samples: Sequence[Sample], key: str, offsets: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
     """Concatenate ``key`` over samples, adding ``offsets[i]`` to sample i's values (row or view indices)."""
+    import torch
+
     parts = [s[key] if offsets is None else s[key] + offsets[i] for i, s in enumerate(samples)]
     return torch.from_numpy(np.ascontiguousarray(np.concatenate(parts)))
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import lidarssl
 from lidarssl.errors import ConfigError, DataError, LidarSSLError
+from lidarssl.registry import BACKBONES, METHODS, READERS, TEACHERS, Registry
 
 if TYPE_CHECKING:
     from lidarssl.config import GenerateConfig
@@ -23,19 +24,14 @@ if TYPE_CHECKING:
 
 __all__ = ["main"]
 
-# `lidarssl --help` must answer in well under a second, so the parser is built from these names instead of
-# importing the registries (torch, Lightning); tests/reliability/test_cli_fast.py checks them against the registries.
-#: Dataset formats (lidarssl.data.formats.READERS), in detection order.
-FORMATS = ("synthetic", "nuscenes", "semanticposs", "semantickitti", "kitti", "pandaset", "kitti360", "once")
-#: Backbone presets (lidarssl.models.backbones.list_backbones()).
-BACKBONES = ("minkunet18", "minkunet18_sc", "minkunet34", "minkunet34_half", "minkunet_tiny", "res16unet34c",
-             "spvcnn", "spvcnn_half", "spvcnn_tiny", "voxelnet", "voxelnet_kitti", "voxelnet_tiny", "waffleiron",
-             "waffleiron_12_64", "waffleiron_48_256", "waffleiron_48_384", "waffleiron_48_768", "waffleiron_4_32")
-#: Pretraining methods (lidarssl.methods.base.list_methods()).
-METHODS = ("also", "nclr", "ppkt", "scalr", "slidr", "stslidr")
-#: Image teachers (lidarssl.models.teachers.base.list_teachers()).
-TEACHERS = ("dino_vitb16", "dino_vitb8", "dino_vits16", "dino_vits8", "dinov2_vitb14", "dinov2_vitg14",
-            "dinov2_vitl14", "dinov2_vits14", "oracle", "resnet18_semantic", "resnet50", "resnet50_dilated")
+# The names of methods, backbones, teachers and dataset formats come from lidarssl.registry, which knows them
+# without importing their code: `lidarssl --help` loads neither torch nor Lightning.
+
+
+def _names(registry: Registry) -> str:
+    return ", ".join(sorted(registry.names()))
+
+
 #: Commands whose parser comes from lidarssl.zoo.cli (imported only when one of them runs).
 ZOO_COMMANDS = {"import": "convert a seed release or checkpoint (ScaLR, WaffleIron, SLidR, ST-SLidR, ALSO, NCLR, "
                           "OpenPCDet) into a lidarssl backbone folder",
@@ -159,7 +155,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_recipes(args: argparse.Namespace) -> None:
     from lidarssl.recipes import catalogue, catalogue_json, format_catalogue
 
-    entries = catalogue(args.kind)
+    wanted = {k: getattr(args, k) for k in ("method", "backbone", "dataset") if getattr(args, k) is not None}
+    entries = [e for e in catalogue(args.kind) if all(getattr(e.info, k) == v for k, v in wanted.items())]
     print(catalogue_json(entries) if args.json else format_catalogue(entries))
 
 
@@ -261,21 +258,27 @@ def _prepare_teacher(job: PrepareJob) -> int:
     return 0
 
 
-#: ``lidarssl prepare <target>``: every dataset format (and ``auto``), then the caches; each returns the number
+#: ``lidarssl prepare <target>`` besides the dataset formats (and ``auto``): the caches; each returns the number
 #: of problems found.
 PREPARE_TARGETS: dict[str, Callable[[PrepareJob], int]] = {
-    **{name: _prepare_dataset for name in ("auto", *FORMATS)},
     "superpixels": _prepare_superpixels,
     "teacher-features": _prepare_teacher_features,
     "teacher": _prepare_teacher,
 }
 
 
+def prepare_targets() -> list[str]:
+    """Every ``prepare`` target: ``auto``, each dataset format of the reader registry, then the caches."""
+    return ["auto", *READERS.names(), *PREPARE_TARGETS]
+
+
 def run_prepare(job: PrepareJob) -> int:
     """Run ``job.target``; a DataError names the known targets when it is not one."""
-    if job.target not in PREPARE_TARGETS:
-        raise DataError(f"unknown prepare target '{job.target}'; choose one of {sorted(PREPARE_TARGETS)}")
-    return PREPARE_TARGETS[job.target](job)
+    if job.target in PREPARE_TARGETS:
+        return PREPARE_TARGETS[job.target](job)
+    if job.target == "auto" or job.target in READERS:
+        return _prepare_dataset(job)
+    raise DataError(f"unknown prepare target '{job.target}'; choose one of {sorted(prepare_targets())}")
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -369,8 +372,8 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="lidarssl",
         description="Self-supervised pretraining of 3D lidar backbones, with linear probing and finetuning. "
         f"{len(_recipes())} shipped recipes (`lidarssl recipes` lists them with the published number each reproduces). "
-        f"Backbones: {', '.join(BACKBONES)}. Methods: {', '.join(METHODS)}. "
-        f"Teachers: {', '.join(TEACHERS)}. Dataset formats: {', '.join(FORMATS)}. "
+        f"Backbones: {_names(BACKBONES)}. Methods: {_names(METHODS)}. "
+        f"Teachers: {_names(TEACHERS)}. Dataset formats: {', '.join(READERS.names())}. "
         "`lidarssl COMMAND --help` lists each command's keys.",
     )
     parser.add_argument("--version", action="version", version=f"lidarssl {lidarssl.__version__}")
@@ -403,18 +406,18 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                            formatter_class=argparse.RawDescriptionHelpFormatter,
                            description=detail(name, lambda h=helptext: (
                                f"{h}. Keys: {_keys('SegmentationConfig')} (nested: data.*, backbone.*, optim.*, "
-                               f"trainer.*; see --print-config). Backbones: {', '.join(BACKBONES)}.")))
+                               f"trainer.*; see --print-config). Backbones: {_names(BACKBONES)}.")))
         recipe_args(p)
         resume_args(p)
         p.set_defaults(func=_segmentation(mode))
 
-    pre = sub.add_parser("pretrain", help="self-supervised pretraining of a backbone (PPKT, SLidR, ST-SLidR, "
-                         "ScaLR, ALSO, NCLR)", formatter_class=argparse.RawDescriptionHelpFormatter,
+    pre = sub.add_parser("pretrain", help=f"self-supervised pretraining of a backbone ({_names(METHODS)})",
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
                          epilog=detail("pretrain", lambda: _recipes_of("pretrain")), description=detail("pretrain", lambda: (
                              "Pretrain a backbone without labels; writes backbone.safetensors for probe and finetune. "
                              f"Keys: {_keys('pretrain')} (see --print-config). Methods (method.name): "
-                             f"{', '.join(METHODS)}. Teachers (teacher.name): {', '.join(TEACHERS)}. Backbones: "
-                             f"{', '.join(BACKBONES)}.")))
+                             f"{_names(METHODS)}. Teachers (teacher.name): {_names(TEACHERS)}. Backbones: "
+                             f"{_names(BACKBONES)}.")))
     recipe_args(pre)
     resume_args(pre)
     pre.set_defaults(func=cmd_pretrain)
@@ -427,6 +430,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
                      "backbone, dataset, labels, paper, expected_miou")
     rec.add_argument("--kind", choices=["pretrain", "probe", "finetune", "train"], default=None,
                      help="only recipes of this kind")
+    rec.add_argument("--method", choices=["scratch", *sorted(METHODS.names())], default=None,
+                     help="only recipes of this pretraining method (scratch: training from scratch)")
+    rec.add_argument("--backbone", choices=sorted(BACKBONES.names()), default=None,
+                     help="only recipes of this backbone preset")
+    rec.add_argument("--dataset", choices=[*READERS.names(), "mixture"], default=None,
+                     help="only recipes of this dataset format")
     rec.set_defaults(func=cmd_recipes)
 
     ev = sub.add_parser("evaluate", help="score a run's checkpoint or an imported release on the val split, every "
@@ -446,12 +455,12 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
             sub.add_parser(name, help=helptext)
 
     info = sub.add_parser("info", help="summarise a dataset: frames, points, classes, cameras")
-    info.add_argument("dataset", type=Path, help="dataset root: synthetic, nuScenes, SemanticKITTI, SemanticPOSS, "
-                      "KITTI or PandaSet layout")
+    info.add_argument("dataset", type=Path, help=f"dataset root in a layout of {', '.join(READERS.names())} "
+                      "(recognised by its files)")
     info.add_argument("--split", default=None, help="split name, e.g. train, val, train@1%%, train@10%%-scenes, "
                       "parametrizing (default: the reader's default split)")
     info.add_argument("--format", default=None, help="dataset format instead of recognising it by its layout "
-                      "(synthetic, nuscenes, semantickitti, semanticposs, kitti, pandaset)")
+                      f"({', '.join(READERS.names())})")
     info.add_argument("--max-frames", type=int, default=None, help="summarise at most this many frames")
     info.add_argument("--overlay", type=Path, default=None, metavar="PNG",
                       help="save a camera image with the lidar points projected onto it, coloured by class")
@@ -459,7 +468,7 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
     info.add_argument("--camera", default=None, help="camera for --overlay (default: the first)")
     info.set_defaults(func=cmd_info)
 
-    targets = ", ".join(PREPARE_TARGETS)
+    targets = ", ".join(prepare_targets())
     prep = sub.add_parser("prepare", help="index and check a dataset, or cache superpixels or teacher features",
                           description="Dataset targets build the frame index of every split and check that every "
                           "file it refers to exists with a plausible size and reads (points, images, label ids), listing problems by kind (exit code 2 when there are any). "
@@ -494,6 +503,16 @@ def _parser(command: str | None = None) -> argparse.ArgumentParser:
 
     add_commands(sub)  # features, viz, view
     return parser
+
+
+def command_names(parser: argparse.ArgumentParser | None = None, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every command and subcommand of ``lidarssl`` (``["viz", "similarity"]`` included)."""
+    found = []
+    for action in (parser or _parser())._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += [[*prefix, name], *command_names(sub, (*prefix, name))]
+    return found
 
 
 def _split_recipe(args: argparse.Namespace) -> None:

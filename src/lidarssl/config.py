@@ -10,14 +10,15 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from lidarssl.data.crops import InputCrop
 from lidarssl.data.transforms import PointAugment
 from lidarssl.errors import ConfigError
+from lidarssl.registry import BACKBONES, METHODS, READERS
 
 __all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
 
@@ -56,7 +57,7 @@ class DataConfig(Schema):
 class BackboneConfig(Schema):
     """A registered backbone preset and its options (grid shapes, field of view, drop path, ...)."""
 
-    name: str = "waffleiron_4_32"
+    name: Annotated[str, AfterValidator(BACKBONES.check)] = "waffleiron_4_32"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -133,9 +134,11 @@ class RecipeInfo(Schema):
     downstream recipe refuses a dataset other than its ``dataset``."""
 
     kind: Literal["pretrain", "probe", "finetune", "train"]
-    method: str = Field(description="pretraining method, or 'scratch'")
-    backbone: str
-    dataset: str = Field(description="dataset format the protocol is written for (nuscenes, semantickitti, ...)")
+    method: Annotated[str, AfterValidator(lambda v: v if v == "scratch" else METHODS.check(v))] = Field(
+        description="pretraining method, or 'scratch'")
+    backbone: Annotated[str, AfterValidator(BACKBONES.check)]
+    dataset: Annotated[str, AfterValidator(lambda v: v if v == "mixture" else READERS.check(v))] = Field(
+        description="dataset format the protocol is written for (nuscenes, semantickitti, ..., or mixture)")
     labels: str | None = Field(None, description="label fraction, e.g. '1%'; null for pretraining")
     paper: str | None = Field(None, description="paper and table of the published number")
     expected_miou: float | None = Field(None, description="published mIoU, percent")
@@ -231,8 +234,9 @@ def _explain(schema: type[BaseModel], err: ValidationError, where: str,
             owner = _section(schema, e["loc"])
             valid = ", ".join(owner.model_fields) if owner else "?"
             lines.append(f"unknown key '{key}'; valid keys here: {valid}")
-        else:
-            lines.append(f"key '{key}': {e['msg']} (got {e.get('input')!r})")
+        else:  # a validator's own message, without pydantic's "Value error, " prefix
+            msg = str(e["ctx"]["error"]) if e["type"] == "value_error" and "ctx" in e else e["msg"]
+            lines.append(f"key '{key}': {msg} (got {e.get('input')!r})")
     return ConfigError(f"{where}: " + "; ".join(lines))
 
 

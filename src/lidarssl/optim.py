@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "warmup_cosine"]
+__all__ = ["optimizer_and_schedule", "param_groups", "warmup_cosine"]
 
 
 def param_groups(
@@ -62,6 +63,29 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup_ste
 
     lambdas = [lambda step, s=g.get("lr_scale", 1.0): s * factor(step) for g in optimizer.param_groups]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambdas)
+
+
+def optimizer_and_schedule(groups: list[dict], o: Any, trainer: Any) -> dict[str, Any]:
+    """What ``configure_optimizers`` of pretraining and segmentation returns: SGD or AdamW over ``groups``, then
+    warmup and cosine decay stepped per epoch or per iteration.
+
+    Args:
+        groups: parameter groups (:func:`param_groups`).
+        o: the settings: ``optimizer``, ``lr``, ``momentum``, ``dampening`` (SGD), ``schedule``, ``warmup_epochs``
+            and ``min_lr``.
+        trainer: the Lightning trainer (``max_epochs``, ``estimated_stepping_batches``).
+    """
+    if o.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening)
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=o.lr)
+    if o.schedule == "epoch":  # SLidR's CosineAnnealingLR(T_max=num_epochs), ALSO's per-epoch cosine
+        total, warmup, interval = max(1, trainer.max_epochs), int(round(o.warmup_epochs)), "epoch"
+    else:
+        total, interval = max(1, trainer.estimated_stepping_batches), "step"
+        warmup = int(round(o.warmup_epochs * total / max(1, trainer.max_epochs)))
+    scheduler = warmup_cosine(optimizer, total, warmup, o.min_lr / o.lr)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
 
 def scaled_lr(lr: float, base_batch: int, batch_size: int, devices: int = 1, num_nodes: int = 1,

@@ -43,12 +43,16 @@ def catalogue(kind: str | None = None) -> list[RecipeEntry]:
     return [e for e in _all_entries() if kind is None or e.info.kind == kind]
 
 
+#: libyaml's safe loader where PyYAML has it (its wheels do): it reads the ~90 recipes of a kind's --help 10x faster.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 @functools.cache
 def _all_entries() -> tuple[RecipeEntry, ...]:
     entries = []
     for name in list_recipes():
         path = resolve_recipe(name)
-        header = (yaml.safe_load(path.read_text()) or {}).get("recipe")
+        header = (yaml.load(path.read_text(), Loader=_LOADER) or {}).get("recipe")
         if header is None:
             continue  # `lidarssl generate` recipes describe a world, not a training run
         try:

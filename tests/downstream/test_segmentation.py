@@ -104,6 +104,7 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lidarssl.cli", *args]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path, run_lidarssl):
     args = _config(tiny_world, tmp_path / "x", "optim.epochs=3")
     full = subprocess.run(_cli("train", *_config(tiny_world, tmp_path / "full", "optim.epochs=3")), capture_output=True, text=True)
@@ -135,6 +136,7 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path
     assert len((tmp_path / "x" / "metrics.csv").read_text().splitlines()) == 4  # header + 3 epochs, no repeats
 
 
+@pytest.mark.slow
 def test_ddp_two_cpu_processes_agree(tiny_world: Path, tmp_path: Path):
     out = tmp_path / "ddp"
     run = subprocess.run(_cli("train", *_config(tiny_world, out, "optim.epochs=1", "trainer.devices=2",

@@ -296,6 +296,7 @@ def pretrained(tiny_world: Path, tmp_path_factory) -> dict:
     return {"out": out, "before": before, "after": after, "constant": constant, "chance": occupied, "result": result}
 
 
+@pytest.mark.slow
 def test_pretraining_learns_occupancy(pretrained: dict):
     """Held out, the trained decoder ranks occupied queries above empty ones (AUC, chance 0.5), beats the loss of
     the best constant prediction and the IoU of calling every query occupied, each by a wide margin: measured
@@ -308,6 +309,7 @@ def test_pretraining_learns_occupancy(pretrained: dict):
     assert (pretrained["out"] / "backbone.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_probe_from_also_weights(pretrained: dict, tiny_world: Path, tmp_path: Path):
     from lidarssl.config import SegmentationConfig
     from lidarssl.downstream.train import run_segmentation

@@ -25,6 +25,8 @@ from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.pretrain import build_method
 from lidarssl.metrics import ConfusionMatrix, miou, overall_accuracy
 
+pytestmark = pytest.mark.slow  # training runs of a minute or more
+
 BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
             "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
 #: per method: recipe overrides and optimiser steps. Measured readout mIoU over 16 classes, AVX2 and

@@ -37,6 +37,7 @@ def _config(root: Path, out: Path, method: str, *extra: str) -> PretrainConfig:
         "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false", *IMAGE_METHODS.get(method, []), *extra])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", IMAGE_METHODS)
 def test_pretrain_then_probe(camera_world: Path, tmp_path: Path, method: str):
     result = run_pretraining(_config(camera_world, tmp_path / "pre", method))

@@ -177,6 +177,7 @@ def test_run_folder_has_absolute_paths_and_ordinary_permissions(run: Path, tiny_
         assert stat.S_IMODE((run / name).stat().st_mode) == 0o666 & ~mask, name
 
 
+@pytest.mark.slow
 def test_relative_paths_are_stored_absolute_and_evaluate_runs_from_elsewhere(tiny_world: Path, tmp_path: Path,
                                                                               monkeypatch, capsys):
     monkeypatch.chdir(tiny_world.parent)
@@ -195,6 +196,7 @@ def test_relative_paths_are_stored_absolute_and_evaluate_runs_from_elsewhere(tin
         shutil.rmtree(out, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_corrupt_last_checkpoint_falls_back_to_the_newest_readable_one(tiny_world: Path, tmp_path: Path, capsys):
     out = tmp_path / "run"
     assert main(["train", *_config(tiny_world, out, "optim.epochs=2", "trainer.keep_last=1")]) == 0

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from lidarssl.checkpoints import load_weights
+
+pytestmark = pytest.mark.slow  # training runs of a minute or more
 
 BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4], "
             "drop_path: 0.3}"]  # drop path draws from torch's generator: the resumed stream must match

@@ -32,18 +32,15 @@ def detect_format(root: Path) -> str:
                 return name
     if not root.exists():
         raise DataError(f"{root}: no such dataset folder; write a synthetic one with `lidarssl generate out={root}`")
-    raise DataError(
-        f"{root}: not a dataset layout lidarssl recognises (synthetic index.json, nuScenes v1.0-*/sample_data.json, "
-        f"SemanticKITTI or SemanticPOSS sequences/, KITTI training/velodyne, PandaSet <seq>/lidar/poses.json, "
-        f"KITTI-360 data_3d_raw/<seq>/velodyne_points, ONCE data/<seq>/lidar_roof); write a synthetic one with "
-        f"`lidarssl generate out={root}`"
-    )
+    layouts = "; ".join(f"{name}: {getattr(reader, 'layout', '?')}" for name, reader in READERS.items())
+    raise DataError(f"{root}: not a dataset layout lidarssl recognises ({layouts}); write a synthetic one with "
+                    f"`lidarssl generate out={root}`")
 
 
 def check_format(fmt: str) -> str:
     """``fmt`` if it names a reader, else a DataError listing the names."""
     if fmt not in READERS:
-        raise DataError(f"unknown dataset format '{fmt}'; choose one of {list(READERS)}")
+        raise DataError(f"unknown dataset format '{fmt}'; choose one of {READERS.names()}")
     return fmt
 
 
@@ -54,10 +51,10 @@ def reader_splits(fmt: str) -> tuple[str, ...]:
 
 def open_reader(root: Path, fmt: str, split: str | None, **options: object) -> Dataset:
     """The reader of format ``fmt`` for one of its own splits (``None``: its ``default_split``); ``splits``
-    (scene lists) goes only to the reader that takes it (nuScenes)."""
-    if fmt != "nuscenes":
-        options.pop("splits", None)
+    (scene lists) goes only to a reader that takes it (``reads_scene_lists``: nuScenes)."""
     reader = READERS[check_format(fmt)]
+    if not getattr(reader, "reads_scene_lists", False):
+        options.pop("splits", None)
     return reader(root, split=split or reader.default_split, **options)
 
 
@@ -91,7 +88,7 @@ def split_summary(root: str | Path, *, format: str | None = None, **options: obj
     root = Path(root)
     fmt = check_format(format) if format is not None else detect_format(root)
     names = reader_splits(fmt)
-    if fmt == "nuscenes":  # its scene lists of splits.json are splits too
+    if getattr(READERS[fmt], "reads_scene_lists", False):  # its scene lists of splits.json are splits too
         from lidarssl.data.splits import scene_lists
 
         names = tuple(dict.fromkeys((*names, *scene_lists(root, options.get("splits"))[0])))

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.ndimage import minimum_filter
-from scipy.spatial import cKDTree
 
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
@@ -228,6 +226,8 @@ def occluded(
     z = depth[valid]
     zbuf = np.full((H, W), np.inf)
     np.minimum.at(zbuf, (rc[:, 0], rc[:, 1]), z)
+    from scipy.ndimage import minimum_filter  # imported on use: the schemas (and --help) need no scipy
+
     near = minimum_filter(zbuf, size=window, mode="constant", cval=np.inf)
     out[valid] = near[rc[:, 0], rc[:, 1]] < z * (1.0 - rel_tol)
     return out
@@ -336,6 +336,8 @@ def knn(query: np.ndarray, ref: np.ndarray, k: int, workers: int = -1) -> tuple[
         raise DataError(f"knn needs k >= 1, got k={k}")
     if k > len(r):
         raise DataError(f"knn asked for k={k} neighbours but the reference cloud has only {len(r)} points")
+    from scipy.spatial import cKDTree
+
     dist, idx = cKDTree(r).query(q, k=k, workers=workers)
     # scipy drops the neighbour axis when k == 1; keep (Q, k) for every k.
     return dist.reshape(len(q), k), idx.reshape(len(q), k).astype(np.int64)

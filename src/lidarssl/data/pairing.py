@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 from PIL import Image
 from pydantic import Field
 
@@ -278,6 +277,8 @@ class PairBuilder:
         return sample
 
     def collate(self, samples: Sequence[Sample], batch: Batch) -> None:
+        import torch  # imported on use: `lidarssl pretrain --help` reads PairingConfig without loading torch
+
         n_views = np.array([len(s["images"]) for s in samples])
         view_offsets = np.concatenate([[0], np.cumsum(n_views)[:-1]])
         batch["images"] = torch.from_numpy(np.concatenate([s["images"] for s in samples]))

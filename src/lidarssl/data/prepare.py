@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lidarssl.data.formats._common import FileCheck
 from lidarssl.errors import ConfigError, DataError
 
 #: Problems listed per group before "... and N more".
@@ -57,93 +58,14 @@ class PrepareJob:
     log: Callable[[str], None] = print
 
 
-@dataclass(frozen=True)
-class FileCheck:
-    """One file a frame needs: what it is, and the sizes that make it plausible.
-
-    ``record`` > 0: the size must be a whole number of records (points). ``points_of``: a label file whose
-    size must be ``label_size`` bytes per point of that point file (of ``points_record`` bytes per point).
-    """
-
-    path: Path
-    kind: str
-    record: int = 0
-    points_of: Path | None = None
-    points_record: int = 0
-    label_size: int = 0
-
-
 # --- the files of a frame -----------------------------------------------------------------------------------------
 
 
 def frame_checks(dataset: Any, index: int) -> list[FileCheck]:
-    """The files frame ``index`` of a reader refers to, with the checks each must pass."""
-    from lidarssl.data.formats import KITTI360, ONCE, KITTIObject, NuScenes, PandaSet, SemanticKITTI
-
-    frame = dataset.frames[index]
-    if isinstance(frame, dict):  # synthetic native layout
-        return [FileCheck(dataset.root / frame["lidar"], "lidar file"),
-                *(FileCheck(dataset.root / rel, "camera image") for rel in frame["cameras"].values())]
-    if isinstance(dataset, NuScenes):
-        rec, root = frame[2], dataset.root
-        lidar = root / rec["lidar"]["file"]
-        out = [FileCheck(lidar, "lidar file", record=20)]
-        out += [FileCheck(root / s["file"], "lidar sweep", record=20) for s in rec["sweeps"]]
-        if dataset.with_labels and rec["lidarseg"]:
-            out.append(FileCheck(root / rec["lidarseg"], "lidarseg label file", points_of=lidar, points_record=20,
-                                 label_size=1))
-        if dataset.with_images:
-            out += [FileCheck(root / rec["cameras"][c]["file"], "camera image")
-                    for c in dataset.cameras if c in rec["cameras"]]
-        return out
-    if isinstance(dataset, SemanticKITTI):
-        seq, stem = frame
-        folder = dataset.sequences_dir / seq
-        scan = folder / "velodyne" / f"{stem}.bin"
-        out = [FileCheck(scan, "point file", record=16)]
-        if dataset.with_labels:
-            out.append(FileCheck(folder / "labels" / f"{stem}.label", "label file", points_of=scan, points_record=16,
-                                 label_size=4))
-        if dataset.with_images and (folder / "image_2").is_dir():
-            out.append(FileCheck(folder / "image_2" / f"{stem}.png", "camera image"))
-        return out
-    if isinstance(dataset, KITTIObject):
-        (stem,) = frame
-        out = [FileCheck(dataset.velodyne / f"{stem}.bin", "point file", record=16)]
-        if dataset.with_images:
-            out += [FileCheck(dataset.folder / "image_2" / f"{stem}.png", "camera image"),
-                    FileCheck(dataset.folder / "calib" / f"{stem}.txt", "calibration file")]
-        return out
-    if isinstance(dataset, PandaSet):
-        seq, stem = frame
-        folder = dataset.root / seq
-        out = [FileCheck(folder / "lidar" / f"{stem}.pkl.gz", "lidar frame")]
-        if dataset.with_labels:
-            out.append(FileCheck(folder / "annotations" / "semseg" / f"{stem}.pkl.gz", "semseg label file"))
-        if dataset.with_images:
-            out += [FileCheck(folder / "camera" / c / f"{stem}.jpg", "camera image") for c in dataset.cameras]
-        return out
-    if isinstance(dataset, KITTI360):
-        seq, stem = frame
-        out = [FileCheck(dataset.raw / seq / "velodyne_points" / "data" / f"{stem}.bin", "point file", record=16)]
-        calibration = set()
-        if dataset.with_poses:
-            calibration |= {"calib_cam_to_velo.txt", "calib_cam_to_pose.txt"}
-        if dataset.with_images:
-            out += [FileCheck(dataset.root / "data_2d_raw" / seq / c / "data_rect" / f"{stem}.png", "camera image")
-                    for c in dataset.cameras]
-            calibration |= {"calib_cam_to_velo.txt", "perspective.txt"}
-            if any(c != "image_00" for c in dataset.cameras):
-                calibration.add("calib_cam_to_pose.txt")
-        return out + [FileCheck(dataset.calibration / name, "calibration file") for name in sorted(calibration)]
-    if isinstance(dataset, ONCE):
-        seq, frame_id = frame
-        folder = dataset.data / seq
-        out = [FileCheck(folder / "lidar_roof" / f"{frame_id}.bin", "point file", record=16)]
-        if dataset.with_images:
-            out += [FileCheck(folder / c / f"{frame_id}.jpg", "camera image") for c in dataset.cameras]
-        return out
-    raise DataError(f"lidarssl prepare cannot list the files of a {type(dataset).__name__}")
+    """The files frame ``index`` of a reader refers to, with the checks each must pass (the reader's own list)."""
+    if not hasattr(dataset, "frame_files"):
+        raise DataError(f"lidarssl prepare cannot list the files of a {type(dataset).__name__}")
+    return dataset.frame_files(index)
 
 
 def check_file(check: FileCheck) -> str | None:

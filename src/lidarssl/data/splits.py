@@ -39,11 +39,10 @@ import numpy as np
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: Label fractions (percent) the seed projects report, listed by ``lidarssl info``.
 FRACTIONS: tuple[float, ...] = (0.1, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0)
-#: Formats whose fractions count scenes by default (SLidR's nuScenes protocol); the others count frames.
-SCENE_FRACTION_FORMATS = frozenset({"nuscenes", "synthetic"})
 #: SLidR's pretraining split and its held-out scenes (their names in SLidR's code).
 PRETRAIN_SPLIT, HELD_OUT_SPLIT = "parametrizing", "verifying"
 SPLIT_FILE = "splits.json"
@@ -113,43 +112,29 @@ def parse_split(name: str) -> tuple[str, Selector | None]:
 # --- what a frame is ---------------------------------------------------------------------------------------------
 
 
+def _reader_method(dataset: Any, name: str) -> Any:
+    if not hasattr(dataset, name):
+        raise DataError(f"named splits and frame lists need the reader to say what a frame is; the "
+                        f"{type(dataset).__name__} reader has no {name}() (FrameReader has one)")
+    return getattr(dataset, name)
+
+
 def frame_scene(dataset: Any, index: int) -> str:
     """Name of the scene (nuScenes scene, sequence) that frame ``index`` of a reader belongs to."""
-    frame = dataset.frames[index]
-    if isinstance(frame, dict):  # synthetic world (SyntheticDataset)
-        return str(frame["sequence"])
-    return str(frame[0]) if len(frame) > 1 else "/".join(map(str, frame))
+    return _reader_method(dataset, "frame_scene")(index)
 
 
 def frame_keys(dataset: Any, index: int) -> tuple[str, ...]:
     """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
-    from lidarssl.data.formats import KITTIObject, NuScenes, PandaSet, SemanticKITTI
-
-    frame = dataset.frames[index]
-    if isinstance(frame, dict):
-        return (str(frame["id"]), str(frame["lidar"]))
-    if isinstance(dataset, NuScenes):
-        return (frame[1], frame[2]["lidar"]["file"], frame[2]["lidar"]["token"])
-    if isinstance(dataset, SemanticKITTI):
-        seq, stem = frame
-        rel = (dataset.sequences_dir / seq / "velodyne" / f"{stem}.bin").relative_to(dataset.root)
-        return (f"{seq}/{stem}", rel.as_posix())
-    if isinstance(dataset, PandaSet):
-        return (f"{frame[0]}/{frame[1]}", f"{frame[0]}/lidar/{frame[1]}.pkl.gz")
-    if isinstance(dataset, KITTIObject):
-        return (frame[0], dataset.velodyne.relative_to(dataset.root).joinpath(f"{frame[0]}.bin").as_posix())
-    return tuple(str(v) for v in frame if isinstance(v, str))
+    return _reader_method(dataset, "frame_keys")(index)
 
 
 def scene_order(dataset: Any) -> list[str]:
-    """The dataset's scenes in the order every k-th scene counts them: nuScenes' table order, else by name."""
+    """The dataset's scenes in the order every k-th scene counts them: the reader's own order (``scene_table``,
+    nuScenes' table), else by name."""
     present = list(dict.fromkeys(frame_scene(dataset, i) for i in range(len(dataset))))
-    tables_dir = getattr(dataset, "tables_dir", None)
-    if tables_dir is not None and (tables_dir / "scene.json").is_file():
-        try:
-            table = [s["name"] for s in json.loads((tables_dir / "scene.json").read_text())]
-        except (ValueError, KeyError, TypeError) as e:
-            raise DataError(f"{tables_dir / 'scene.json'}: unreadable scene table ({e})") from e
+    table = dataset.scene_table() if hasattr(dataset, "scene_table") else None
+    if table is not None:
         wanted = set(present)
         return [s for s in table if s in wanted]
     return sorted(present, key=lambda s: (len(s), s) if s.isdigit() else (0, s))
@@ -307,7 +292,7 @@ def _held_out(root: Path, fmt: str, splits: Any) -> set[str]:
     lists, where = scene_lists(root, splits)
     if HELD_OUT_SPLIT not in lists:
         need = f"'{HELD_OUT_SPLIT}' (SLidR's 100 held-out scene names, its CUSTOM_SPLIT)"
-        if fmt == "nuscenes":
+        if _reads_scene_lists(fmt):
             need += " and 'train' (the 700 official train scenes, from the devkit's create_splits_scenes())"
         found = f"it holds {sorted(lists)}" if lists else "it is absent"
         raise DataError(f"{where}: split '{PRETRAIN_SPLIT}' (SLidR's pretraining scenes: train minus its held-out "
@@ -320,8 +305,12 @@ def _held_out(root: Path, fmt: str, splits: Any) -> set[str]:
 
 
 def default_rule(fmt: str) -> str:
-    """``"scenes"`` or ``"frames"``: what a bare ``<p>%`` counts for this format."""
-    return "scenes" if fmt in SCENE_FRACTION_FORMATS else "frames"
+    """``"scenes"`` or ``"frames"``: what a bare ``<p>%`` counts for this format (its reader's ``fraction_rule``)."""
+    return getattr(READERS[fmt], "fraction_rule", "frames")
+
+
+def _reads_scene_lists(fmt: str) -> bool:
+    return getattr(READERS[fmt], "reads_scene_lists", False)
 
 
 def _nth(k: int) -> str:
@@ -362,7 +351,7 @@ def open_split(open_base: OpenBase, root: Path, fmt: str, split: str, splits: An
             nuScenes reader reads those itself).
     """
     base_name, selector = parse_split(split)
-    if base_name not in reader_splits and base_name != PRETRAIN_SPLIT and fmt != "nuscenes":
+    if base_name not in reader_splits and base_name != PRETRAIN_SPLIT and not _reads_scene_lists(fmt):
         lists, where = scene_lists(root, splits)
         if base_name not in lists:
             raise DataError(f"{root}: unknown split '{base_name}'; choose one of {list(reader_splits)}, "

@@ -31,7 +31,7 @@ from lidarssl.metrics import (
     overall_accuracy,
 )
 from lidarssl.models.backbones.base import Backbone
-from lidarssl.optim import param_groups, warmup_cosine
+from lidarssl.optim import optimizer_and_schedule, param_groups
 
 __all__ = ["SegmentationModule", "Mode", "Head"]
 
@@ -179,17 +179,7 @@ class SegmentationModule(L.LightningModule):
             layer_of = self._layer_of if hp.layer_decay < 1 else None
             groups += param_groups(backbone, hp.weight_decay, layer_of, depth, hp.layer_decay, hp.decay_all)
         groups += param_groups(head, hp.weight_decay, None, depth, hp.layer_decay, hp.decay_all, head_scale)
-        if hp.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=hp.lr, momentum=hp.momentum, dampening=hp.dampening)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=hp.lr)
-        if hp.schedule == "epoch":  # SLidR's CosineAnnealingLR(T_max=num_epochs), ALSO's per-epoch cosine
-            total, warmup, interval = max(1, self.trainer.max_epochs), int(round(hp.warmup_epochs)), "epoch"
-        else:
-            total = max(1, self.trainer.estimated_stepping_batches)
-            warmup, interval = int(round(hp.warmup_epochs * total / max(1, self.trainer.max_epochs))), "step"
-        scheduler = warmup_cosine(optimizer, total, warmup, hp.min_lr / hp.lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return optimizer_and_schedule(groups, hp, self.trainer)
 
     def _layer_of(self, name: str) -> int:
         """Depth of a parameter for layer-wise decay: the backbone says for its own, the head is on top."""

@@ -28,34 +28,23 @@ from lidarssl.errors import ConfigError
 from lidarssl.methods.config import PretrainConfig, PretrainOptimConfig
 from lidarssl.models.backbones.base import Backbone
 from lidarssl.models.teachers.base import Teacher
-from lidarssl.optim import param_groups, warmup_cosine
+from lidarssl.optim import optimizer_and_schedule, param_groups
+from lidarssl.registry import METHODS
 
 __all__ = ["PretrainMethod", "register_method", "method_class", "list_methods", "point_head"]
 
-_METHODS: dict[str, type[PretrainMethod]] = {}
-
-
-def register_method(cls: type[PretrainMethod]) -> type[PretrainMethod]:
-    """Class decorator: make a method available to recipes under ``cls.name``."""
-    if cls.name in _METHODS:
-        raise ValueError(f"method '{cls.name}' is registered twice")
-    _METHODS[cls.name] = cls
-    return cls
+#: Class decorator: make a method available to recipes under ``cls.name`` (declared in ``lidarssl.registry``).
+register_method = METHODS.register
 
 
 def method_class(name: str) -> type[PretrainMethod]:
-    """The method registered as ``name``."""
-    import lidarssl.methods  # noqa: F401  (registers the built-in methods)
-
-    if name not in _METHODS:
-        raise ConfigError(f"unknown method '{name}'; known methods: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    """The method registered as ``name`` (its module is imported on first use)."""
+    return METHODS.get(name)
 
 
 def list_methods() -> list[str]:
-    import lidarssl.methods  # noqa: F401
-
-    return sorted(_METHODS)
+    """Names of the pretext methods, sorted."""
+    return sorted(METHODS.names())
 
 
 def point_head(in_channels: int, out_channels: int) -> nn.Module:
@@ -135,17 +124,7 @@ class PretrainMethod(L.LightningModule, ABC):
     def configure_optimizers(self):
         o = self.optim
         groups = param_groups(self.trainable(), o.weight_decay, decay_all=o.decay_all)
-        if o.optimizer == "sgd":
-            optimizer = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, dampening=o.dampening)
-        else:
-            optimizer = torch.optim.AdamW(groups, lr=o.lr)
-        if o.schedule == "epoch":  # SLidR: CosineAnnealingLR(T_max=num_epochs)
-            total, warmup, interval = max(1, self.trainer.max_epochs), int(round(o.warmup_epochs)), "epoch"
-        else:
-            total, interval = max(1, self.trainer.estimated_stepping_batches), "step"
-            warmup = int(round(o.warmup_epochs * total / max(1, self.trainer.max_epochs)))
-        scheduler = warmup_cosine(optimizer, total, warmup, o.min_lr / o.lr)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
+        return optimizer_and_schedule(groups, o, self.trainer)
 
     # -- the teacher stays out of checkpoints -----------------------------------------------------------------
 

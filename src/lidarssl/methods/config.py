@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from lidarssl.config import AugmentConfig, BackboneConfig, RecipeInfo, Schema, TrainerConfig
 from lidarssl.data.crops import InputCrop
 from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
+from lidarssl.registry import METHODS, TEACHERS
 
 __all__ = ["PretrainConfig", "TeacherConfig", "MethodConfig", "PretrainOptimConfig", "PretrainDataConfig"]
 
@@ -33,7 +34,7 @@ class PretrainDataConfig(Schema):
 class TeacherConfig(Schema):
     """A frozen image teacher of the registry (`lidarssl.models.teachers`)."""
 
-    name: str = "dinov2_vits14"
+    name: Annotated[str, AfterValidator(TEACHERS.check)] = "dinov2_vits14"
     weights: Path | None = Field(None, description="official weights file; null: randomly initialised (tests, demo)")
     image_size: tuple[int, int] | None = Field(None, description="[H, W] the teacher resizes images to")
     options: dict[str, Any] = Field(default_factory=dict)
@@ -42,7 +43,7 @@ class TeacherConfig(Schema):
 class MethodConfig(Schema):
     """The pretext method and its own options (checked against the method's schema)."""
 
-    name: Literal["ppkt", "slidr", "stslidr", "scalr", "also", "nclr"] = "scalr"
+    name: Annotated[str, AfterValidator(METHODS.check)] = "scalr"
     options: dict[str, Any] = Field(default_factory=dict)
 
 

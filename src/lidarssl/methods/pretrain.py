@@ -15,11 +15,7 @@ from lidarssl.data.loader import SampleBuilder, ScanSamples
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, method_class
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.teacher_cache import (
-    TeacherFeatureCache,
-    fill_cache,
-    teacher_cache_key,
-)
+from lidarssl.methods.teacher_cache import fill_cache, teacher_cache
 from lidarssl.models.backbones import BackboneSpec, create_backbone
 from lidarssl.models.teachers import create_teacher
 from lidarssl.models.teachers.base import Teacher
@@ -44,18 +40,6 @@ def build_teacher(config: PretrainConfig) -> Teacher:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
         return create_teacher(t.name, weights=t.weights, image_size=t.image_size, **t.options).freeze()
-
-
-def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
-    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size."""
-    if config.data.teacher_cache is None:
-        return None
-    if config.teacher is None or config.pairing.resize is None:
-        raise ConfigError("data.teacher_cache needs a teacher and a fixed image size (pairing.resize: [H, W])")
-    t = config.teacher
-    settings = {k: v for k, v in (("image_size", t.image_size), ("options", t.options)) if v}
-    key = teacher_cache_key(t.name, t.weights, config.seed, config.pairing.resize, settings)
-    return TeacherFeatureCache(config.data.teacher_cache, key)
 
 
 def open_pretrain_dataset(config: PretrainConfig):

@@ -11,6 +11,7 @@ from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import scalr_loss
 from lidarssl.methods.image import class_images, sample_maps, teacher_maps
+from lidarssl.methods.teacher_cache import teacher_cache
 
 __all__ = ["ScaLR"]
 
@@ -35,8 +36,6 @@ class ScaLR(PretrainMethod):
 
     @classmethod
     def builders(cls, config: PretrainConfig, options: Schema) -> list:
-        from lidarssl.methods.pretrain import teacher_cache
-
         return [PairBuilder(config.pairing, teacher_cache=teacher_cache(config), classes=class_images(config))]
 
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:

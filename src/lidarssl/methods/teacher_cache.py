@@ -15,15 +15,19 @@ import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from lidarssl.data.scan import Scan
-from lidarssl.errors import DataError
+from lidarssl.errors import ConfigError, DataError
 from lidarssl.io import atomic_write, safe_parts
 
-__all__ = ["TeacherFeatureCache", "teacher_cache_key"]
+if TYPE_CHECKING:
+    from lidarssl.methods.config import PretrainConfig
+
+__all__ = ["TeacherFeatureCache", "teacher_cache", "teacher_cache_key"]
 
 
 def teacher_cache_key(name: str, weights: Path | None, seed: int, image_hw: tuple[int, int],
@@ -118,3 +122,15 @@ def fill_cache(cache: TeacherFeatureCache, teacher: torch.nn.Module, images_of: 
             progress(i + 1, count)
     flush()
     return {"computed": computed, "skipped": skipped}
+
+
+def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
+    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size."""
+    if config.data.teacher_cache is None:
+        return None
+    if config.teacher is None or config.pairing.resize is None:
+        raise ConfigError("data.teacher_cache needs a teacher and a fixed image size (pairing.resize: [H, W])")
+    t = config.teacher
+    settings = {k: v for k, v in (("image_size", t.image_size), ("options", t.options)) if v}
+    key = teacher_cache_key(t.name, t.weights, config.seed, config.pairing.resize, settings)
+    return TeacherFeatureCache(config.data.teacher_cache, key)

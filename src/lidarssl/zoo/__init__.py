@@ -8,9 +8,26 @@
 * :mod:`~lidarssl.zoo.origins` and :mod:`~lidarssl.zoo.evaluate`: the preprocessing of each release's origin,
   and ``lidarssl evaluate`` of an imported segmentation release;
 * :mod:`~lidarssl.zoo.export`: ``lidarssl export`` to OpenPCDet or a plain state dict.
+
+The names below are imported on first use, so ``lidarssl import --help`` loads no torch.
 """
 
-from lidarssl.zoo.export import export_backbone
-from lidarssl.zoo.release import import_checkpoint, read_release
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["export_backbone", "import_checkpoint", "read_release"]
+
+_EXPORTS = {"export_backbone": "lidarssl.zoo.export", "import_checkpoint": "lidarssl.zoo.release",
+            "read_release": "lidarssl.zoo.release"}
+
+if TYPE_CHECKING:
+    from lidarssl.zoo.export import export_backbone
+    from lidarssl.zoo.release import import_checkpoint, read_release
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lidarssl.zoo' has no attribute '{name}'")

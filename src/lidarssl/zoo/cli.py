@@ -6,8 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lidarssl.zoo.export import EXPORT_LAYOUTS, EXPORT_TARGETS
-from lidarssl.zoo.formats import FORMATS
+from lidarssl.zoo.formats import EXPORT_LAYOUTS, EXPORT_TARGETS, FORMATS
 from lidarssl.zoo.origins import ORIGINS
 
 __all__ = ["add_zoo_commands", "evaluate_release_command"]

@@ -21,14 +21,12 @@ from lidarssl.checkpoints import load_weights
 from lidarssl.errors import CheckpointError, ConfigError
 from lidarssl.io import atomic_write
 from lidarssl.models.backbones import create_backbone
+from lidarssl.zoo.formats import EXPORT_LAYOUTS, EXPORT_TARGETS
 from lidarssl.zoo.kernels import LAYOUT_NAMES, from_ours
 from lidarssl.zoo.release import lidarssl_version
 
 __all__ = ["EXPORT_LAYOUTS", "EXPORT_TARGETS", "ExportResult", "export_backbone"]
 
-EXPORT_TARGETS = ("openpcdet", "state_dict")
-#: Kernel layouts of the plain state-dict export.
-EXPORT_LAYOUTS = ("spconv2", "spconv1")
 #: The presets OpenPCDet's VoxelBackBone8x holds.
 VOXELNETS = ("voxelnet", "voxelnet_kitti", "voxelnet_tiny")
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+if TYPE_CHECKING:  # torch is imported on use: `lidarssl import --help` lists the formats without it
+    import torch
 
 from lidarssl.errors import CheckpointError
 
-__all__ = ["FORMATS", "Record", "Unwrapped", "network_family", "unwrap"]
+__all__ = ["EXPORT_LAYOUTS", "EXPORT_TARGETS", "FORMATS", "Record", "Unwrapped", "network_family", "unwrap"]
 
 #: Formats ``lidarssl import --format`` accepts, with what each covers.
 FORMATS = {
@@ -30,6 +31,10 @@ FORMATS = {
     "openpcdet": "OpenPCDet checkpoints and exports (model_state with backbone_3d.*)",
     "lidarssl": "lidarssl's own files: backbone.safetensors, plain state_dict exports",
 }
+
+EXPORT_TARGETS = ("openpcdet", "state_dict")
+#: Kernel layouts of the plain state-dict export.
+EXPORT_LAYOUTS = ("spconv2", "spconv1")
 
 Action = Literal["loaded", "renamed", "permuted", "ignored"]
 
@@ -121,6 +126,8 @@ def network_family(keys: Any) -> str | None:
 
 
 def _tensors(mapping: Mapping[str, Any]) -> bool:
+    import torch
+
     return len(mapping) > 0 and all(isinstance(v, torch.Tensor) for v in mapping.values())
 
 
@@ -144,6 +151,8 @@ class _Builder:
              keep: str | None = None, others: Any = None, images: bool = False) -> None:
         """Add ``mapping``'s tensors: wrapper prefixes ``strip`` removed; only keys under ``keep`` (removed too)
         when given, the rest recorded as ignored with ``others(key)``'s reason."""
+        import torch
+
         for key, value in mapping.items():
             source = f"{where}{key}"
             if not isinstance(value, torch.Tensor):

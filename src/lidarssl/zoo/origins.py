@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from lidarssl.batch import Batch, Sample
 from lidarssl.errors import DataError
-from lidarssl.models.backbones.base import Batch, Sample
-from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep
+
+if TYPE_CHECKING:  # `lidarssl import --help` lists the origins without loading torch
+    from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep
 
 __all__ = ["ORIGINS", "Origin", "SeedVoxelPrep", "guess_origin"]
 

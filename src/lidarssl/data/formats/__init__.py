@@ -4,6 +4,8 @@ Every reader takes ``(root, split, ...)``, has ``__len__``, ``__getitem__``, a `
 and a classmethod ``detect(root)`` that says whether a folder is in its layout. The readers of real datasets
 cache their frame list as JSON (``<root>/.lidarssl_index/``, or a per-user cache folder when the dataset is
 read-only); :func:`lidarssl.data.datasets.open_dataset` picks the reader of a folder by asking each in turn.
+A reader is a class decorated with ``@register_reader`` (its ``reader_name`` is the format name) and one line in
+:mod:`lidarssl.registry` declaring that name (which also sets its place in the detection order).
 """
 
 from __future__ import annotations
@@ -17,18 +19,10 @@ from lidarssl.data.formats.pandaset import PandaSet
 from lidarssl.data.formats.semantickitti import SemanticKITTI
 from lidarssl.data.formats.semanticposs import SemanticPOSS
 from lidarssl.data.formats.synthetic import SyntheticDataset
+from lidarssl.registry import READERS
 
-#: Reader class of each format name, in the order layouts are recognised.
-READERS: dict[str, type[FrameReader] | type[SyntheticDataset]] = {
-    "synthetic": SyntheticDataset,
-    "nuscenes": NuScenes,
-    "semanticposs": SemanticPOSS,
-    "semantickitti": SemanticKITTI,
-    "kitti": KITTIObject,
-    "pandaset": PandaSet,
-    "kitti360": KITTI360,
-    "once": ONCE,
-}
+#: Class decorator: makes a reader available under its ``reader_name``.
+register_reader = READERS.register
 
 __all__ = ["KITTI360", "ONCE", "READERS", "FrameReader", "KITTIObject", "NuScenes", "PandaSet", "SemanticKITTI",
-           "SemanticPOSS", "SyntheticDataset"]
+           "SemanticPOSS", "SyntheticDataset", "register_reader"]

@@ -12,6 +12,7 @@ import json
 import os
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
 
@@ -75,10 +76,26 @@ def write_json_atomic(path: Path, doc: dict) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(doc)))
 
 
+@dataclass(frozen=True)
+class FileCheck:
+    """One file a frame needs: what it is, and the sizes that make it plausible.
+
+    ``record`` > 0: the size must be a whole number of records (points). ``points_of``: a label file whose
+    size must be ``label_size`` bytes per point of that point file (of ``points_record`` bytes per point).
+    """
+
+    path: Path
+    kind: str
+    record: int = 0
+    points_of: Path | None = None
+    points_record: int = 0
+    label_size: int = 0
+
+
 class FrameReader:
     """Base of the dataset readers: a frame list built once and cached as JSON, indexing and the class map.
 
-    A subclass sets ``reader_name``, ``splits`` and ``default_split``, implements :meth:`detect`, checks its layout in ``__init__`` before calling
+    A subclass sets ``reader_name``, ``layout``, ``splits`` and ``default_split``, implements :meth:`detect`, checks its layout in ``__init__`` before calling
     :meth:`_open_index`, and implements :meth:`_list_frames` and :meth:`_read`. A frame is a list of plain
     JSON values, usually strings (``["00", "000000"]``); a reader whose frames need more than file names to be
     read (nuScenes: resolved calibration records) stores them there too, so the index stays plain JSON.
@@ -90,6 +107,12 @@ class FrameReader:
     """
 
     reader_name: ClassVar[str]
+    #: The files that make a folder this format, for messages (every reader's, when none recognises a folder).
+    layout: ClassVar[str]
+    #: What ``<split>@<p>%`` counts by default: ``"scenes"`` or ``"frames"``.
+    fraction_rule: ClassVar[str] = "frames"
+    #: Whether the reader takes the ``splits`` option (scene lists) and serves those lists as its own splits.
+    reads_scene_lists: ClassVar[bool] = False
     splits: ClassVar[tuple[str, ...]]
     default_split: ClassVar[str] = "train"
     class_map: ClassMap
@@ -109,6 +132,26 @@ class FrameReader:
         self.frames: list[list[str]] = []
         self.shared: dict = {}  # JSON data all frames refer to, cached with them (set by _list_frames)
         self.index_path: Path | None = None  # where the frame index was read from or written to
+
+    # What a frame is: its files (``lidarssl prepare``), the names frame lists use, its scene (named splits) ------
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        raise DataError(f"lidarssl prepare cannot list the files of a {type(self).__name__}")
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        return tuple(str(v) for v in self.frames[index] if isinstance(v, str))
+
+    def frame_scene(self, index: int) -> str:
+        """Name of the scene (nuScenes scene, sequence) frame ``index`` belongs to: the first of several parts."""
+        frame = self.frames[index]
+        return str(frame[0]) if len(frame) > 1 else "/".join(map(str, frame))
+
+    def scene_table(self) -> list[str] | None:
+        """Every scene name in the dataset's own order, where it has one (nuScenes' scene table), else None:
+        named splits of every k-th scene count in this order, or by name."""
+        return None
 
     # Subclass hooks ----------------------------------------------------------------------------------------------
 

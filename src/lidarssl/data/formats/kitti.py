@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     calib_matrix,
@@ -33,6 +34,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 # Splits read whole folders, or the frame lists of ImageSets/ (the common 3712 / 3769 train / val split).
 _FOLDER_SPLITS = {"training": "training", "testing": "testing"}
@@ -41,6 +43,7 @@ _LIST_SPLITS = {"train": "training", "val": "training", "trainval": "training", 
 _LAYOUT = "<root>/training/velodyne/NNNNNN.bin with image_2/NNNNNN.png and calib/NNNNNN.txt (or <root>/testing/...)"
 
 
+@READERS.register
 class KITTIObject(FrameReader):
     """KITTI object scans as :class:`~lidarssl.data.scan.Scan`, with ``image_2`` as their camera.
 
@@ -64,6 +67,7 @@ class KITTIObject(FrameReader):
     """
 
     reader_name = "kitti"
+    layout = "training/velodyne/NNNNNN.bin"
     splits = (*_FOLDER_SPLITS, *_LIST_SPLITS)
     default_split = "training"
 
@@ -116,6 +120,20 @@ class KITTIObject(FrameReader):
         velo_to_cam = homogeneous(calib_matrix(calib, "Tr_velo_to_cam", (3, 4), path))
         check_rigid(str(path), "Tr_velo_to_cam", velo_to_cam)
         return camera_from_projection(calib_matrix(calib, "P2", (3, 4), path), homogeneous(R0) @ velo_to_cam, path)
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        (stem,) = self.frames[index]
+        out = [FileCheck(self.velodyne / f"{stem}.bin", "point file", record=16)]
+        if self.with_images:
+            out += [FileCheck(self.folder / "image_2" / f"{stem}.png", "camera image"),
+                    FileCheck(self.folder / "calib" / f"{stem}.txt", "calibration file")]
+        return out
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        (stem,) = self.frames[index]
+        return (stem, self.velodyne.relative_to(self.root).joinpath(f"{stem}.bin").as_posix())
 
     def _read(self, frame: list[str]) -> Scan:
         (stem,) = frame

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     check_choice,
@@ -43,6 +44,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: The rectified perspective cameras (the fisheye image_02 / image_03 are not pinhole cameras).
 CAMERAS = ("image_00", "image_01")
@@ -137,6 +139,7 @@ def read_windows(path: Path) -> list[tuple[str, int, int]]:
 # --- reader --------------------------------------------------------------------------------------------------------
 
 
+@READERS.register
 class KITTI360(FrameReader):
     """KITTI-360's raw Velodyne scans as :class:`~lidarssl.data.scan.Scan`, with the rectified stereo pair.
 
@@ -165,6 +168,7 @@ class KITTI360(FrameReader):
     """
 
     reader_name = "kitti360"
+    layout = "data_3d_raw/<seq>/velodyne_points"
     splits = ("train", "val", "all")
 
     def __init__(
@@ -294,6 +298,21 @@ class KITTI360(FrameReader):
         return self._times[seq]
 
     # Frames ------------------------------------------------------------------------------------------------------
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        seq, stem = self.frames[index]
+        out = [FileCheck(self.raw / seq / "velodyne_points" / "data" / f"{stem}.bin", "point file", record=16)]
+        calibration = set()
+        if self.with_poses:
+            calibration |= {"calib_cam_to_velo.txt", "calib_cam_to_pose.txt"}
+        if self.with_images:
+            out += [FileCheck(self.root / "data_2d_raw" / seq / c / "data_rect" / f"{stem}.png", "camera image")
+                    for c in self.cameras]
+            calibration |= {"calib_cam_to_velo.txt", "perspective.txt"}
+            if any(c != "image_00" for c in self.cameras):
+                calibration.add("calib_cam_to_pose.txt")
+        return out + [FileCheck(self.calibration / name, "calibration file") for name in sorted(calibration)]
 
     def _read(self, frame: list[str]) -> Scan:
         seq, stem = frame

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     check_choice,
@@ -45,6 +46,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
 LIDAR = "LIDAR_TOP"
@@ -104,6 +106,7 @@ def read_split_lists(root: Path, splits: Mapping[str, Sequence[str]] | str | Pat
     return {str(k): tuple(v) for k, v in splits.items()}
 
 
+@READERS.register
 class NuScenes(FrameReader):
     """nuScenes LIDAR_TOP keyframes as :class:`~lidarssl.data.scan.Scan`.
 
@@ -143,6 +146,9 @@ class NuScenes(FrameReader):
     """
 
     reader_name = "nuscenes"
+    layout = "v1.0-*/sample_data.json"
+    fraction_rule = "scenes"  # SLidR's protocol: `<p>%` counts scenes
+    reads_scene_lists = True  # the scene lists of splits.json are splits of the reader itself (`splits` option)
     splits = ("train", "val", "test", "mini_train", "mini_val", "all")
 
     @classmethod
@@ -356,6 +362,35 @@ class NuScenes(FrameReader):
 
     def _sensor_to_global(self, entry: dict) -> np.ndarray:
         return self._ego_to_global(entry) @ self._sensor_to_ego(entry)
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        rec, root = self.frames[index][2], self.root
+        lidar = root / rec["lidar"]["file"]
+        out = [FileCheck(lidar, "lidar file", record=20)]
+        out += [FileCheck(root / s["file"], "lidar sweep", record=20) for s in rec["sweeps"]]
+        if self.with_labels and rec["lidarseg"]:
+            out.append(FileCheck(root / rec["lidarseg"], "lidarseg label file", points_of=lidar, points_record=20,
+                                 label_size=1))
+        if self.with_images:
+            out += [FileCheck(root / rec["cameras"][c]["file"], "camera image")
+                    for c in self.cameras if c in rec["cameras"]]
+        return out
+
+    def scene_table(self) -> list[str] | None:
+        """The scenes in the order of ``scene.json`` (every k-th scene of SLidR's protocol counts in it)."""
+        path = self.tables_dir / "scene.json"
+        if not path.is_file():
+            return None
+        try:
+            return [s["name"] for s in json.loads(path.read_text())]
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path}: unreadable scene table ({e})") from e
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        frame = self.frames[index]
+        return (frame[1], frame[2]["lidar"]["file"], frame[2]["lidar"]["token"])
 
     def _read(self, frame: list[Any]) -> Scan:
         _scene, sample_token, record = frame

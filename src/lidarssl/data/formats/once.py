@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     check_choice,
@@ -36,6 +37,7 @@ from lidarssl.data.labels import load_class_map
 from lidarssl.data.lens import Undistorter, check_distortion
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: ONCE's cameras (devkit order) and where they look.
 CAMERAS = ("cam01", "cam03", "cam05", "cam06", "cam07", "cam08", "cam09")
@@ -77,6 +79,7 @@ class _Sequence:
     undistort: dict[str, Undistorter] = field(default_factory=dict)
 
 
+@READERS.register
 class ONCE(FrameReader):
     """ONCE's ``lidar_roof`` sweeps as :class:`~lidarssl.data.scan.Scan`, with the seven cameras.
 
@@ -103,6 +106,7 @@ class ONCE(FrameReader):
     """
 
     reader_name = "once"
+    layout = "data/<seq>/lidar_roof"
     splits = (*RAW_SPLITS, *LABELLED_SPLITS, "test")
     default_split = "raw_small"
 
@@ -213,6 +217,15 @@ class ONCE(FrameReader):
         return s.undistort[cam](image, str(path))
 
     # Frames ------------------------------------------------------------------------------------------------------
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        seq, frame_id = self.frames[index]
+        folder = self.data / seq
+        out = [FileCheck(folder / "lidar_roof" / f"{frame_id}.bin", "point file", record=16)]
+        if self.with_images:
+            out += [FileCheck(folder / c / f"{frame_id}.jpg", "camera image") for c in self.cameras]
+        return out
 
     def _read(self, frame: list[str]) -> Scan:
         seq, frame_id = frame

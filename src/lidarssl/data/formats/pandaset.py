@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     check_choice,
@@ -41,6 +42,7 @@ from lidarssl.data.formats._dataframe import read_dataframe
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -91,6 +93,7 @@ class _Sequence:
     cameras: dict[str, _Camera]
 
 
+@READERS.register
 class PandaSet(FrameReader):
     """PandaSet sweeps of one lidar as :class:`~lidarssl.data.scan.Scan`.
 
@@ -119,6 +122,7 @@ class PandaSet(FrameReader):
     """
 
     reader_name = "pandaset"
+    layout = "<seq>/lidar/poses.json"
     splits = ("train", "val", "all")
 
     @classmethod
@@ -247,6 +251,22 @@ class PandaSet(FrameReader):
         if index >= len(table):
             raise DataError(f"{source}: has {len(table)} entries but frame {index:02d} needs entry {index}")
         return table[index]
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        seq, stem = self.frames[index]
+        folder = self.root / seq
+        out = [FileCheck(folder / "lidar" / f"{stem}.pkl.gz", "lidar frame")]
+        if self.with_labels:
+            out.append(FileCheck(folder / "annotations" / "semseg" / f"{stem}.pkl.gz", "semseg label file"))
+        if self.with_images:
+            out += [FileCheck(folder / "camera" / c / f"{stem}.jpg", "camera image") for c in self.cameras]
+        return out
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        seq, stem = self.frames[index]
+        return (f"{seq}/{stem}", f"{seq}/lidar/{stem}.pkl.gz")
 
     def _read(self, frame: list[str]) -> Scan:
         seq_name, stem = frame

@@ -21,6 +21,7 @@ from typing import ClassVar
 import numpy as np
 
 from lidarssl.data.formats._common import (
+    FileCheck,
     FrameReader,
     MissingCamera,
     calib_matrix,
@@ -35,6 +36,7 @@ from lidarssl.data.formats._common import (
 from lidarssl.data.labels import load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 #: Sequences of each split, as in the SemanticKITTI benchmark (test sequences have no labels).
 SPLITS: dict[str, tuple[str, ...]] = {
@@ -57,6 +59,7 @@ class _Sequence:
     times: np.ndarray | None  # (F,) seconds
 
 
+@READERS.register
 class SemanticKITTI(FrameReader):
     """SemanticKITTI scans as :class:`~lidarssl.data.scan.Scan`.
 
@@ -107,14 +110,11 @@ class SemanticKITTI(FrameReader):
         self._sequences: dict[str, _Sequence] = {}
         self._open_index(cache_dir, refresh)
 
-    #: Whether this reader's labels are SemanticPOSS's: the only thing that tells the two layouts apart.
-    semanticposs_labels: ClassVar[bool] = False
-
     @classmethod
     def detect(cls, root: Path) -> bool:
-        """A ``sequences`` folder whose labels are (not) SemanticPOSS's, see :func:`holds_semanticposs`."""
-        sequences = next((c for c in (root / "dataset" / "sequences", root / "sequences") if c.is_dir()), None)
-        return sequences is not None and holds_semanticposs(sequences) == cls.semanticposs_labels
+        """A ``sequences`` folder. Readers of the same layout (SemanticPOSS) are declared before this one in
+        :mod:`lidarssl.registry`, so they claim their own folders first."""
+        return any(c.is_dir() for c in (root / "dataset" / "sequences", root / "sequences"))
 
     @classmethod
     def find_sequences(cls, root: Path) -> Path:
@@ -189,6 +189,25 @@ class SemanticKITTI(FrameReader):
 
     # Frames ------------------------------------------------------------------------------------------------------
 
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        seq, stem = self.frames[index]
+        folder = self.sequences_dir / seq
+        scan = folder / "velodyne" / f"{stem}.bin"
+        out = [FileCheck(scan, "point file", record=16)]
+        if self.with_labels:
+            out.append(FileCheck(folder / "labels" / f"{stem}.label", "label file", points_of=scan, points_record=16,
+                                 label_size=4))
+        if self.with_images and (folder / "image_2").is_dir():
+            out.append(FileCheck(folder / "image_2" / f"{stem}.png", "camera image"))
+        return out
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        seq, stem = self.frames[index]
+        rel = (self.sequences_dir / seq / "velodyne" / f"{stem}.bin").relative_to(self.root)
+        return (f"{seq}/{stem}", rel.as_posix())
+
     def _read(self, frame: list[str]) -> Scan:
         seq_name, stem = frame
         folder = self.sequences_dir / seq_name
@@ -233,19 +252,3 @@ class SemanticKITTI(FrameReader):
         if index >= len(table):
             raise DataError(f"{source}: has {len(table)} rows but frame {index:06d} needs row {index}")
         return table[index]
-
-
-def holds_semanticposs(sequences: Path) -> bool:
-    """Whether a SemanticKITTI-layout folder holds SemanticPOSS: by the ids of its first label file, else its name.
-
-    Every SemanticPOSS raw id is at most 22, while any SemanticKITTI scan holds road (40), building (50) or
-    vegetation (70); only without label files does the folder name decide ("SemanticPOSS", "semantic_poss").
-    """
-    from lidarssl.data.formats.semanticposs import MAX_RAW_ID
-
-    for seq in sorted(p for p in sequences.iterdir() if p.is_dir()):
-        labels = sorted((seq / "labels").glob("*.label")) if (seq / "labels").is_dir() else []
-        if labels:
-            raw = np.fromfile(labels[0], dtype="<u4") & 0xFFFF
-            return raw.size > 0 and int(raw.max()) <= MAX_RAW_ID
-    return any("poss" in part.lower() for part in sequences.parts[-3:])

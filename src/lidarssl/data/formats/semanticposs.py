@@ -12,7 +12,12 @@ two apart (every SemanticPOSS id is at most 22, while a SemanticKITTI scan holds
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
+
 from lidarssl.data.formats.semantickitti import SemanticKITTI
+from lidarssl.registry import READERS
 
 #: Sequences of each split. The dataset defines no official split; this is the common one (the SemanticPOSS
 #: paper's, and ALSO/NCLR's downstream configs): sequence 03 held out for validation, the rest for training.
@@ -28,6 +33,7 @@ MAX_RAW_ID = 22
 _LAYOUT = "<root>/dataset/sequences/0X/velodyne/NNNNNN.bin with labels/NNNNNN.label (sequences 00-05)"
 
 
+@READERS.register
 class SemanticPOSS(SemanticKITTI):
     """SemanticPOSS scans as :class:`~lidarssl.data.scan.Scan`.
 
@@ -44,7 +50,25 @@ class SemanticPOSS(SemanticKITTI):
 
     reader_name = "semanticposs"
     splits = tuple(SPLITS)
-    semanticposs_labels = True
     split_sequences = SPLITS
     title = "SemanticPOSS"
     layout = _LAYOUT
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        """A SemanticKITTI layout whose labels are SemanticPOSS's (:func:`holds_semanticposs`)."""
+        return super().detect(root) and holds_semanticposs(cls.find_sequences(root))
+
+
+def holds_semanticposs(sequences: Path) -> bool:
+    """Whether a SemanticKITTI-layout folder holds SemanticPOSS: by the ids of its first label file, else its name.
+
+    Every SemanticPOSS raw id is at most 22, while any SemanticKITTI scan holds road (40), building (50) or
+    vegetation (70); only without label files does the folder name decide ("SemanticPOSS", "semantic_poss").
+    """
+    for seq in sorted(p for p in sequences.iterdir() if p.is_dir()):
+        labels = sorted((seq / "labels").glob("*.label")) if (seq / "labels").is_dir() else []
+        if labels:
+            raw = np.fromfile(labels[0], dtype="<u4") & 0xFFFF
+            return raw.size > 0 and int(raw.max()) <= MAX_RAW_ID
+    return any("poss" in part.lower() for part in sequences.parts[-3:])

@@ -44,9 +44,11 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image
 
+from lidarssl.data.formats._common import FileCheck
 from lidarssl.data.labels import ClassMap, load_class_map
 from lidarssl.data.scan import CameraView, Scan, check_rigid
 from lidarssl.errors import DataError
+from lidarssl.registry import READERS
 
 __all__ = ["CLASS_IMAGES", "FORMAT", "VERSION", "SyntheticDataset", "frame_stem"]
 
@@ -87,6 +89,7 @@ def _read_index(root: Path) -> dict[str, Any]:
     return index
 
 
+@READERS.register
 class SyntheticDataset:
     """A generated synthetic world read back as Scans.
 
@@ -99,6 +102,8 @@ class SyntheticDataset:
     """
 
     reader_name: ClassVar[str] = "synthetic"
+    layout: ClassVar[str] = "index.json"
+    fraction_rule: ClassVar[str] = "scenes"  # `<p>%` of a world counts sequences
     splits: ClassVar[tuple[str, ...]] = ("train", "val", "all")
     default_split: ClassVar[str] = "all"  # what `lidarssl info` and open_dataset(split=None) show
 
@@ -119,6 +124,21 @@ class SyntheticDataset:
 
     def __len__(self) -> int:
         return len(self.frames)
+
+    def frame_files(self, index: int) -> list[FileCheck]:
+        """The files frame ``index`` needs, with the sizes that make each plausible (``lidarssl prepare``)."""
+        frame = self.frames[index]
+        return [FileCheck(self.root / frame["lidar"], "lidar file"),
+                *(FileCheck(self.root / rel, "camera image") for rel in frame["cameras"].values())]
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        """Strings a frame list may name frame ``index`` by: its frame id, lidar file (relative to the root), tokens."""
+        frame = self.frames[index]
+        return (str(frame["id"]), str(frame["lidar"]))
+
+    def frame_scene(self, index: int) -> str:
+        """Name of the scene (sequence) frame ``index`` belongs to."""
+        return str(self.frames[index]["sequence"])
 
     def __repr__(self) -> str:
         return f"SyntheticDataset({str(self.root)!r}, split={self.split!r}, frames={len(self)})"

@@ -29,6 +29,7 @@ from torch import nn
 
 from lidarssl.batch import Batch, Preprocessor, Sample
 from lidarssl.errors import ConfigError, DataError
+from lidarssl.registry import BACKBONES
 
 
 class Backbone(nn.Module, ABC):
@@ -66,20 +67,14 @@ class BackboneSpec:
     collate: Callable[[Sequence[Sample]], Batch]
 
 
-_REGISTRY: dict[str, Callable[..., BackboneSpec]] = {}
-
-
-def register_backbone(fn: Callable[..., BackboneSpec]) -> Callable[..., BackboneSpec]:
-    """Register a preset function under its own name; the function takes keyword overrides only."""
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"backbone preset '{fn.__name__}' is registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+#: Decorator: register a preset function under its own name (declared in ``lidarssl.registry``); the function
+#: takes keyword overrides only.
+register_backbone = BACKBONES.register
 
 
 def list_backbones() -> list[str]:
     """Names of the registered backbone presets, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(BACKBONES.names())
 
 
 def create_backbone(name: str, **overrides: object) -> BackboneSpec:
@@ -92,9 +87,7 @@ def create_backbone(name: str, **overrides: object) -> BackboneSpec:
     Raises:
         ConfigError: unknown preset name or override key, or a value the preset rejects.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown backbone '{name}'; known backbones: {', '.join(list_backbones())}")
-    fn = _REGISTRY[name]
+    fn = BACKBONES.get(name)
     params = inspect.signature(fn).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(overrides) - set(params))

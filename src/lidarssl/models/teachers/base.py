@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import pickle
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lidarssl.errors import CheckpointError, ConfigError
+from lidarssl.registry import TEACHERS
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -279,23 +280,14 @@ def key_sample(keys: Any, limit: int = 6) -> str:
     return ", ".join(map(str, keys[:limit])) + (f", ... ({len(keys)} keys)" if len(keys) > limit else "")
 
 
-_REGISTRY: dict[str, Callable[..., Teacher]] = {}
-
-
-def register_teacher(fn: Callable[..., Teacher]) -> Callable[..., Teacher]:
-    """Register a teacher variant under its function's name.
-
-    The function takes ``weights`` (a path or ``None``) and keyword options, and returns a frozen teacher.
-    """
-    if fn.__name__ in _REGISTRY:
-        raise ValueError(f"teacher '{fn.__name__}' is registered twice")
-    _REGISTRY[fn.__name__] = fn
-    return fn
+#: Decorator: register a teacher variant under its function's name (declared in ``lidarssl.registry``). The
+#: function takes ``weights`` (a path or ``None``) and keyword options, and returns a frozen teacher.
+register_teacher = TEACHERS.register
 
 
 def list_teachers() -> list[str]:
     """Names of the registered teacher variants, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(TEACHERS.names())
 
 
 def create_teacher(name: str, weights: str | Path | None = None, **options: Any) -> Teacher:
@@ -312,11 +304,10 @@ def create_teacher(name: str, weights: str | Path | None = None, **options: Any)
         ConfigError: unknown name or option.
         CheckpointError: missing, unreadable or mismatching weights file.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown teacher '{name}'; known teachers: {', '.join(list_teachers())}")
+    fn = TEACHERS.get(name)
     if isinstance(weights, str) and weights.strip().lower() in ("", "none", "null"):
         weights = None
-    return _REGISTRY[name](weights=weights, **options)
+    return fn(weights=weights, **options)
 
 
 def build(teacher: Teacher, weights: str | Path | None) -> Teacher:
