@@ -177,6 +177,16 @@ class SplitView:
             raise IndexError(f"split '{self.split}' of {self.root}: frame {index} out of range ({n} frames)")
         return self.base[self.indices[index]]
 
+    # The reader's per-frame methods take the base reader's index: map ours to it.
+    def frame_files(self, index: int) -> Any:
+        return self.base.frame_files(self.indices[index])
+
+    def frame_keys(self, index: int) -> tuple[str, ...]:
+        return frame_keys(self.base, self.indices[index])
+
+    def frame_scene(self, index: int) -> str:
+        return frame_scene(self.base, self.indices[index])
+
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or "base" not in self.__dict__:
             raise AttributeError(name)
