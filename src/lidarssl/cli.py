@@ -32,7 +32,7 @@ BACKBONES = ("minkunet18", "minkunet18_sc", "minkunet34", "minkunet34_half", "mi
              "spvcnn", "spvcnn_half", "spvcnn_tiny", "voxelnet", "voxelnet_kitti", "voxelnet_tiny", "waffleiron",
              "waffleiron_12_64", "waffleiron_48_256", "waffleiron_48_384", "waffleiron_48_768", "waffleiron_4_32")
 #: Pretraining methods (lidarssl.methods.base.list_methods()).
-METHODS = ("also", "nclr", "ppkt", "scalr", "slidr", "stslidr")
+METHODS = ("also", "depthcontrast", "nclr", "pointcontrast", "ppkt", "scalr", "slidr", "stslidr")
 #: Image teachers (lidarssl.models.teachers.base.list_teachers()).
 TEACHERS = ("dino_vitb16", "dino_vitb8", "dino_vits16", "dino_vits8", "dinov2_vitb14", "dinov2_vitg14",
             "dinov2_vitl14", "dinov2_vits14", "oracle", "resnet18_semantic", "resnet50", "resnet50_dilated")

@@ -51,6 +51,7 @@ class AugmentedScan:
         row_of_point: (N,) feature row of each scan point, -1 for points the backbone did not keep.
         camera: the camera an input crop drew (its frustum holds every kept point; pairing uses only it), or
             ``None``.
+        index: the scan's index in its dataset.
     """
 
     scan: Scan
@@ -59,6 +60,7 @@ class AugmentedScan:
     kept: np.ndarray
     row_of_point: np.ndarray
     camera: int | None = None
+    index: int = 0
 
 
 class SampleBuilder(Protocol):
@@ -135,7 +137,8 @@ def augment_scan(scan: Scan, prep: Preprocessor, rng: np.random.Generator | None
     sample["kept"] = kept
     row_of_point = np.full(len(points), -1, np.int64)
     row_of_point[kept] = np.arange(len(kept))
-    return sample, AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point, camera=camera)
+    return sample, AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point, camera=camera,
+                                 index=index)
 
 
 class ScanCollate:

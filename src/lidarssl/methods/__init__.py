@@ -1,6 +1,6 @@
 """Pretext methods: one LightningModule each, registered by name for `lidarssl pretrain` recipes."""
 
-from lidarssl.methods import also, nclr, ppkt, scalr, slidr  # noqa: F401  (register the methods)
+from lidarssl.methods import also, depthcontrast, nclr, pointcontrast, ppkt, scalr, slidr  # noqa: F401  (register the methods)
 from lidarssl.methods.base import (
     PretrainMethod,
     list_methods,

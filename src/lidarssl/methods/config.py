@@ -42,7 +42,7 @@ class TeacherConfig(Schema):
 class MethodConfig(Schema):
     """The pretext method and its own options (checked against the method's schema)."""
 
-    name: Literal["ppkt", "slidr", "stslidr", "scalr", "also", "nclr"] = "scalr"
+    name: Literal["ppkt", "slidr", "stslidr", "scalr", "also", "nclr", "pointcontrast", "depthcontrast"] = "scalr"
     options: dict[str, Any] = Field(default_factory=dict)
 
 
