@@ -272,3 +272,45 @@ def test_match_accuracy_chance_and_perfect():
     eye = torch.eye(16)
     assert match_accuracy(eye, eye) == 1.0
     assert match_accuracy(eye, eye[torch.roll(torch.arange(16), 1)]) == 0.0
+
+
+# --- a tiny training run -------------------------------------------------------------------------------------------
+
+
+def test_pointcontrast_learns_to_match_held_out_points(tiny_world: Path, tmp_path: Path, one_thread):
+    """Ten steps on the 4 training scans: the pretext loss falls and the embeddings of the 2 held-out scans find
+    their matched point among 256 (chance 1/256) far more often than before training. Measured: loss 5.15 -> 4.22,
+    accuracy 3 % -> 34 %; the asserts leave a factor of 3 or more on each."""
+    config = _config("pointcontrast", tiny_world, tmp_path)
+    torch.manual_seed(0)
+    module, spec, builders = build_method(config)
+    augment = config.augment.point_augment()
+    train = ScanSamples(open_dataset(tiny_world, split="train"), spec.prep, builders, seed=0, augment=augment)
+    val = ScanSamples(open_dataset(tiny_world, split="val"), spec.prep, builders, seed=1, augment=augment)
+    collate = ScanCollate(spec.prep, builders)
+
+    def held_out_accuracy() -> float:
+        module.eval()
+        scores = []
+        with torch.no_grad():
+            for epoch in range(3):
+                q, k = module.pairs(collate([val[(i, 100 + epoch)] for i in range(len(val))]))
+                pick = torch.randperm(len(q), generator=torch.Generator().manual_seed(epoch))[:256]
+                scores.append(match_accuracy(q[pick], k[pick]))
+        module.train()
+        return float(np.mean(scores))
+
+    before = held_out_accuracy()
+    optimizer = torch.optim.AdamW([p for _, p in module.trainable()], lr=0.01)
+    losses = []
+    for step in range(10):
+        loss = module.losses(collate([train[(i, step)] for i in range(len(train))]))["pointcontrast"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    after = held_out_accuracy()
+    print(f"pointcontrast tiny run: loss {losses[0]:.2f} -> {losses[-1]:.2f}, held-out matching {before:.1%} -> "
+          f"{after:.1%} (chance {1 / 256:.1%})")
+    assert losses[-1] < losses[0] - 0.3
+    assert after > 3 * before and after > 25 / 256
