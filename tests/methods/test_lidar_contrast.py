@@ -314,3 +314,24 @@ def test_pointcontrast_learns_to_match_held_out_points(tiny_world: Path, tmp_pat
           f"{after:.1%} (chance {1 / 256:.1%})")
     assert losses[-1] < losses[0] - 0.3
     assert after > 3 * before and after > 25 / 256
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["pointcontrast", "depthcontrast"])
+def test_cli_pretrains_on_a_world_without_cameras(method: str, tiny_world: Path, tmp_path: Path, one_thread,
+                                                   capsys: pytest.CaptureFixture):
+    from lidarssl.cli import main
+
+    run = [f"{method}-wi-synthetic", f"data.root={tiny_world}", "data.num_workers=0", *TINY_WI, TINY[method],
+           "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false"]
+    if method == "depthcontrast":  # the world has 4 training scans: a longer queue is refused before training
+        assert main(["pretrain", *run, f"out={tmp_path / 'long'}", "method.options.queue=65536"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("method.options.queue=65536 is longer than the 4 scans of the dataset (keys of one scan "
+                            "would be its own negatives); set method.options.queue to at most 4")
+        assert len(err.splitlines()) == 1
+        run.append("method.options.queue=4")
+    assert main(["pretrain", *run, f"out={tmp_path / 'run'}"]) == 0
+    assert (tmp_path / "run" / "backbone.safetensors").is_file()
