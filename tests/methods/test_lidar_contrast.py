@@ -116,7 +116,7 @@ def test_point_info_nce_equals_the_papers_equation_and_samples_npos_pairs():
 
 def test_pointcontrast_loss_path_equals_the_reference(tiny_world: Path, tmp_path: Path, one_thread):
     config = _config("pointcontrast", tiny_world, tmp_path, "method.options.npos=100000",
-                     "method.options.min_positives_per_scan=false")
+                     "method.options.require_positives=false")
     module, batch = _batch(config, tiny_world)
     loss = module.losses(batch)["pointcontrast"]
     # the original's order: F0 = model(view0), F1 = model(view1), both normalised by the network; q = F0[pairs[:,0]]

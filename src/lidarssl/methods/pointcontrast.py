@@ -32,7 +32,7 @@ from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import gather_across_processes, info_nce, sample_pairs
-from lidarssl.methods.views import SecondViewBuilder
+from lidarssl.methods.views import SecondViewBuilder, check_poses
 
 __all__ = ["PointContrast", "PointContrastOptions", "point_info_nce", "match_accuracy"]
 
@@ -42,9 +42,9 @@ class PointContrastOptions(Schema):
     temperature: float = Field(0.4, gt=0, description="nceT (released launch scripts: 0.4)")
     npos: int = Field(4096, gt=1, description="matched pairs drawn per batch (fewer matched: all of them)")
     match_radius: float = Field(0.15, gt=0, description="metres; PointContrast: 1.5 x the voxel size")
-    min_positives_per_scan: bool = Field(
-        True, description="a scan matching fewer points than npos / batch_size is an error (the original uses "
-        "whatever it finds)")
+    require_positives: bool = Field(
+        True, description="a scan matching fewer points than npos / batch_size is an error (false: use what it "
+        "finds, as the original)")
     sequence_offset: int = Field(0, ge=0, description="0: two augmentations of one scan; k: the scan k frames away "
                                  "in the split, registered by the ego poses (PointContrast's frame pairs)")
     max_gap: float = Field(1.0, gt=0, description="seconds: a sequence partner further away in time is another "
@@ -88,8 +88,9 @@ class PointContrast(PretrainMethod):
                 raise ConfigError("method.options.sequence_offset needs one dataset, not data.mixture; set "
                                   "method.options.sequence_offset: 0")
             dataset = open_dataset(config.data.root, split=config.data.split, **config.data.options)
+            check_poses(dataset, o.sequence_offset)
         batch = config.trainer.batch_size
-        per_scan = math.ceil(o.npos / batch) if o.min_positives_per_scan else 0
+        per_scan = math.ceil(o.npos / batch) if o.require_positives else 0
         augment = config.augment.point_augment() if config.augment is not None else None
         return [SecondViewBuilder(augment, config.crop, match_radius=o.match_radius, min_matches=per_scan,
                                   batch_size=batch, sequence_offset=o.sequence_offset, max_gap=o.max_gap,

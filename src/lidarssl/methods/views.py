@@ -22,7 +22,7 @@ from lidarssl.data.scan import Scan
 from lidarssl.data.transforms import PointAugment
 from lidarssl.errors import ConfigError, DataError
 
-__all__ = ["SecondViewBuilder", "match_rows", "sequence_partner"]
+__all__ = ["SecondViewBuilder", "check_poses", "match_rows", "sequence_partner"]
 
 
 def match_rows(xyz1: np.ndarray, xyz2: np.ndarray, radius: float, rng: np.random.Generator | None,
@@ -50,6 +50,20 @@ def match_rows(xyz1: np.ndarray, xyz2: np.ndarray, radius: float, rng: np.random
 
 def _has_pose(scan: Scan) -> bool:
     return not np.allclose(scan.ego_pose, np.eye(4))
+
+
+def _no_poses(scan: Scan, other: Scan) -> ConfigError:
+    return ConfigError(f"method.options.sequence_offset: {scan.dataset or 'this dataset'} gives no ego poses (frames "
+                       f"{scan.frame_id} and {other.frame_id} are both at the identity); set "
+                       "method.options.sequence_offset: 0")
+
+
+def check_poses(dataset, offset: int) -> None:
+    """Refuse the sequence option before training when the split's first two partner scans carry no ego pose."""
+    if len(dataset) > offset:
+        first, other = dataset[0], dataset[offset]
+        if not (_has_pose(first) or _has_pose(other)):
+            raise _no_poses(first, other)
 
 
 def sequence_partner(dataset, index: int, offset: int, max_gap: float) -> Scan | None:
@@ -97,9 +111,7 @@ class SecondViewBuilder:
         if other is None:
             return scan, np.eye(4)
         if not (_has_pose(scan) or _has_pose(other)):
-            raise ConfigError(f"method.options.sequence_offset: {scan.dataset or 'this dataset'} gives no ego poses "
-                              f"(frames {scan.frame_id} and {other.frame_id} are both at the identity); set "
-                              "method.options.sequence_offset: 0")
+            raise _no_poses(scan, other)
         return other, np.linalg.inv(other.ego_pose) @ scan.ego_pose
 
     def __call__(self, view: AugmentedScan, rng: np.random.Generator | None) -> Sample:
