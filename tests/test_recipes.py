@@ -161,7 +161,9 @@ PC = ("facebookresearch/PointContrast pretrain/pointcontrast/config/defaults.yam
       "model_n_out 32, bn_momentum 0.05), scripts/ddp_local.sh (lr 0.1, batch 32 on 8 GPUs, npos 4096, nceT 0.4, "
       "max_iter 60000), lib/ddp_trainer.py (SGD without dampening)")
 DC = ("facebookresearch/DepthContrast configs/point_vox_lidar_template.yaml (SGD lr 0.12 momentum 0.9 wd 1e-4, cosine "
-      "per epoch to 1.2e-4, 1000 epochs, batch 32, T 0.1, EMBEDDING_DIM 128), models/base_ssl3d_model.py (m 0.999)")
+      "per epoch to 1.2e-4, 1000 epochs, batch 32, T 0.1, EMBEDDING_DIM 128, randomcuboidLidar 0.5-1.0 aspect 0.75 "
+      "npoints 10000), datasets/transforms/augment3d.py (RandomScaleLidar 0.95-1.05), models/base_ssl3d_model.py "
+      "(m 0.999)")
 _PC = {"optim.optimizer": "sgd", "optim.lr": 0.1, "optim.momentum": 0.8, "optim.dampening": 0.0,
        "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.base_batch": 32, "trainer.batch_size": 4,
        "trainer.devices": 8, "method.options.npos": 4096, "method.options.temperature": 0.4,
@@ -170,7 +172,8 @@ _DC = {"optim.optimizer": "sgd", "optim.lr": 0.12, "optim.momentum": 0.9, "optim
        "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.schedule": "epoch", "optim.min_lr": 0.00012,
        "optim.epochs": 1000, "optim.base_batch": 32, "trainer.batch_size": 32, "method.options.temperature": 0.1,
        "method.options.dim": 128, "method.options.momentum": 0.999, "trainer.precision": "32-true",
-       "data.split": "parametrizing"}
+       "data.split": "parametrizing", "crop.cuboid": [0.5, 1.0], "crop.cuboid_aspect": 0.75,
+       "crop.cuboid_min_points": 10000, "augment.scale": [0.95, 1.05]}
 for _b in ("res16unet34c", "minkunet34"):
     PRETRAIN[f"pointcontrast-{_b}-nuscenes"] = {k: (v, PC) for k, v in {**_PC, "backbone.name": _b}.items()}
     PRETRAIN[f"depthcontrast-{_b}-nuscenes"] = {k: (v, DC) for k, v in {**_DC, "backbone.name": _b}.items()}

@@ -152,7 +152,10 @@ def test_moco_info_nce_known_answers_and_reference():
     assert float(perfect) == pytest.approx(math.log(math.exp(1 / tau) + K) - 1 / tau, rel=1e-5)
     assert float(perfect) < 0.002
     g = torch.Generator().manual_seed(0)
-    rand = lambda *s: F.normalize(torch.randn(*s, generator=g), dim=-1)  # noqa: E731
+
+    def rand(*shape: int) -> torch.Tensor:
+        return F.normalize(torch.randn(*shape, generator=g), dim=-1)
+
     far = moco_info_nce(rand(16, 8192), rand(16, 8192), F.normalize(torch.randn(8192, K * 8, generator=g), dim=0), 1.0)
     assert float(far) == pytest.approx(math.log(K * 8 + 1), abs=0.05)  # log of the number of candidates
     q, k, queue = rand(5, 12).double(), rand(5, 12).double(), F.normalize(torch.randn(12, 40, generator=g), dim=0).double()
@@ -190,7 +193,7 @@ def test_depthcontrast_step_equals_the_original_order(tiny_world: Path, tmp_path
         v2 = batch["view2"]
         k = F.normalize(module2.key_head.mlp(scan_max_pool(module2.key_backbone(v2), v2["batch_index"], 2)), dim=1)
         reference = _reference_moco(q, k, queue_before, 0.1)
-    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(float(reference), rel=1e-5)
     for n, p in module.key_backbone.named_parameters():
         assert torch.allclose(p, dict(module2.key_backbone.named_parameters())[n], atol=1e-6)
     assert torch.allclose(module.queue[:, ptr:ptr + 2], k.T, atol=1e-5)  # this batch's keys replace the oldest

@@ -3,7 +3,8 @@
 After facebookresearch/DepthContrast (``models/base_ssl3d_model.py``, ``criterions/nce_loss_moco.py``,
 ``models/trunks/*``, ``configs/point_within_lidar_template.yaml``):
 
-* two views of a scan, augmented on their own; the query encoder embeds view 1, a key encoder embeds view 2;
+* two views of a scan, each cropped to a random vertical box (``randomcuboidLidar``: ``crop.cuboid`` here) and
+  augmented on its own; the query encoder embeds view 1, a key encoder embeds view 2;
 * embedding: the trunk's per-point features max-pooled over the scan, then an MLP head (lidar trunks:
   ``Linear - ReLU - Linear``, ``mlp_dim [128, 128, 128]``; the Res16UNet trunk's ``SMLP`` has no ReLU), then
   L2-normalised (``NORM_EMBEDDING``);
@@ -36,7 +37,7 @@ from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import _compute_dtype, _full_precision, gather_across_processes
 from lidarssl.methods.views import SecondViewBuilder
 
-__all__ = ["DepthContrast", "DepthContrastOptions", "moco_info_nce", "scan_max_pool", "check_queue"]
+__all__ = ["DepthContrast", "DepthContrastOptions", "check_queue", "moco_info_nce", "scan_max_pool"]
 
 
 class DepthContrastOptions(Schema):

@@ -34,7 +34,7 @@ from lidarssl.methods.config import PretrainConfig
 from lidarssl.methods.contrastive import gather_across_processes, info_nce, sample_pairs
 from lidarssl.methods.views import SecondViewBuilder, check_poses
 
-__all__ = ["PointContrast", "PointContrastOptions", "point_info_nce", "match_accuracy"]
+__all__ = ["PointContrast", "PointContrastOptions", "match_accuracy", "point_info_nce"]
 
 
 class PointContrastOptions(Schema):

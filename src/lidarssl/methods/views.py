@@ -66,10 +66,9 @@ def check_poses(dataset, offset: int) -> None:
             raise _no_poses(first, other)
 
 
-def sequence_partner(dataset, index: int, offset: int, max_gap: float) -> Scan | None:
-    """The scan ``offset`` frames after ``index`` (or before, at the end of the split) when it was taken within
-    ``max_gap`` seconds, i.e. in the same sequence; ``None`` when neither is."""
-    scan = dataset[index]
+def sequence_partner(dataset, index: int, scan: Scan, offset: int, max_gap: float) -> Scan | None:
+    """The scan ``offset`` frames after ``scan`` (number ``index`` of ``dataset``), or before it at the end of the
+    split, when it was taken within ``max_gap`` seconds, i.e. in the same sequence; ``None`` when neither is."""
     for j in (index + offset, index - offset):
         if 0 <= j < len(dataset) and j != index:
             other = dataset[j]
@@ -107,7 +106,7 @@ class SecondViewBuilder:
         scan = view.scan
         if self.sequence_offset == 0:
             return scan, np.eye(4)
-        other = sequence_partner(self.dataset, view.index, self.sequence_offset, self.max_gap)
+        other = sequence_partner(self.dataset, view.index, scan, self.sequence_offset, self.max_gap)
         if other is None:
             return scan, np.eye(4)
         if not (_has_pose(scan) or _has_pose(other)):
