@@ -2,7 +2,8 @@
 
 Generates a world with ``--seed``, trains the semantic 2D teacher ``resnet18_semantic`` on its training split
 (``lidarssl prepare teacher``; it stands in for DINOv2), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with that
-teacher), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on every val point:
+teacher), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on
+every val point:
 
 * linear probing (recipe ``probe-wi-synthetic``) of the pretrained backbone vs a randomly initialised one;
 * few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``) vs the same recipe from scratch,

@@ -158,7 +158,8 @@ def test_moco_info_nce_known_answers_and_reference():
 
     far = moco_info_nce(rand(16, 8192), rand(16, 8192), F.normalize(torch.randn(8192, K * 8, generator=g), dim=0), 1.0)
     assert float(far) == pytest.approx(math.log(K * 8 + 1), abs=0.05)  # log of the number of candidates
-    q, k, queue = rand(5, 12).double(), rand(5, 12).double(), F.normalize(torch.randn(12, 40, generator=g), dim=0).double()
+    q, k = rand(5, 12).double(), rand(5, 12).double()
+    queue = F.normalize(torch.randn(12, 40, generator=g), dim=0).double()
     assert float(moco_info_nce(q, k, queue, tau)) == pytest.approx(float(_reference_moco(q, k, queue, tau)), rel=1e-10)
 
 

@@ -1,6 +1,7 @@
 """Pretext methods: one LightningModule each, registered by name for `lidarssl pretrain` recipes."""
 
-from lidarssl.methods import also, depthcontrast, nclr, pointcontrast, ppkt, scalr, slidr  # noqa: F401  (register the methods)
+# importing the method modules registers them
+from lidarssl.methods import also, depthcontrast, nclr, pointcontrast, ppkt, scalr, slidr  # noqa: F401
 from lidarssl.methods.base import (
     PretrainMethod,
     list_methods,
