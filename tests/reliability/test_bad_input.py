@@ -231,3 +231,111 @@ def test_an_empty_scan_or_one_outside_the_field_of_view_names_its_frame():
     with pytest.raises(DataError, match=r"^/d/5.npz: frame 000-5: no point of the scan \(5 points\) lies strictly "
                        r"inside the field of view"):
         samples[(1, 0)]
+
+
+# Crafted PandaSet frames: pickles built only from the names the restricted unpickler allows, whose values would
+# make numpy, pandas or pyarrow read or write memory outside the file's buffers. Each runs in a subprocess, so a
+# segfault fails the test instead of ending pytest.
+
+_CRAFT = '''
+import gzip, pickle, struct, sys
+import numpy as np, pandas as pd
+from numpy._core.multiarray import _reconstruct
+from pandas._libs.internals import BlockPlacement, _unpickle_block
+from pandas.core.indexes.base import _new_Index
+from pandas.core.internals.managers import BlockManager
+
+class Dtype:  # an object dtype whose state drops the "holds objects" flag: raw file bytes become pointers
+    def __reduce__(self):
+        return np.dtype, ("O8", False, True), (3, "|", None, None, None, -1, -1, 0)
+
+class Pointers:
+    def __reduce__(self):
+        return _reconstruct, (np.ndarray, (0,), b"b"), (1, (6,), Dtype(), False, b"\\x41" * 48)
+
+class Placement:
+    def __reduce__(self):
+        return BlockPlacement, (slice(100000, 100006),)
+
+class Block:
+    def __reduce__(self):
+        return _unpickle_block, (np.zeros((6, 2)), Placement(), 2)
+
+class Frame:  # a DataFrame whose manager is given by the crafted axes and blocks
+    def __init__(self, columns, blocks):
+        self.columns, self.blocks = columns, blocks
+    def __reduce__(self):
+        return pd.DataFrame, (Manager(self.columns, self.blocks),)
+
+class Manager:
+    def __init__(self, columns, blocks):
+        self.columns, self.blocks = columns, blocks
+    def __reduce__(self):
+        return BlockManager, (self.blocks, [self.columns, pd.RangeIndex(2)])
+
+class Columns:
+    def __reduce__(self):
+        return _new_Index, (pd.Index, {"data": Pointers(), "name": None})
+
+def strings(end):
+    frame = pd.DataFrame({c: np.zeros(2) for c in "xyzit"} | {"d": np.zeros(2, np.int64), "s": ["ab", "c"]})
+    data = pickle.dumps(frame, protocol=5)
+    good = struct.pack("<3q", 0, 2, 3)
+    assert data.count(good) == 1
+    return data.replace(good, struct.pack("<3q", 0, 2, end))
+
+case, path = sys.argv[1:]
+data = {"offsets": lambda: strings(1_400_000), "far-offsets": lambda: strings(2**40),
+        "dtype": lambda: pickle.dumps(Columns(), protocol=4),
+        "placement": lambda: pickle.dumps(Frame(pd.Index(list("xyzitd")), (Block(),)), protocol=4)}[case]()
+open(path, "wb").write(gzip.compress(data))
+'''
+
+
+@pytest.fixture(scope="module")
+def pandaset_world(tmp_path_factory) -> Path:
+    pytest.importorskip("pandas")
+    from lidarssl.synthetic.writers import write_pandaset
+
+    root = tmp_path_factory.mktemp("pandaset") / "ps"
+    write_pandaset({"seed": 1, "image_size": [64, 36]}, root, 2, frames_per_sequence=2, val_fraction=0.0)
+    return root
+
+
+@pytest.mark.parametrize("case, holds", [
+    ("offsets", "a pyarrow string array whose offsets or lengths do not fit its buffers"),
+    ("far-offsets", "a pyarrow string array whose offsets or lengths do not fit its buffers"),
+    ("dtype", "a dtype state numpy does not write"),
+    ("placement", "a block placement outside the frame's columns"),
+])
+def test_a_crafted_pandaset_frame_reads_no_memory_outside_it(pandaset_world: Path, tmp_path: Path, case: str,
+                                                              holds: str):
+    import subprocess
+    import sys
+
+    root = tmp_path / "ps"
+    shutil.copytree(pandaset_world, root)
+    target = sorted(root.glob("*/lidar/00.pkl.gz"))[0]
+    subprocess.run([sys.executable, "-c", _CRAFT, case, str(target)], check=True)
+    message = (f"{target}: the lidar frame is damaged or crafted: it holds {holds}; replace the file with the "
+               "dataset's original")
+
+    def lidarssl(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "lidarssl.cli", *args], capture_output=True, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        assert done.returncode == 2 and "Traceback" not in done.stderr, (done.returncode, done.stderr[-2000:])
+        return done
+
+    def data_files() -> dict:  # the frame index a reader caches beside the data may be written; the data not
+        return {k: v for k, v in _snapshot(root).items() if not k.startswith(".lidarssl_index")}
+
+    before = data_files()
+    done = lidarssl("info", str(root), "--format", "pandaset")
+    assert (done.stdout, done.stderr) == ("", f"lidarssl info: error: {message}\n")
+    assert data_files() == before
+    if case != "offsets":
+        return
+    done = lidarssl("prepare", "pandaset", "--root", str(root))
+    assert f"\n    {message}\n" in done.stdout and len(done.stdout) < 2000
+    assert done.stderr == (f"lidarssl prepare: error: 1 problem files in {root} (listed above); restore them, then "
+                           f"rerun `lidarssl prepare pandaset --root {root}`\n")
