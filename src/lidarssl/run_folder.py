@@ -135,18 +135,11 @@ def check_resume_config(out: Path, config: BaseModel, allow_changes: bool) -> li
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint, loaded without running code (``weights_only=True``); a CheckpointError otherwise."""
-    import pickle
-    import zipfile
-
-    import torch
+    from lidarssl.checkpoints import load_torch_file
 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        detail = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch adds paragraphs of advice
-        raise CheckpointError(f"{path}: not a readable checkpoint, damaged or truncated ({detail[:160]})") from None
+    state = load_torch_file(path)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path}: not a lidarssl training checkpoint (no state_dict)")
     return state

@@ -339,3 +339,87 @@ def test_a_crafted_pandaset_frame_reads_no_memory_outside_it(pandaset_world: Pat
     assert f"\n    {message}\n" in done.stdout and len(done.stdout) < 2000
     assert done.stderr == (f"lidarssl prepare: error: 1 problem files in {root} (listed above); restore them, then "
                            f"rerun `lidarssl prepare pandaset --root {root}`\n")
+
+
+class _Code:
+    """Unpickling this would call os.system: the code a malicious weights file would run."""
+
+    def __reduce__(self):
+        return os.system, ("echo pwned",)
+
+
+def _unreadable_files(folder: Path) -> dict[str, tuple[Path, str]]:
+    """Files torch.load(weights_only=True) refuses, with what the message says of each."""
+    import pickle
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch_file = "expected a .pt/.pth/.ckpt file written by torch.save"
+    cases = {
+        "4 bytes": (b"\x80\x02\x8a\x0a", f"not a PyTorch checkpoint (an old-format torch.save file, damaged or "
+                                         f"truncated); {torch_file}"),
+        "text": (b"epoch: 3\nweights: none\n", f"not a PyTorch checkpoint (a text file); {torch_file}"),
+        "protocol 5": (pickle.dumps({"w": 1}, protocol=5), f"not a PyTorch checkpoint (a plain pickle (protocol 5)); "
+                                                           f"{torch_file}"),
+        "code": (pickle.dumps(_Code(), protocol=2), "refused: unpickling it would call posix.system, which is code, "
+                                                    "not weights (lidarssl reads checkpoints with "
+                                                    "torch.load(weights_only=True) only)"),
+        "empty": (b"", f"empty file; {torch_file}"),
+    }
+    files = {}
+    for name, (data, message) in cases.items():
+        path = folder / f"{name.replace(' ', '-')}.pth"
+        path.write_bytes(data)
+        files[name] = (path, f"{path}: {message}")
+    return files
+
+
+def test_every_unreadable_weights_file_is_one_checkpoint_error(tmp_path: Path):
+    """200 random-byte files and the kinds above, through each reader of torch files: one line each, naming the
+    file, never torch's advice to load with weights_only=False."""
+    import random
+
+    from lidarssl.errors import CheckpointError
+    from lidarssl.models.teachers.base import read_checkpoint as read_teacher
+    from lidarssl.run_folder import read_checkpoint as read_run
+    from lidarssl.zoo.reading import torch_load
+
+    rng = random.Random(0)
+    paths = []
+    for i in range(200):
+        path = tmp_path / f"random{i}.pth"
+        path.write_bytes(rng.randbytes(rng.randint(1, 400)))
+        paths.append((path, None))
+    paths += _unreadable_files(tmp_path / "kinds").values()
+    for read in (read_run, read_teacher, lambda p: torch_load(p, str(p))):
+        for path, message in paths:
+            with pytest.raises(CheckpointError) as caught:
+                read(path)
+            text = str(caught.value)
+            assert text.startswith(f"{path}: ") and "\n" not in text and "weights_only=False" not in text, text
+            assert message is None or text == message
+
+
+@pytest.mark.parametrize("kind", ["4 bytes", "text", "protocol 5", "code"])
+def test_an_unreadable_checkpoint_is_one_line_in_every_command(run: Path, tiny_world: Path, camera_world: Path,
+                                                              tmp_path: Path, kind: str, capsys):
+    path, message = _unreadable_files(tmp_path / "files")[kind]
+    before = _snapshot(run)
+    assert _error(capsys, ["evaluate", str(run), "--checkpoint", str(path)]) == f"lidarssl evaluate: error: {message}"
+    assert _snapshot(run) == before
+    assert _error(capsys, ["import", str(path), "--out", str(tmp_path / "imported")]) == (
+        f"lidarssl import: error: {message}")
+    assert not (tmp_path / "imported").exists()
+    assert _error(capsys, ["prepare", "teacher-features", "--root", str(camera_world), "--split", "train",
+                           "recipe=scalr-wi-synthetic", f"data.teacher_cache={tmp_path / 'cache'}",
+                           "teacher.name=resnet18_semantic", f"teacher.weights={path}"]) == (
+        f"lidarssl prepare: error: {message}")
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob("*.npy"))
+    resumed = tmp_path / "resumed"
+    shutil.copytree(run, resumed)
+    for ckpt in (resumed / "checkpoints").glob("*.ckpt"):
+        shutil.copyfile(path, ckpt)
+    before = _snapshot(resumed)
+    err = _error(capsys, ["train", "--resume", "--allow-config-change", *_config(tiny_world, resumed)])
+    assert err.startswith(f"lidarssl train: error: {resumed}: no readable checkpoint to resume from ("), err
+    assert "weights_only=False" not in err
+    assert _snapshot(resumed) == before
