@@ -423,3 +423,54 @@ def test_an_unreadable_checkpoint_is_one_line_in_every_command(run: Path, tiny_w
     assert err.startswith(f"lidarssl train: error: {resumed}: no readable checkpoint to resume from ("), err
     assert "weights_only=False" not in err
     assert _snapshot(resumed) == before
+
+
+def test_a_kill_during_the_first_checkpoint_write_leaves_a_folder_one_command_restarts(run: Path, tiny_world: Path,
+                                                                                       tmp_path: Path, capsys):
+    """A run killed while writing its first checkpoint leaves config.yaml and a 0-byte temporary checkpoint;
+    --resume names the command that restarts it, that command works, and the orphan is gone."""
+    out = tmp_path / "killed"
+    out.mkdir()
+    (out / "config.yaml").write_text((run / "config.yaml").read_text().replace(str(run), str(out)))
+    (out / "checkpoints").mkdir()
+    orphan = out / "checkpoints" / ".epoch000.ckpt.k1ll3d.tmp"
+    orphan.write_bytes(b"")
+    assert _error(capsys, ["train", "--resume", *_config(tiny_world, out)]) == (
+        f"lidarssl train: error: {out}: no checkpoint to resume from (expected {out / 'checkpoints' / 'last.ckpt'}); "
+        "start the run without --resume")
+    assert not orphan.exists()
+    orphan.write_bytes(b"")
+    assert main(["train", *_config(tiny_world, out)]) == 0
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["epoch000.ckpt", "last.ckpt"]
+
+
+_HOLD_AND_DIE = """
+import os, signal, sys, time
+from pathlib import Path
+from lidarssl.run_folder import RunLock
+
+lock = RunLock(Path(sys.argv[1])).__enter__()
+child = os.fork()  # what a DataLoader worker is
+if child == 0:
+    os.close(1), os.close(2)  # let the test read the parent's output without waiting for this one
+    time.sleep(60)
+    os._exit(0)
+print(child, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_runs_forked_workers_do_not_hold_its_lock(tmp_path: Path):
+    import signal
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _HOLD_AND_DIE, str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    worker = int(done.stdout)
+    try:
+        os.kill(worker, 0)  # the worker outlives its parent...
+        with RunLock(tmp_path):  # ...and does not keep the folder locked
+            pass
+    finally:
+        os.kill(worker, signal.SIGKILL)
