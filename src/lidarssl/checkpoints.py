@@ -29,6 +29,10 @@ __all__ = ["save_weights", "load_weights", "read_metadata", "load_state_dict_str
 def save_weights(path: str | Path, state: Mapping[str, torch.Tensor], metadata: Mapping[str, Any]) -> Path:
     """Save tensors and JSON-serialisable ``metadata`` to a safetensors file, atomically."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    bad = next((k for k, v in tensors.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise CheckpointError(f"{path}: not written: weight {bad} holds NaN or infinite values (a diverged run); "
+                              "lower optim.lr and train again")
     header = {"lidarssl": json.dumps(dict(metadata))}
     return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=header))
 

@@ -8,6 +8,7 @@ key at fault; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -545,6 +546,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and cut short: not an error
         sys.stderr.close()
+    except OSError as exc:  # a full disk, a read-only or missing folder: what and where, not a traceback
+        if args.debug or exc.strerror is None:
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        hint = {errno.ENOSPC: "; free disk space, then rerun", errno.EDQUOT: "; free disk space, then rerun",
+                errno.EROFS: "; choose a writable folder", errno.EACCES: "; choose a writable folder",
+                errno.EPERM: "; choose a writable folder", errno.ENOTDIR: "; choose a writable folder"}
+        print(f"lidarssl {args.command}: error: {where}{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+              f"{hint.get(exc.errno, '')}", file=sys.stderr)
+        return 2
     return 0
 
 

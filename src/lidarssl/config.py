@@ -23,9 +23,10 @@ __all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_reci
 
 
 class Schema(BaseModel):
-    """Base of every config section: unknown keys are errors, values are checked on assignment."""
+    """Base of every config section: unknown keys are errors, values are checked on assignment, and no float
+    is infinite or NaN (``optim.lr=.inf`` would train NaN weights)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class GenerateConfig(Schema):

@@ -474,3 +474,70 @@ def test_a_killed_runs_forked_workers_do_not_hold_its_lock(tmp_path: Path):
             pass
     finally:
         os.kill(worker, signal.SIGKILL)
+
+
+def test_values_that_make_no_sense_are_one_line(tiny_world: Path, run: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    assert _error(capsys, ["train", *_config(tiny_world, out, "optim.lr=.inf")]) == (
+        "lidarssl train: error: overrides: key 'optim.lr': Input should be a finite number (got inf)")
+    assert _error(capsys, ["train", *_config(tiny_world, out, "trainer.devices=2", "trainer.sync_batchnorm=true",
+                                             "trainer.accelerator=cpu")]) == (
+        "lidarssl train: error: trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm has no CPU "
+        "kernel); set trainer.sync_batchnorm=false, or trainer.accelerator=gpu")
+    assert not (out / "config.yaml").exists() and not (out / "checkpoints").exists()
+    world = tmp_path / "world"
+    assert _error(capsys, ["generate", f"out={world}", "frames=2", "image_size=[100000,100000]"]) == (
+        "lidarssl generate: error: image_size 100000x100000 is larger than any camera (8192 pixels a side at most; "
+        "one such image would need 28 GiB); choose e.g. 1600x900")
+    assert not world.exists() or not any(world.iterdir())
+    png = tmp_path / "pca.png"
+    assert _error(capsys, ["viz", "pca", f"{tiny_world},bogus=1", "--weights", str(run / "backbone.safetensors"),
+                           "--out", str(png)]) == (
+        f"lidarssl viz: error: {tiny_world}: the synthetic reader has no option bogus; its options: none")
+    assert not png.exists()
+
+
+def test_a_diverging_run_stops_naming_the_step_and_writes_no_nan_weights(tiny_world: Path, tmp_path: Path, capsys):
+    out = tmp_path / "run"
+    err = _error(capsys, ["train", *_config(tiny_world, out, "optim.lr=1e30", "optim.warmup_epochs=0")])
+    assert err.startswith("lidarssl train: error: step ") and "is not finite (NaN or infinite); stopped before " \
+        "writing weights. The learning rate is the likely cause: lower optim.lr (now " in err, err
+    assert not (out / "backbone.safetensors").exists()
+    assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_weights_with_nan_are_never_written(tmp_path: Path):
+    from lidarssl.checkpoints import save_weights
+    from lidarssl.errors import CheckpointError
+
+    path = tmp_path / "w.safetensors"
+    with pytest.raises(CheckpointError, match=r"w.safetensors: not written: weight b holds NaN or infinite values "
+                                              r"\(a diverged run\); lower optim.lr and train again$"):
+        save_weights(path, {"a": torch.zeros(2), "b": torch.tensor([1.0, float("nan")])}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command, module", [("train", "lidarssl.downstream.train"),
+                                             ("pretrain", "lidarssl.methods.pretrain")])
+def test_ctrl_c_during_training_prints_the_resume_line(tiny_world: Path, tmp_path: Path, command: str, module: str,
+                                                       monkeypatch, capsys):
+    import importlib
+    import signal
+
+    import lightning as L
+
+    class CtrlC(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            raise KeyboardInterrupt
+
+    target = importlib.import_module(module)
+    build = target.build_trainer
+    monkeypatch.setattr(target, "build_trainer", lambda *a, **k: build(*a, **k, extra_callbacks=[CtrlC()]))
+    handler = signal.getsignal(signal.SIGINT)
+    recipe = ["also-wi-synthetic"] if command == "pretrain" else []
+    try:
+        assert main([command, *recipe, *_config(tiny_world, tmp_path / "run")]) == 130
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+    assert capsys.readouterr().err == (f"lidarssl {command}: interrupted; rerun with --resume to continue from the "
+                                       "last finished epoch\n")
