@@ -552,7 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f"{exc.filename}: " if exc.filename is not None else ""
         hint = {errno.ENOSPC: "; free disk space, then rerun", errno.EDQUOT: "; free disk space, then rerun",
                 errno.EROFS: "; choose a writable folder", errno.EACCES: "; choose a writable folder",
-                errno.EPERM: "; choose a writable folder", errno.ENOTDIR: "; choose a writable folder"}
+                errno.EPERM: "; choose a writable folder", errno.ENOTDIR: "; choose a writable folder",
+                errno.EEXIST: "; a file stands where a folder is needed: choose another path"}
         print(f"lidarssl {args.command}: error: {where}{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
               f"{hint.get(exc.errno, '')}", file=sys.stderr)
         return 2

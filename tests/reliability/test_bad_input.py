@@ -541,3 +541,55 @@ def test_ctrl_c_during_training_prints_the_resume_line(tiny_world: Path, tmp_pat
         signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
     assert capsys.readouterr().err == (f"lidarssl {command}: interrupted; rerun with --resume to continue from the "
                                        "last finished epoch\n")
+
+
+def _full_disk(monkeypatch) -> None:
+    """Every atomic write (all of lidarssl's files go through lidarssl.io.atomic_path) finds the disk full."""
+    import errno
+    import types
+
+    def mkstemp(*args, dir=None, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dir))
+
+    monkeypatch.setattr("lidarssl.io.tempfile", types.SimpleNamespace(mkstemp=mkstemp))
+
+
+@pytest.mark.parametrize("command", ["generate", "train", "evaluate", "export", "viz", "features", "prepare teacher"])
+def test_a_full_disk_is_one_line_naming_the_folder(command: str, run: Path, tiny_world: Path, camera_world: Path,
+                                                   tmp_path: Path, monkeypatch, capsys):
+    """ENOSPC injected into the temporary file of the first write (tests run as root, for whom chmod does not
+    make a folder read-only; the real-error case below uses a path under a file)."""
+    out = tmp_path / "out"
+    weights = run / "backbone.safetensors"
+    argv, folder, result = {
+        "generate": (["generate", f"out={out}", "frames=2", "frames_per_sequence=2", "cameras=none"], out / "lidar",
+                     out / "index.json"),
+        "train": (["train", *_config(tiny_world, out)], out, out / "config.yaml"),
+        "evaluate": (["evaluate", str(run)], run / "eval", run / "eval" / "metrics.json"),
+        "export": (["export", str(weights), "--to", "state_dict", "--out", str(out / "w.pth")], out, out / "w.pth"),
+        "viz": (["viz", "pca", str(tiny_world), "--weights", str(weights), "--out", str(out / "p.png")], out,
+                out / "p.png"),
+        "features": (["features", str(weights), str(tiny_world), "--out", str(out)], out / "seed7",
+                     out / "index.json"),
+        "prepare teacher": (["prepare", "teacher", "--root", str(camera_world), f"out={out / 't.safetensors'}",
+                             "epochs=1", "batch_size=4", "image_size=[28,56]"], out, out / "t.safetensors"),
+    }[command]
+    shutil.rmtree(run / "eval", ignore_errors=True)
+    _full_disk(monkeypatch)
+    assert _error(capsys, argv) == (f"lidarssl {argv[0]}: error: {folder}: No space left on device (ENOSPC); free "
+                                    "disk space, then rerun")
+    assert not result.exists()
+    assert not list(out.rglob(".*.tmp")) if out.exists() else True
+
+
+def test_a_folder_that_cannot_be_created_is_one_line(run: Path, tiny_world: Path, tmp_path: Path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    weights = run / "backbone.safetensors"
+    assert _error(capsys, ["export", str(weights), "--to", "state_dict", "--out", str(blocker / "w.pth")]) == (
+        f"lidarssl export: error: {blocker}: File exists (EEXIST); a file stands where a folder is needed: choose "
+        "another path")
+    assert _error(capsys, ["viz", "pca", str(tiny_world), "--weights", str(weights), "--out",
+                           str(blocker / "sub" / "p.png")]) == (
+        f"lidarssl viz: error: {blocker / 'sub'}: Not a directory (ENOTDIR); choose a writable folder")
+    assert blocker.read_text() == "x"
