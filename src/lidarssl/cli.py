@@ -8,6 +8,7 @@ key at fault; ``--debug`` shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -70,9 +71,24 @@ def _generate(config: GenerateConfig, quiet: bool = False) -> Path:
         elif done == total or done % max(1, total // 10) == 0:
             print(f"writing frame {done}/{total}", flush=True)
 
-    world = {"seed": config.seed, "lidar": config.lidar, "cameras": config.cameras, "image_size": config.image_size}
-    write_dataset(world, config.out, config.frames, frames_per_sequence=config.frames_per_sequence,
-                  val_fraction=config.val_fraction, overwrite=config.overwrite, progress=progress)
+    # the sensors of each real layout (its writer refuses others); lidar= and cameras= still override them
+    lidar, cameras = {"semantickitti": ("kitti", "kitti"), "pandaset": ("pandar64", "nuscenes"),
+                      "kitti360": ("kitti", "kitti360"), "once": ("once", "once")}.get(config.layout, (None, None))
+    given = config.model_fields_set
+    world = {"seed": config.seed, "lidar": config.lidar if "lidar" in given or lidar is None else lidar,
+             "cameras": config.cameras if "cameras" in given or cameras is None else cameras,
+             "image_size": config.image_size}
+    shared = {"frames_per_sequence": config.frames_per_sequence, "val_fraction": config.val_fraction,
+              "progress": progress}
+    if config.layout == "native":
+        write_dataset(world, config.out, config.frames, overwrite=config.overwrite, **shared)
+    else:
+        from lidarssl.synthetic import writers
+
+        if config.overwrite:
+            raise ConfigError(f"overwrite=true works for layout=native only; remove {config.out} to write the "
+                              f"{config.layout} layout again")
+        getattr(writers, f"write_{config.layout}")(world, config.out, config.frames, **shared)
     return config.out
 
 
@@ -570,6 +586,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and cut short: not an error
         sys.stderr.close()
+    except OSError as exc:  # a full disk, a read-only or missing folder: what and where, not a traceback
+        if args.debug or exc.strerror is None:
+            raise
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        hint = {errno.ENOSPC: "; free disk space, then rerun", errno.EDQUOT: "; free disk space, then rerun",
+                errno.EROFS: "; choose a writable folder", errno.EACCES: "; choose a writable folder",
+                errno.EPERM: "; choose a writable folder", errno.ENOTDIR: "; choose a writable folder",
+                errno.EEXIST: "; a file stands where a folder is needed: choose another path"}
+        print(f"lidarssl {args.command}: error: {where}{exc.strerror} ({errno.errorcode.get(exc.errno, exc.errno)})"
+              f"{hint.get(exc.errno, '')}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -24,13 +24,14 @@ __all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_reci
 
 
 class Schema(BaseModel):
-    """Base of every config section: unknown keys are errors, values are checked on assignment."""
+    """Base of every config section: unknown keys are errors, values are checked on assignment, and no float
+    is infinite or NaN (``optim.lr=.inf`` would train NaN weights)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class GenerateConfig(Schema):
-    """``lidarssl generate``: a synthetic driving world written in the native layout."""
+    """``lidarssl generate``: a synthetic driving world written in the native layout or a real dataset's."""
 
     out: Path = Path("data/synthetic")
     frames: int = Field(40, gt=0, description="frames in total, over all sequences")
@@ -41,6 +42,8 @@ class GenerateConfig(Schema):
     cameras: Literal["nuscenes", "kitti", "kitti360", "once", "none"] = "nuscenes"
     image_size: tuple[int, int] | None = Field(None, description="width, height of every camera; None: preset's")
     overwrite: bool = Field(False, description="replace a dataset already in `out`")
+    layout: Literal["native", "nuscenes", "semantickitti", "pandaset", "kitti360", "once"] = Field(
+        "native", description="on-disk layout; a real dataset's layout takes its sensors unless lidar/cameras are set")
 
 
 class DataConfig(Schema):

@@ -2,7 +2,9 @@
 
 - :class:`RunLock` holds an exclusive ``fcntl`` lock on ``<out>/run.lock`` for the whole run; a second
   ``lidarssl`` process writing the same folder stops with an error naming the holder (pid, host, command).
-  The kernel drops the lock when its process dies, so a killed run never leaves a stale lock.
+  The kernel drops the lock when its process dies, so a killed run never leaves a stale lock; forked children
+  (DataLoader workers) close their copy of the lock at once, so they cannot keep it after their parent is killed.
+  Opening the folder removes the temporary files of writes a killed run left unfinished (``.NAME.*.tmp``).
 - :func:`absolute_paths` resolves every path of a config before it is stored in ``config.yaml``, so
   ``evaluate`` works from any working directory.
 - :func:`check_resume_config` refuses ``--resume`` with a config other than the stored one (listing the keys
@@ -27,7 +29,7 @@ from pydantic import BaseModel
 from lidarssl.errors import CheckpointError, ConfigError
 
 __all__ = ["RunLock", "check_accelerator", "checkpoint_epoch", "make_run_folder", "absolute_paths", "check_resume_config", "read_checkpoint",
-           "resume_checkpoint"]
+           "remove_unfinished_writes", "resume_checkpoint"]
 
 LOCK_NAME = "run.lock"
 
@@ -60,8 +62,39 @@ def make_run_folder(out: Path) -> Path:
     return out
 
 
+_HELD: set[int] = set()  # descriptors of the run locks this process holds
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child: close the inherited lock descriptors. An flock belongs to the open file, which the
+    child shares; were the child to keep it open, the lock would outlive a parent killed with SIGKILL until
+    every worker had exited too, and ``--resume`` would be refused meanwhile."""
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
+
+
+def remove_unfinished_writes(out: Path) -> list[Path]:
+    """Remove the temporary files (``.NAME.XXXX.tmp``, see :func:`lidarssl.io.atomic_path`) that writes into
+    ``out`` or its subfolders left when their process was killed. Only call it holding the folder's lock: no
+    other writer is then at work."""
+    removed = []
+    for tmp in [*out.glob(".*.tmp"), *out.glob("*/.*.tmp")]:
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 class RunLock:
-    """An exclusive lock on a run folder for the lifetime of the ``with`` block (POSIX ``flock``)."""
+    """An exclusive lock on a run folder for the lifetime of the ``with`` block (POSIX ``flock``); taking it
+    removes the unfinished writes of a killed run (:func:`remove_unfinished_writes`)."""
 
     def __init__(self, out: Path) -> None:
         self.path = out / LOCK_NAME
@@ -81,10 +114,13 @@ class RunLock:
         os.ftruncate(fd, 0)
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}: {' '.join(sys.argv)}\n".encode())
         self._fd = fd
+        _HELD.add(fd)
+        remove_unfinished_writes(self.path.parent)
         return self
 
     def __exit__(self, *exc: object) -> None:
         if self._fd is not None:
+            _HELD.discard(self._fd)
             os.ftruncate(self._fd, 0)  # the file stays (removing it would race a waiting writer); empty = free
             os.close(self._fd)  # closing releases the flock
             self._fd = None
@@ -135,18 +171,11 @@ def check_resume_config(out: Path, config: BaseModel, allow_changes: bool) -> li
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
     """A training checkpoint, loaded without running code (``weights_only=True``); a CheckpointError otherwise."""
-    import pickle
-    import zipfile
-
-    import torch
+    from lidarssl.checkpoints import load_torch_file
 
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, pickle.UnpicklingError, zipfile.BadZipFile) as e:
-        detail = (str(e).splitlines() or [type(e).__name__])[0].split(". ")[0]  # torch adds paragraphs of advice
-        raise CheckpointError(f"{path}: not a readable checkpoint, damaged or truncated ({detail[:160]})") from None
+    state = load_torch_file(path)
     if not isinstance(state, dict) or "state_dict" not in state:
         raise CheckpointError(f"{path}: not a lidarssl training checkpoint (no state_dict)")
     return state

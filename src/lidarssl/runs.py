@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from lidarssl.config import TrainerConfig, to_yaml
 from lidarssl.data.loader import ScanSamples, build_loader
-from lidarssl.errors import CheckpointError
+from lidarssl.errors import CheckpointError, ConfigError
 from lidarssl.io import atomic_write
 from lidarssl.run_folder import (
     RunLock,
@@ -42,7 +42,7 @@ from lidarssl.run_folder import (
 )
 
 __all__ = ["ScanData", "LabelledScanData", "write_run_info", "last_checkpoint", "check_fresh", "build_trainer",
-           "RNGState", "EpochCSV", "run_folder", "is_global_zero"]
+           "RNGState", "EpochCSV", "run_folder", "is_global_zero", "FiniteTraining", "fit", "non_finite"]
 
 
 class ScanData(L.LightningDataModule):
@@ -285,6 +285,9 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
                                                                "mode": "max"}
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
                                  every_n_epochs=1, save_last=True, **keep)
+    if cfg.sync_batchnorm and distributed and not gpu:
+        raise ConfigError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
+                          "set trainer.sync_batchnorm=false, or trainer.accelerator=gpu")
     return L.Trainer(
         default_root_dir=out,
         max_epochs=epochs,
@@ -295,7 +298,7 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
         precision=precision,
         accumulate_grad_batches=cfg.accumulate,
         sync_batchnorm=cfg.sync_batchnorm and distributed,
-        callbacks=[checkpoint, RNGState(), EpochCSV(out / "metrics.csv"), RankAgreement(out / "ranks.json"),
+        callbacks=[FiniteTraining(), checkpoint, RNGState(), EpochCSV(out / "metrics.csv"), RankAgreement(out / "ranks.json"),
                    *([EpochProgressBar()] if cfg.progress_bar else []), *(extra_callbacks or [])],
         logger=TensorBoardLogger(out, name="tensorboard", version=""),
         plugins=[AtomicCheckpointIO()],
@@ -305,3 +308,36 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
         num_sanity_val_steps=0,  # a sanity pass would draw from the RNG before a resumed epoch
         use_distributed_sampler=False,  # our EpochSampler shards by rank with a (seed, epoch) order
     )
+
+
+def non_finite(trainer: L.Trainer, what: str) -> ConfigError:
+    """The error that stops a run whose ``what`` (the loss, a weight) became NaN or infinite at this step."""
+    lr = trainer.optimizers[0].param_groups[0]["lr"] if trainer.optimizers else float("nan")
+    return ConfigError(f"step {trainer.global_step}: the {what} is not finite (NaN or infinite); stopped before "
+                       f"writing weights. The learning rate is the likely cause: lower optim.lr (now {lr:g} at this "
+                       "step) or the loss weights, and start again")
+
+
+class FiniteTraining(L.Callback):
+    """Stop at the first optimiser step whose loss or updated weights are not finite, before the epoch's
+    checkpoint could store them (see :func:`non_finite`)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            raise non_finite(trainer, "loss")
+        bad = next((name for name, p in module.named_parameters()
+                    if p.is_floating_point() and not bool(torch.isfinite(p).all())), None)
+        if bad is not None:
+            raise non_finite(trainer, f"weight {bad}")
+
+
+def fit(trainer: L.Trainer, module: L.LightningModule, data: L.LightningDataModule, ckpt: Path | None) -> None:
+    """``trainer.fit``, with Ctrl-C raised as KeyboardInterrupt (Lightning turns it into ``exit(1)``), so every
+    training command reports an interruption the same way."""
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise

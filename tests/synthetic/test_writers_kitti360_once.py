@@ -194,3 +194,15 @@ def test_once_writer_refusals_and_interrupted_write(tmp_path, interrupt_after_tw
     assert not [p for p in (tmp_path / "cut").rglob(".*")]
     with pytest.raises(DataError, match=r"cut/ImageSets/raw_small.txt: sequence list of split 'raw_small' not found"):
         ONCE(tmp_path / "cut")
+
+
+@pytest.mark.parametrize("layout, dataset", [("kitti360", "kitti360"), ("once", "once")])
+def test_generate_writes_the_layout_from_the_command_line(tmp_path, layout, dataset, capsys):
+    from lidarssl.cli import main
+
+    out = tmp_path / layout
+    assert main(["generate", f"out={out}", "frames=2", "frames_per_sequence=2", "val_fraction=0", f"layout={layout}",
+                 "image_size=[64,36]"]) == 0
+    assert capsys.readouterr().out.endswith(f"inspect them with: lidarssl info {out}\n")
+    assert main(["info", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"dataset: {dataset}  ")

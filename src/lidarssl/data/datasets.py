@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Protocol
 
@@ -11,7 +12,7 @@ import numpy as np
 from lidarssl.data.formats import READERS
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan
-from lidarssl.errors import DataError
+from lidarssl.errors import ConfigError, DataError
 
 
 class Dataset(Protocol):
@@ -55,6 +56,12 @@ def open_reader(root: Path, fmt: str, split: str | None, **options: object) -> D
     reader = READERS[check_format(fmt)]
     if not getattr(reader, "reads_scene_lists", False):
         options.pop("splits", None)
+    params = inspect.signature(reader.__init__).parameters.values()
+    known = [p.name for p in params if p.default is not p.empty and p.kind != p.VAR_KEYWORD and p.name != "split"]
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+        raise ConfigError(f"{root}: the {fmt} reader has no option {', '.join(unknown)}; its options: "
+                          f"{', '.join(known) or 'none'}")
     return reader(root, split=split or reader.default_split, **options)
 
 

@@ -141,7 +141,9 @@ class SegmentationModule(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self._loss(*self._supported(self(batch), batch))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {self.current_epoch}, batch {batch_idx}")
+            from lidarssl.runs import non_finite
+
+            raise non_finite(self.trainer, "loss")
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=int(batch["offsets"].shape[0] - 1))
         return loss

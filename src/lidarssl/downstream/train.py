@@ -27,6 +27,7 @@ from lidarssl.run_folder import read_checkpoint
 from lidarssl.runs import (
     LabelledScanData,
     build_trainer,
+    fit,
     last_checkpoint,
     run_folder,
     write_run_info,
@@ -152,7 +153,9 @@ def _run_segmentation(config: SegmentationConfig, mode: Mode, ckpt: Path | None)
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
     data.resume_from(ckpt)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    fit(trainer, module, data, ckpt)
+    if module.last_confusion is None and ckpt is not None:  # --resume on a finished run: score it again
+        trainer.validate(module, datamodule=data, ckpt_path=ckpt, verbose=False)
     if trainer.is_global_zero:
         save_weights(out / "backbone.safetensors", spec.model.state_dict(),
                      {"backbone": spec.name, "options": config.backbone.options, "mode": mode})

@@ -107,9 +107,10 @@ class PretrainMethod(L.LightningModule, ABC):
         terms = self.losses(batch)
         loss = torch.stack([t.float() for t in terms.values()]).sum()
         if not torch.isfinite(loss):
+            from lidarssl.runs import non_finite
+
             detail = ", ".join(f"{k}={float(v):.4g}" for k, v in terms.items())
-            raise FloatingPointError(f"non-finite pretraining loss at epoch {self.current_epoch}, batch {batch_idx} "
-                                     f"({detail}); lower optim.lr or check the data of this batch")
+            raise non_finite(self.trainer, f"loss ({detail})")
         size = int(batch["offsets"].shape[0] - 1)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=size)
         if len(terms) > 1:

@@ -24,6 +24,7 @@ from lidarssl.recipes import check_recipe_dataset
 from lidarssl.runs import (
     ScanData,
     build_trainer,
+    fit,
     run_folder,
     write_run_info,
 )
@@ -105,7 +106,7 @@ def _run_pretraining(config: PretrainConfig, ckpt: Path | None) -> PretrainResul
     if trainer.is_global_zero:
         write_run_info(out, config, config.seed)
     data.resume_from(ckpt)
-    trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    fit(trainer, module, data, ckpt)
     path = out / "backbone.safetensors"
     if trainer.is_global_zero:
         save_weights(path, spec.model.state_dict(), {"backbone": spec.name, "options": config.backbone.options,

@@ -49,6 +49,10 @@ EPOCH = 1_600_000_000.0
 CAMERA_CULL_RADIUS = 160.0
 
 
+#: the widest camera image a world may render (real cameras are at most ~4k pixels wide)
+MAX_IMAGE_SIDE = 8192
+
+
 def parse_image_size(value: tuple[int, int] | list[int] | str | None) -> tuple[int, int] | None:
     """``(width, height)`` from ``"480x270"``, a pair, or None (preset default).
 
@@ -66,6 +70,9 @@ def parse_image_size(value: tuple[int, int] | list[int] | str | None) -> tuple[i
         raise ConfigError(f"image_size must be WIDTHxHEIGHT such as 480x270, got {value!r}") from None
     if w <= 0 or h <= 0:
         raise ConfigError(f"image_size must be positive, got {w}x{h}")
+    if max(w, h) > MAX_IMAGE_SIDE:
+        raise ConfigError(f"image_size {w}x{h} is larger than any camera ({MAX_IMAGE_SIDE} pixels a side at most; "
+                          f"one such image would need {w * h * 3 / 2**30:.0f} GiB); choose e.g. 1600x900")
     return w, h
 
 

@@ -71,6 +71,7 @@ class PretrainedRun:
         from lidarssl.methods.config import PretrainConfig
         from lidarssl.methods.pretrain import build_teacher
         from lidarssl.models.backbones import create_backbone
+        from lidarssl.run_folder import read_checkpoint
         from lidarssl.runs import last_checkpoint, load_run_config
 
         self.run = Path(run)
@@ -86,10 +87,10 @@ class PretrainedRun:
         # the same frozen teacher as in training: its weights file, or the run's seeded random draw
         module = cls(spec.model, options, config.optim, teacher=build_teacher(config))
         ckpt = Path(checkpoint) if checkpoint is not None else last_checkpoint(self.run)
+        state = read_checkpoint(ckpt)["state_dict"]
         try:
-            state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
             module.load_state_dict(state)
-        except (RuntimeError, KeyError, OSError) as exc:
+        except RuntimeError as exc:
             raise CheckpointError(f"{ckpt}: not a checkpoint of this {name} run ({str(exc).splitlines()[0]})") from None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.module = module.to(self.device).eval()

@@ -10,13 +10,11 @@ whole archive. Nothing is extracted to disk but the one checkpoint, into a tempo
 from __future__ import annotations
 
 import hashlib
-import pickle
 import posixpath
 import re
 import shutil
 import tarfile
 import tempfile
-import warnings
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lidarssl.checkpoints import load_torch_file
 from lidarssl.errors import CheckpointError
 
 __all__ = ["CHECKPOINT_SUFFIXES", "Source", "read_source"]
@@ -43,10 +42,6 @@ _NUMPY_GLOBALS = [
     np.dtypes.Float64DType, np.dtypes.Float32DType, np.dtypes.Int64DType, np.dtypes.Int32DType,
     np.dtypes.BoolDType,
 ]  # fmt: skip
-
-# Everything torch.load raises on a truncated, corrupt or foreign file.
-_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError,
-                AttributeError, UnicodeDecodeError, zipfile.BadZipFile)  # fmt: skip
 
 
 @dataclass
@@ -105,29 +100,7 @@ def torch_load(path: Path, label: str) -> Mapping[str, Any]:
     Raises:
         CheckpointError: the file would import code, is truncated or corrupt, or holds no mapping.
     """
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch warns about pickle protocols it then refuses anyway
-            with torch.serialization.safe_globals(_NUMPY_GLOBALS):
-                obj = torch.load(path, map_location="cpu", weights_only=True)
-    except _LOAD_ERRORS as exc:
-        text = str(exc)
-        found = re.search(r"GLOBAL ([\w.]+)", text)
-        if found:
-            raise CheckpointError(
-                f"{label}: refused: unpickling it would call {found.group(1)}, which is code, not weights "
-                "(lidarssl reads checkpoints with torch.load(weights_only=True) only)"
-            ) from None
-        if "Weights only load failed" in text:
-            detail = next((line.strip() for line in text.splitlines() if "Unsupported" in line), "")
-            raise CheckpointError(
-                f"{label}: not a checkpoint torch.load(weights_only=True) can read ({detail or 'foreign pickle'}); "
-                "expected a PyTorch .pt/.pth/.ckpt file of tensors"
-            ) from None
-        raise CheckpointError(
-            f"{label}: not a readable PyTorch checkpoint, truncated or corrupt ({_first_line(exc)}); "
-            "expected a .pt/.pth/.ckpt file written by torch.save"
-        ) from None
+    obj = load_torch_file(path, label, _NUMPY_GLOBALS)
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{label}: holds a {type(obj).__name__}, expected a dict of tensors or of state dicts")
     return obj

@@ -296,8 +296,9 @@ class PandaSet(FrameReader):
             self._check_classes(semseg / "classes.json")
             table = _read_dataframe(label_path, "semseg labels")
             if "class" not in table.columns or len(table) != len(df):
+                has = "a 'class' column" if "class" in table.columns else "no 'class' column"
                 raise DataError(f"{label_path}: expected a 'class' column with one row per lidar row ({len(df)}), "
-                                f"got columns {list(table.columns)} with {len(table)} rows")
+                                f"got {has} and {len(table)} rows")
             raw_labels = table["class"].to_numpy(np.int64)[keep]
             labels = self.class_map.map(raw_labels, str(label_path))
 

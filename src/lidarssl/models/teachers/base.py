@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lidarssl.checkpoints import load_torch_file
 from lidarssl.errors import CheckpointError, ConfigError
 from lidarssl.registry import TEACHERS
 
@@ -246,16 +247,16 @@ def read_checkpoint(path: str | Path) -> Mapping[str, Any]:
         CheckpointError: the file cannot be read that way, or does not hold a mapping.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix != ".safetensors":
+        obj: Any = load_torch_file(path)
+    else:
+        from safetensors.torch import load_file
 
-            obj: Any = load_file(str(path))
-        else:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: not a readable PyTorch weights file ({first})") from None
+        try:
+            obj = load_file(str(path))
+        except Exception as exc:  # noqa: BLE001 -- safetensors raises several types for a damaged header
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise CheckpointError(f"{path}: not a readable safetensors file ({first})") from None
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: holds a {type(obj).__name__}, expected a dict of tensors")
     return obj
