@@ -284,7 +284,7 @@ def test_a_plugin_is_picked_up_by_help_validation_filters_and_tests(toy_env, tmp
     top, heavy = _help(toy_env)
     assert heavy == "[]" and all(n in top for n in names), top
     pretrain, heavy = _help(toy_env, "pretrain")
-    assert heavy == "[]" and "Methods(method.name):also,nclr,ppkt,scalr,slidr,stslidr,toy." in pretrain
+    assert heavy == "[]" and "Methods(method.name):also,depthcontrast,nclr,pointcontrast,ppkt,scalr,slidr,stslidr,toy." in pretrain
     assert "toy_teacher" in pretrain and "toy_mlp" in pretrain
     # `lidarssl recipes` filters accept them (no shipped recipe uses them: only the header)
     for flag, name in (("--method", "toy"), ("--backbone", "toy_mlp"), ("--dataset", "toyformat")):
