@@ -26,8 +26,8 @@ FORBIDDEN = {
 _ABOVE_BASE = {"data", "models", "methods", "downstream", "synthetic", "viz", "zoo", "cli", "runs", "features"}
 #: Root module -> modules and subpackages of lidarssl it must never import: the base layer imports nothing above it.
 ROOT_FORBIDDEN = {
-    **{m: _ABOVE_BASE for m in ("errors", "registry", "io", "batch", "checkpoints", "losses", "metrics", "optim",
-                                "run_folder", "recipes")},
+    **{m: _ABOVE_BASE for m in ("errors", "registry", "schema", "io", "batch", "checkpoints", "losses", "metrics",
+                                "optim", "run_folder", "recipes")},
     "config": _ABOVE_BASE - {"data"},  # its augmentation and crop sections still come from data/ (issue #22, item 3)
     "runs": {"methods", "downstream", "synthetic", "viz", "zoo", "cli", "features"},
     "features": {"methods", "downstream", "synthetic", "viz", "zoo", "cli"},

@@ -13,20 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
 from lidarssl.data.crops import InputCrop
 from lidarssl.data.transforms import PointAugment
 from lidarssl.errors import ConfigError
 from lidarssl.registry import BACKBONES, METHODS, READERS
+from lidarssl.schema import Schema
 
 __all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
-
-
-class Schema(BaseModel):
-    """Base of every config section: unknown keys are errors, values are checked on assignment."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
 class GenerateConfig(Schema):

@@ -12,11 +12,12 @@ every original point.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lidarssl.data.geometry import project
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
+from lidarssl.schema import Schema
 
 __all__ = ["InputCrop", "cap_points", "frustum_points"]
 
@@ -37,15 +38,13 @@ def cap_points(points: np.ndarray, subset: np.ndarray, max_points: int, rng: np.
     return np.sort(subset[np.argpartition(dist, max_points - 1)[:max_points]])
 
 
-class InputCrop(BaseModel):
+class InputCrop(Schema):
     """``crop:`` of a recipe: the points a training scan keeps before augmentation and preprocessing.
 
     ``frustum`` draws one camera per scan and keeps the points it sees; that camera is then the only one the
     scan is paired with (set ``pairing.cameras: one``). ``max_points`` keeps that many points nearest a random
     point. Evaluation samples are never cropped.
     """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)  # as lidarssl.config.Schema
 
     frustum: bool = Field(False, description="keep only the points of one camera's frustum, drawn per scan (ScaLR)")
     max_points: int | None = Field(None, gt=0, description="keep the N points nearest a random point (ScaLR: 20000)")

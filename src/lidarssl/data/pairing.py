@@ -28,10 +28,10 @@ from PIL import Image
 from pydantic import Field
 
 from lidarssl.batch import Batch, Sample, concat_rows
-from lidarssl.config import Schema
 from lidarssl.data.geometry import occluded, project
 from lidarssl.data.scan import Scan
 from lidarssl.errors import ConfigError, DataError
+from lidarssl.schema import Schema
 
 if TYPE_CHECKING:
     from lidarssl.data.loader import AugmentedScan

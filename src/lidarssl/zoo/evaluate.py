@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from lidarssl.checkpoints import load_state_dict_strict, load_weights
-from lidarssl.config import DataConfig, Schema, TrainerConfig, load_config
+from lidarssl.config import DataConfig, TrainerConfig, load_config
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.loader import LabelBuilder, ScanSamples, build_loader
 from lidarssl.downstream.segmentation import SegmentationModule
@@ -30,6 +30,7 @@ from lidarssl.metrics import format_iou_table, iou_per_class, miou
 from lidarssl.models.backbones import create_backbone
 from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep
 from lidarssl.runs import build_trainer
+from lidarssl.schema import Schema
 from lidarssl.zoo.origins import ORIGINS, Origin, SeedVoxelPrep
 from lidarssl.zoo.release import BACKBONE_FILE, HEAD_FILE, read_release
 
