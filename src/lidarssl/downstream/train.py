@@ -11,11 +11,11 @@ import lightning as L
 import numpy as np
 
 from lidarssl.checkpoints import check_backbone_options, load_state_dict_strict, load_weights, save_weights
-from lidarssl.config import SegmentationConfig
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.loader import LabelBuilder, ScanSamples
 from lidarssl.data.mixing import ScanMixer
+from lidarssl.downstream.config import SegmentationConfig
 from lidarssl.downstream.segmentation import Mode, SegmentationModule
 from lidarssl.errors import CheckpointError, ConfigError, DataError
 from lidarssl.io import atomic_write

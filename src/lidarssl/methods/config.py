@@ -7,10 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from lidarssl.config import AugmentConfig, BackboneConfig, RecipeInfo, TrainerConfig
+from lidarssl.config import BackboneConfig, RecipeInfo, TrainerConfig
 from lidarssl.data.crops import InputCrop
 from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
+from lidarssl.data.transforms import AugmentConfig
 from lidarssl.registry import METHODS, TEACHERS
 from lidarssl.schema import Schema
 

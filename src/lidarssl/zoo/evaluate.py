@@ -20,9 +20,10 @@ from pydantic import Field
 from torch import nn
 
 from lidarssl.checkpoints import load_state_dict_strict, load_weights
-from lidarssl.config import DataConfig, TrainerConfig, load_config
+from lidarssl.config import TrainerConfig, load_config
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.loader import LabelBuilder, ScanSamples, build_loader
+from lidarssl.downstream.config import DataConfig
 from lidarssl.downstream.segmentation import SegmentationModule
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.io import atomic_write
