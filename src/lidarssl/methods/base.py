@@ -60,7 +60,7 @@ class PretrainMethod(L.LightningModule, ABC):
         options: the method's ``Options`` (validated).
         optim: optimiser settings; ``lr`` is already scaled to the global batch.
         teacher: frozen image teacher, for methods that use one.
-        loss_scope: ``process`` or ``global`` (see :func:`lidarssl.methods.contrastive.gather_across_processes`).
+        loss_scope: ``process`` or ``global`` (see :func:`lidarssl.methods.pair_losses.gather_across_processes`).
     """
 
     name: ClassVar[str]

@@ -8,7 +8,7 @@ from lidarssl.batch import Batch
 from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import scalr_loss
+from lidarssl.methods.pair_losses import scalr_loss
 from lidarssl.methods.image import class_images, sample_maps, teacher_maps
 from lidarssl.methods.teacher_cache import teacher_cache
 from lidarssl.schema import Schema

@@ -20,7 +20,7 @@ from lidarssl.data.superpixels import (
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import (
+from lidarssl.methods.pair_losses import (
     gather_across_processes,
     info_nce,
     slidr_loss,
