@@ -111,7 +111,7 @@ def evaluate_release(folder: str | Path, overrides: list[str] | dict[str, Any] |
         raise DataError(f"{root} is a {fmt} dataset, but the release comes from {origin.name} ({origin.dataset})")
     reader_options = {**origin.reader_options, "with_images": False} if fmt != "synthetic" else {}
     split = config.data.val_split
-    dataset = open_dataset(root, split=split, **reader_options)
+    dataset = open_dataset(root, split=split, format=fmt, **reader_options)
     classes = dataset.class_map.classes
     if len(classes) != head["classes"]:
         raise DataError(f"{root} ({fmt}) has {len(classes)} classes, the release's head {head['classes']}")
