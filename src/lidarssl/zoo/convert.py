@@ -1,8 +1,8 @@
 """Convert a seed project's checkpoint to a lidarssl backbone preset, its heads and a record of every key.
 
 The network's family (:func:`~lidarssl.zoo.formats.network_family`) picks its converter in
-:mod:`lidarssl.zoo.families`: ``waffleiron``; ``res16``, ``unet`` and ``voxelbackbone`` (sparse networks); SLidR's
-image branch and config beside them. The result is checked against the preset built on the meta device (no memory).
+:mod:`lidarssl.zoo.families` (one module each for ``waffleiron``, ``res16``, ``unet`` and ``voxelbackbone``; SLidR's
+image branch and config beside them). The result is checked against the preset built on the meta device (no memory).
 """
 
 from __future__ import annotations

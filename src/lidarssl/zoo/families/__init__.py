@@ -1,7 +1,9 @@
 """Checkpoint converters, one module per network family (see :func:`~lidarssl.zoo.formats.network_family`).
 
-:func:`lidarssl.zoo.convert.convert` picks the family's module; each one maps its keys to a lidarssl preset and
-records every key (:class:`~lidarssl.zoo.families.keys.Keys`).
+:func:`lidarssl.zoo.convert.convert` picks the family's converter: :mod:`.waffleiron`, or :mod:`.sparse` for the
+three sparse families, which share kernel layouts and heads and keep their own parts in :mod:`.res16`, :mod:`.unet`
+and :mod:`.voxelbackbone`; :mod:`.slidr` reads SLidR's image branch and config. Every converter records where each
+key goes (:class:`~lidarssl.zoo.families.keys.Keys`).
 
 * ``waffleiron``: WaffleIron's ``Segmenter`` keeps its names (``embed.*``, ``waffleiron.*``); depth, width and
   norm are read from the tensors. The ``classif`` head becomes ScaLR's distillation head (``head.weight``),

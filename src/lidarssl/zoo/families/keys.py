@@ -12,7 +12,7 @@ from lidarssl.errors import CheckpointError
 from lidarssl.zoo.formats import Record, Unwrapped
 from lidarssl.zoo.kernels import LAYOUT_NAMES, to_ours
 
-__all__ = ["Head", "Keys", "diff"]
+__all__ = ["Head", "Keys", "diff", "sparse_key"]
 
 DDP = "DDP prefix 'module.' removed"
 
@@ -80,3 +80,20 @@ def diff(own: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor]) -> 
         if keys:
             parts.append(f"{what}: {', '.join(keys[:4])}" + (f", ... ({len(keys)} in all)" if len(keys) > 4 else ""))
     return "; ".join(parts)
+
+
+def sparse_key(ks: Keys, key: str, layout: str) -> tuple[str, torch.Tensor, list[str], bool]:
+    """A sparse network key and tensor with lidarssl's suffixes and kernel layout."""
+    tensor, notes, permuted = ks.u.state[key], [], False
+    name = key
+    if ".bn." in name:
+        name = name.replace(".bn.", ".")
+        notes.append("MinkowskiEngine BatchNorm: '.bn.' dropped")
+    if name.endswith(".kernel"):
+        name = name.removesuffix(".kernel") + ".weight"
+        tensor, permuted = ks.kernel(key, tensor, layout), True
+        notes.append(f"{layout} kernel -> (C_out, kz, ky, kx, C_in)")
+    elif name.endswith(".weight") and tensor.dim() == 5 and layout != "spconv2":
+        tensor, permuted = ks.kernel(key, tensor, layout), True
+        notes.append(f"{layout} kernel -> (C_out, kz, ky, kx, C_in)")
+    return name, tensor, notes, permuted
