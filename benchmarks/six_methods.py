@@ -2,7 +2,8 @@
 
 Generates a world with ``--seed``, trains the semantic 2D teacher ``resnet18_semantic`` on its training split
 (``lidarssl prepare teacher``; it stands in for DINOv2), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with that
-teacher), ALSO and NCLR pretrains the demo's WI-12-64 without labels, and scores on every val point:
+teacher), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on
+every val point:
 
 * linear probing (recipe ``probe-wi-synthetic``) of the pretrained backbone vs a randomly initialised one;
 * few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``) vs the same recipe from scratch,
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 from machine import cpu_name
 
-METHODS = ("ppkt", "slidr", "stslidr", "scalr", "also", "nclr")
+METHODS = ("ppkt", "slidr", "stslidr", "scalr", "also", "nclr", "pointcontrast", "depthcontrast")
 IMAGE_METHODS = ("ppkt", "slidr", "stslidr", "scalr")
 SPLIT = "train@10%-frames"
 #: the image methods' recipe on the synthetic world (their released recipes are for nuScenes and big nets)
@@ -50,11 +51,14 @@ def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args
         return [*common, *extra, *PAIRING[method]]
     if method == "nclr":
         return [*common, "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
+    if method == "depthcontrast" and args.tiny:
+        return [*common, "method.options.queue=2"]  # at most the training scans of the tiny world
     return common
 
 
 def _recipe(method: str) -> str:
-    return {"also": "also-wi-synthetic", "nclr": "nclr-wi-synthetic"}.get(method, "scalr-wi-synthetic")
+    lidar_only = ("also", "nclr", "pointcontrast", "depthcontrast")
+    return f"{method}-wi-synthetic" if method in lidar_only else "scalr-wi-synthetic"
 
 
 def _pretext(out: Path) -> str:

@@ -99,7 +99,9 @@ def slidr_cells() -> None:
     src_nus = "SLidR README + config/semseg_nuscenes.yaml"
     src_ki = "SLidR README + config/semseg_kitti.yaml"
     for method, pre, lp, ft, ki in (("slidr", "slidr-res16unet34c-nuscenes", 38.8, 38.3, 44.6),
-                                    ("ppkt", "ppkt-res16unet34c-nuscenes", 36.4, 37.8, 43.9)):
+                                    ("ppkt", "ppkt-res16unet34c-nuscenes", 36.4, 37.8, 43.9),
+                                    ("pointcontrast", "pointcontrast-res16unet34c-nuscenes", 21.9, 32.5, 41.1),
+                                    ("depthcontrast", "depthcontrast-res16unet34c-nuscenes", 22.1, 31.7, 41.5)):
         slidr_protocol(f"{method}-res16unet34c-nuscenes-probe", method, "probe", "nuscenes", "100%", 0.05, None,
                        100, 16, SLIDR_PAPER, lp, pre, src_nus)
         slidr_protocol(f"{method}-res16unet34c-nuscenes-finetune-1p", method, "finetune", "nuscenes", "1%", 0.02,
@@ -141,7 +143,8 @@ PARAM_01P = "parametrizing@nuscenes-0.1p-scene-0392.json"  # shipped in lidarssl
 def also_cells() -> None:
     paper = "NCLR (arXiv 2401.12452), README nuScenes table (MinkUNet34)"
     table = {"scratch": (21.6, 35.0, 57.3, 69.0, 71.2), "also": (26.2, 37.4, 59.0, 69.8, 71.8),
-             "nclr": (26.6, 37.8, 59.5, 71.2, 72.7)}
+             "nclr": (26.6, 37.8, 59.5, 71.2, 72.7), "pointcontrast": (27.1, 37.0, 58.9, 69.4, 71.1),
+             "depthcontrast": (21.7, 34.6, 57.4, 69.2, 71.2)}
     for method, numbers in table.items():
         for p, miou in zip((0.1, 1, 10, 50, 100), numbers):
             kind = "train" if method == "scratch" else "finetune"
@@ -153,8 +156,7 @@ def also_cells() -> None:
             body = {
                 "recipe": header(kind, method, "minkunet34", "nuscenes", pct(p), paper, miou, pre),
                 "data": {"root": NUSCENES, "train_split": split, "val_split": "val", "num_workers": 8},
-                "backbone": pretrain_backbone("also-minkunet34-nuscenes" if method != "nclr" else
-                                              "nclr-minkunet34-nuscenes"),
+                "backbone": pretrain_backbone(pre or "also-minkunet34-nuscenes"),
                 "head": "linear",
                 "augment": {"rotate": True, "flip": True, "scale": None},
                 "optim": {"optimizer": "adamw", "lr": 1.0e-3, "weight_decay": wd, "decay_all": True,
@@ -283,6 +285,16 @@ PRETRAIN = {
     "scalr-wi-synthetic": ("scalr", "waffleiron_12_64", "synthetic", None),
     "also-wi-synthetic": ("also", "waffleiron_12_64", "synthetic", None),
     "nclr-wi-synthetic": ("nclr", "waffleiron_12_64", "synthetic", None),
+    "pointcontrast-res16unet34c-nuscenes": ("pointcontrast", "res16unet34c", "nuscenes",
+                                            "SLidR (CVPR'22), README (PointContrast row)"),
+    "depthcontrast-res16unet34c-nuscenes": ("depthcontrast", "res16unet34c", "nuscenes",
+                                            "SLidR (CVPR'22), README (DepthContrast row)"),
+    "pointcontrast-minkunet34-nuscenes": ("pointcontrast", "minkunet34", "nuscenes",
+                                          "NCLR (arXiv 2401.12452), README (PointContrast row)"),
+    "depthcontrast-minkunet34-nuscenes": ("depthcontrast", "minkunet34", "nuscenes",
+                                          "NCLR (arXiv 2401.12452), README (DepthContrast row)"),
+    "pointcontrast-wi-synthetic": ("pointcontrast", "waffleiron_12_64", "synthetic", None),
+    "depthcontrast-wi-synthetic": ("depthcontrast", "waffleiron_12_64", "synthetic", None),
 }
 OTHER = {
     "seg-wi-synthetic": ("train", "scratch", "waffleiron_12_64", "synthetic", "100%", None, None, None),

@@ -28,7 +28,8 @@ for _ds, _name in (("nuScenes", "nuscenes"), ("SemanticKITTI", "semantickitti"),
     CLAIMS[(SCALR, "Finetuning", f"WI-48-768 / DINOv2 ViT-L/14 / {_ds}", "mIoU")] = f"scalr-wi48x768-{_name}-finetune"
 _FEW = {"nuScenes lin. probing": "nuscenes-probe", "nuScenes Finetuning with 1% data": "nuscenes-finetune-1p",
         "KITTI Finetuning with 1% data": "semantickitti-finetune-1p"}
-for _row, _method in (("PPKT", "ppkt"), ("SLidR", "slidr")):
+for _row, _method in (("PPKT", "ppkt"), ("SLidR", "slidr"), ("PointContrast", "pointcontrast"),
+                      ("DepthContrast", "depthcontrast")):
     for _col, _cell in _FEW.items():
         CLAIMS[(SLIDR, SLIDR_FEW, _row, _col)] = f"{_method}-res16unet34c-{_cell}"
 CLAIMS[(SLIDR, SLIDR_FEW, "Random init.", "nuScenes lin. probing")] = "scratch-res16unet34c-nuscenes-probe"
@@ -43,6 +44,8 @@ for _p, _tag in (("0.1%", "01p"), ("1%", "1p"), ("10%", "10p"), ("50%", "50p"), 
     CLAIMS[(NCLR, NCLR_NUS, "Random init.", _p)] = f"scratch-minkunet34-nuscenes-train-{_tag}"
     CLAIMS[(NCLR, NCLR_NUS, "ALSO", _p)] = f"also-minkunet34-nuscenes-finetune-{_tag}"
     CLAIMS[(NCLR, NCLR_NUS, "NCLR", _p)] = f"nclr-minkunet34-nuscenes-finetune-{_tag}"
+    CLAIMS[(NCLR, NCLR_NUS, "PointContrast", _p)] = f"pointcontrast-minkunet34-nuscenes-finetune-{_tag}"
+    CLAIMS[(NCLR, NCLR_NUS, "DepthContrast", _p)] = f"depthcontrast-minkunet34-nuscenes-finetune-{_tag}"
 for _enc, _teacher in (("MoCoV2", "moco"), ("SwAV", "swav"), ("DINO", "dino"), ("oBoW", "obow")):
     for _row, _method in (("SLidR", "slidr"), ("ST-SLidR", "stslidr")):
         CLAIMS[(STSLIDR, "Results", f"{_row} / {_enc}", "Linear Probing (100%)")] = \
@@ -59,10 +62,6 @@ OUT_OF_SCOPE: dict[tuple[str, str, str | None], str] = {
                                                                    "OpenPCDet, not segmentation",
     (SLIDR, "Results on the validation set using [SECOND]", None): "KITTI object detection (SECOND AP) in OpenPCDet, "
                                                                   "not segmentation",
-    (SLIDR, SLIDR_FEW, "PointContrast"): "pointcontrast/depthcontrast: issue #25",
-    (SLIDR, SLIDR_FEW, "DepthContrast"): "pointcontrast/depthcontrast: issue #25",
-    (NCLR, NCLR_NUS, "PointContrast"): "pointcontrast/depthcontrast: issue #25",
-    (NCLR, NCLR_NUS, "DepthContrast"): "pointcontrast/depthcontrast: issue #25",
 }
 
 

@@ -157,6 +157,13 @@ CELLS: dict[str, tuple[float, Cell]] = {
     "ppkt-res16unet34c-semantickitti-finetune-1p": (43.9, slidr(0.05, 2.0, 100, 10, KI_1P, "semantickitti")),
     "scratch-res16unet34c-nuscenes-probe": (8.1, slidr(0.05, None, 100, 16, "train")),
     "scratch-res16unet34c-semantickitti-train-1p": (39.5, slidr(0.05, None, 100, 10, KI_1P, "semantickitti")),
+    # the same table's lidar-only baselines, under the same downstream protocol
+    "pointcontrast-res16unet34c-nuscenes-probe": (21.9, slidr(0.05, None, 100, 16, "train")),
+    "pointcontrast-res16unet34c-nuscenes-finetune-1p": (32.5, slidr(0.02, 2.0, 100, 16, "train@1%-scenes")),
+    "pointcontrast-res16unet34c-semantickitti-finetune-1p": (41.1, slidr(0.05, 2.0, 100, 10, KI_1P, "semantickitti")),
+    "depthcontrast-res16unet34c-nuscenes-probe": (22.1, slidr(0.05, None, 100, 16, "train")),
+    "depthcontrast-res16unet34c-nuscenes-finetune-1p": (31.7, slidr(0.02, 2.0, 100, 16, "train@1%-scenes")),
+    "depthcontrast-res16unet34c-semantickitti-finetune-1p": (41.5, slidr(0.05, 2.0, 100, 10, KI_1P, "semantickitti")),
     # ScaLR README (linear probing, finetuning 100 %, WI-48-768 without pretraining) and scalr_plus README (1 %, 10 %)
     "scalr-wi48x768-nuscenes-probe": (67.8, scalr("probe", 20, 2, 64, 256)),
     "scalr-wi48x768-semantickitti-probe": (55.8, scalr("probe", 20, 2, 64, 256, folder="semantic_kitti")),
@@ -190,7 +197,8 @@ for _t, (_slp, _sft, _tlp, _tft) in {"moco": (38.08, 40.01, 40.56, 41.13), "swav
             _ft, slidr(0.02, 2.0, 50, 16, "train@1%-scenes", protocol=STSLIDR))
 # NCLR README, nuScenes table (MinkUNet34): NCLR under its own downstream, ALSO and scratch under ALSO's
 for _m, _numbers in {"scratch": (21.6, 35.0, 57.3, 69.0, 71.2), "also": (26.2, 37.4, 59.0, 69.8, 71.8),
-                     "nclr": (26.6, 37.8, 59.5, 71.2, 72.7)}.items():
+                     "nclr": (26.6, 37.8, 59.5, 71.2, 72.7), "pointcontrast": (27.1, 37.0, 58.9, 69.4, 71.1),
+                     "depthcontrast": (21.7, 34.6, 57.4, 69.2, 71.2)}.items():
     for _p, _tag, _epochs, _miou in zip((0.1, 1, 10, 50, 100), ("01p", "1p", "10p", "50p", "100p"),
                                        (1000, 500, 100, 50, 30), _numbers):
         _kind = "train" if _m == "scratch" else "finetune"
@@ -258,6 +266,28 @@ PRETRAIN: dict[str, Cell] = {
         "optim.epochs": 50, "trainer.batch_size": 10, "data.split": "parametrizing", "pairing.resize": [224, 416],
         "pairing.crop_size": None, "trainer.precision": "32-true", "backbone.name": "minkunet34"}.items()},
 }
+
+# PointContrast and DepthContrast as their repositories train them (the seeds do not say how they trained them)
+PC = ("facebookresearch/PointContrast pretrain/pointcontrast/config/defaults.yaml (momentum 0.8, wd 1e-4, "
+      "model_n_out 32, bn_momentum 0.05), scripts/ddp_local.sh (lr 0.1, batch 32 on 8 GPUs, npos 4096, nceT 0.4, "
+      "max_iter 60000), lib/ddp_trainer.py (SGD without dampening)")
+DC = ("facebookresearch/DepthContrast configs/point_vox_lidar_template.yaml (SGD lr 0.12 momentum 0.9 wd 1e-4, cosine "
+      "per epoch to 1.2e-4, 1000 epochs, batch 32, T 0.1, EMBEDDING_DIM 128, randomcuboidLidar 0.5-1.0 aspect 0.75 "
+      "npoints 10000), datasets/transforms/augment3d.py (RandomScaleLidar 0.95-1.05), models/base_ssl3d_model.py "
+      "(m 0.999)")
+_PC = {"optim.optimizer": "sgd", "optim.lr": 0.1, "optim.momentum": 0.8, "optim.dampening": 0.0,
+       "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.base_batch": 32, "trainer.batch_size": 4,
+       "trainer.devices": 8, "method.options.npos": 4096, "method.options.temperature": 0.4,
+       "method.options.dim": 32, "trainer.precision": "32-true", "data.split": "parametrizing"}
+_DC = {"optim.optimizer": "sgd", "optim.lr": 0.12, "optim.momentum": 0.9, "optim.dampening": 0.0,
+       "optim.weight_decay": 1e-4, "optim.decay_all": True, "optim.schedule": "epoch", "optim.min_lr": 0.00012,
+       "optim.epochs": 1000, "optim.base_batch": 32, "trainer.batch_size": 32, "method.options.temperature": 0.1,
+       "method.options.dim": 128, "method.options.momentum": 0.999, "trainer.precision": "32-true",
+       "data.split": "parametrizing", "crop.cuboid": [0.5, 1.0], "crop.cuboid_aspect": 0.75,
+       "crop.cuboid_min_points": 10000, "augment.scale": [0.95, 1.05]}
+for _b in ("res16unet34c", "minkunet34"):
+    PRETRAIN[f"pointcontrast-{_b}-nuscenes"] = {k: (v, PC) for k, v in {**_PC, "backbone.name": _b}.items()}
+    PRETRAIN[f"depthcontrast-{_b}-nuscenes"] = {k: (v, DC) for k, v in {**_DC, "backbone.name": _b}.items()}
 
 
 def _get(config: Any, key: str) -> Any:

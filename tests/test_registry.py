@@ -61,7 +61,7 @@ def test_unknown_names_are_one_line_listing_the_known_ones():
     from lidarssl.methods import method_class
     from lidarssl.models.backbones import create_backbone
 
-    with pytest.raises(ConfigError, match=r"^unknown method 'nope'; known methods: also, nclr, ppkt, scalr, slidr"):
+    with pytest.raises(ConfigError, match=r"^unknown method 'nope'; known methods: also, depthcontrast, nclr, pointcontrast, ppkt, scalr, slidr"):
         method_class("nope")
     with pytest.raises(ConfigError, match=r"^unknown backbone 'nope'; known backbones: minkunet18, "):
         create_backbone("nope")

@@ -90,7 +90,8 @@ def test_flat_public_api():
     for name in lidarssl.__all__:
         assert getattr(lidarssl, name) is not None, name
     assert "waffleiron_48_768" in lidarssl.list_backbones()
-    assert set(lidarssl.list_methods()) >= {"ppkt", "slidr", "stslidr", "scalr", "also", "nclr"}
+    assert set(lidarssl.list_methods()) >= {"ppkt", "slidr", "stslidr", "scalr", "also", "nclr", "pointcontrast",
+                                            "depthcontrast"}
     assert "dinov2_vitl14" in lidarssl.list_teachers()
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         lidarssl.nope  # noqa: B018

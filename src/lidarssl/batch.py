@@ -46,6 +46,11 @@ query_kind          (Q,)                 int8      BEHIND, FRONT or FREE (:mod:`
 query_neighbors     (Q, K)               int64     rows (or BEV cells) near each query, nearest first, -1 pad
 query_rel           (Q, K, 3)            float32   query minus BEV cell centre (BEV latents only)
 query_batch         (Q,)                 int64     scan of each query
+**view fields** (PointContrast, DepthContrast: :class:`ViewFields`)
+-------------------------------------------------------------------------------------------------------------
+view2               point batch          dict      the backbone's batch of a second view of every scan
+match_row           (P,)                 int64     row (first view) of each matched point pair (PointContrast)
+match_row2          (P,)                 int64     row of ``view2`` it is matched with
 **label fields** (segmentation: :class:`LabelFields`)
 -------------------------------------------------------------------------------------------------------------
 labels              (R,)                 int64     training class of each row, 255 ignored
@@ -67,7 +72,7 @@ if TYPE_CHECKING:  # torch is imported on use: the command line's --help (which 
     import torch
 
 __all__ = ["COMMON_KEYS", "Batch", "LabelFields", "PairFields", "PointBatch", "Preprocessor", "QueryFields",
-           "Sample", "batch_keys", "concat_rows"]
+           "Sample", "ViewFields", "batch_keys", "concat_rows"]
 
 #: Keys every collate returns (the first block of the table above).
 COMMON_KEYS = ("batch_index", "kept", "offsets")
@@ -116,6 +121,14 @@ class QueryFields(TypedDict, total=False):
     query_batch: torch.Tensor
 
 
+class ViewFields(TypedDict, total=False):
+    """A second view of each scan and matched rows of the two (lidar-only contrastive methods)."""
+
+    view2: PointBatch
+    match_row: torch.Tensor
+    match_row2: torch.Tensor
+
+
 class LabelFields(TypedDict, total=False):
     """Segmentation labels of the rows and, for evaluation, of every point as read."""
 
@@ -124,7 +137,7 @@ class LabelFields(TypedDict, total=False):
     nearest: torch.Tensor
 
 
-class Batch(PointBatch, PairFields, QueryFields, LabelFields, total=False):
+class Batch(PointBatch, PairFields, QueryFields, ViewFields, LabelFields, total=False):
     """A collated batch: the point batch plus the fields of whatever builders made it."""
 
 

@@ -147,7 +147,9 @@ class Registry(Generic[T]):
 #: Pretext methods (``PretrainMethod`` subclasses, ``@register_method``), by ``cls.name``.
 METHODS: Registry = Registry("method", "lidarssl.methods", key=lambda cls: cls.name)
 METHODS.declare("lidarssl.methods.also", "also")
+METHODS.declare("lidarssl.methods.depthcontrast", "depthcontrast")
 METHODS.declare("lidarssl.methods.nclr", "nclr")
+METHODS.declare("lidarssl.methods.pointcontrast", "pointcontrast")
 METHODS.declare("lidarssl.methods.ppkt", "ppkt")
 METHODS.declare("lidarssl.methods.scalr", "scalr")
 METHODS.declare("lidarssl.methods.slidr", "slidr", "stslidr")

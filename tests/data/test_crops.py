@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lidarssl.config import load_config
-from lidarssl.data.crops import InputCrop, cap_points
+from lidarssl.data.crops import InputCrop, cap_points, cuboid_points
 from lidarssl.data.datasets import open_dataset
 from lidarssl.data.geometry import project
 from lidarssl.data.loader import LabelBuilder, ScanCollate, ScanSamples
@@ -23,6 +23,24 @@ def test_cap_keeps_the_nearest_points_of_a_random_seed():
     assert len(kept) == 10 and set(kept) <= set(subset)
     assert np.ptp(points[kept, 0]) == 18  # ten consecutive even points: a ball around the seed, not a random draw
     assert np.array_equal(cap_points(points, subset, 500, np.random.default_rng(0)), subset)
+
+
+def test_cuboid_keeps_a_vertical_box_of_the_drawn_share_of_the_extent():
+    """DepthContrast's randomcuboidLidar: each xy side a share in [0.5, 1.0] of the extent, sides within the aspect
+    bound, z untouched, the centre redrawn until the box holds more than min_points points."""
+    g = np.random.default_rng(0)
+    points = np.concatenate([g.uniform([0, 0, -2], [100, 40, 2], (20000, 3))])
+    subset = np.arange(len(points))
+    for seed in range(20):
+        kept = cuboid_points(points, subset, (0.5, 1.0), 0.75, 2000, np.random.default_rng(seed))
+        xy = points[kept, :2]
+        span = np.ptp(xy, axis=0) / np.array([100.0, 40.0])  # share of the extent kept per axis
+        # a box centred on a point of the cloud keeps at least half of its side on each axis, at most the side
+        assert np.all(span <= 1.0 + 1e-9) and np.all(span >= 0.25 - 0.01) and len(kept) > 2000
+        box = np.all((points[:, :2] >= xy.min(0)) & (points[:, :2] <= xy.max(0)), axis=1)
+        assert np.array_equal(np.flatnonzero(box), np.sort(kept))  # every point of the box, nothing else
+        assert np.ptp(points[kept, 2]) > 3.9  # no crop in z
+    assert len(cuboid_points(points, subset[:0], (0.5, 1.0), 0.75, 10, g)) == 0
 
 
 def test_scalr_batch_holds_only_frustum_points_at_most_the_cap(camera_world: Path, one_thread):

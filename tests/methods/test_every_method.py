@@ -27,6 +27,8 @@ TINY = {
     "also": ("also-wi-synthetic", ["method.options={queries: 128, max_neighbors: 4}"]),
     "nclr": ("nclr-wi-synthetic", ["method.options={points_per_view: 256, pairs_per_scan: 64, fused_pairs_per_scan: 64, "
                                    "keypoints: 16, pose_start_epoch: 0}"]),
+    "pointcontrast": ("pointcontrast-wi-synthetic", ["method.options={npos: 256, match_radius: 0.6}"]),
+    "depthcontrast": ("depthcontrast-wi-synthetic", ["method.options={queue: 8, dim: 16, hidden: 16}"]),
 }
 
 

@@ -137,11 +137,13 @@ def test_slidr_global_scope_equals_process_scope_in_one_process(camera_world: Pa
         build_method(_config(camera_world, tmp_path, "stslidr", "loss_scope=global"))
 
 
-@pytest.mark.parametrize("method", ["also", "nclr"])
+@pytest.mark.parametrize("method", ["also", "nclr", "pointcontrast", "depthcontrast"])
 def test_lidar_and_calibration_methods_pretrain_then_finetune(camera_world: Path, tmp_path: Path, method: str):
     from lidarssl.downstream.train import run_segmentation
 
     tiny = {"also": "method.options={queries: 128, max_neighbors: 4}",
+            "pointcontrast": "method.options={npos: 256, match_radius: 0.6}",
+            "depthcontrast": "method.options={queue: 2, dim: 16, hidden: 16}",
             "nclr": "method.options={points_per_view: 256, pairs_per_scan: 64, fused_pairs_per_scan: 64, keypoints: 16, "
                     "pose_start_epoch: 0}"}[method]
     config = load_config(PretrainConfig, f"{method}-wi-synthetic", [

@@ -19,7 +19,7 @@ from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
 from lidarssl.schema import Schema
 
-__all__ = ["InputCrop", "cap_points", "frustum_points"]
+__all__ = ["InputCrop", "cap_points", "cuboid_points", "frustum_points"]
 
 
 def frustum_points(scan: Scan, camera: int, subset: np.ndarray, min_depth: float = 1.0) -> np.ndarray:
@@ -38,12 +38,35 @@ def cap_points(points: np.ndarray, subset: np.ndarray, max_points: int, rng: np.
     return np.sort(subset[np.argpartition(dist, max_points - 1)[:max_points]])
 
 
+def cuboid_points(points: np.ndarray, subset: np.ndarray, share: tuple[float, float], aspect: float, min_points: int,
+                  rng: np.random.Generator, tries: int = 100) -> np.ndarray:
+    """The entries of ``subset`` inside a vertical box around one of them drawn at random (DepthContrast's
+    ``randomcuboidLidar``, ``datasets/transforms/augment3d.py``): each xy side is a share drawn in ``share`` of the
+    points' xy extent (redrawn while the shorter side is under ``aspect`` of the longer), and the centre is
+    redrawn while the box holds ``min_points`` points or fewer, ``tries`` times at most."""
+    if len(subset) == 0:
+        return subset
+    xy = points[subset, :2]
+    extent = xy.max(0) - xy.min(0)
+    for _ in range(tries):
+        sides = rng.uniform(*share, 2)
+        if sides.min() / sides.max() >= aspect:
+            break
+    half = extent * sides / 2
+    for _ in range(tries):
+        inside = np.all(np.abs(xy - xy[rng.integers(len(xy))]) <= half, axis=1)
+        if inside.sum() > min_points:
+            break
+    return subset[inside]
+
+
 class InputCrop(Schema):
     """``crop:`` of a recipe: the points a training scan keeps before augmentation and preprocessing.
 
     ``frustum`` draws one camera per scan and keeps the points it sees; that camera is then the only one the
-    scan is paired with (set ``pairing.cameras: one``). ``max_points`` keeps that many points nearest a random
-    point. Evaluation samples are never cropped.
+    scan is paired with (set ``pairing.cameras: one``). ``cuboid`` keeps a random vertical box (DepthContrast's
+    crop of each view). ``max_points`` keeps that many points nearest a random point. Evaluation samples are
+    never cropped.
     """
 
     frustum: bool = Field(False, description="keep only the points of one camera's frustum, drawn per scan (ScaLR)")
@@ -51,6 +74,12 @@ class InputCrop(Schema):
     min_depth: float = Field(1.0, ge=0, description="frustum: points nearer the camera plane are outside")
     after_voxels: bool = Field(False, description="apply max_points to the points the backbone's voxel subsampling "
                                "keeps, not to the raw scan (ScaLR, WaffleIron)")
+    cuboid: tuple[float, float] | None = Field(
+        None, description="keep a vertical box around a random point, each xy side a share in [low, high] of the "
+        "scan's xy extent (DepthContrast: [0.5, 1.0])")
+    cuboid_aspect: float = Field(0.75, gt=0, le=1, description="cuboid: smallest ratio of its shorter to longer side")
+    cuboid_min_points: int = Field(10000, ge=0, description="cuboid: redraw the centre until the box holds more points "
+                                   "(100 tries)")
 
     def __call__(self, scan: Scan, subset: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, int | None]:
         """Cropped ``subset`` of the scan's points and the camera drawn (``None`` without ``frustum``)."""
@@ -61,6 +90,8 @@ class InputCrop(Schema):
                                 "dataset with cameras")
             camera = int(rng.integers(len(scan.cameras)))
             subset = frustum_points(scan, camera, subset, self.min_depth)
+        if self.cuboid is not None:
+            subset = cuboid_points(scan.points, subset, self.cuboid, self.cuboid_aspect, self.cuboid_min_points, rng)
         if self.max_points is not None and not self.after_voxels:  # else ScanSamples caps the kept points
             subset = cap_points(scan.points, subset, self.max_points, rng)
         return subset, camera

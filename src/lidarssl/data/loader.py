@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import lightning as L
 
 __all__ = ["AugmentedScan", "EpochSampler", "LabelBuilder", "SampleBuilder", "ScanCollate", "ScanSamples",
-           "build_loader"]
+           "augment_scan", "build_loader"]
 
 
 @dataclass
@@ -51,6 +51,7 @@ class AugmentedScan:
         row_of_point: (N,) feature row of each scan point, -1 for points the backbone did not keep.
         camera: the camera an input crop drew (its frustum holds every kept point; pairing uses only it), or
             ``None``.
+        index: the scan's index in its dataset.
     """
 
     scan: Scan
@@ -59,6 +60,7 @@ class AugmentedScan:
     kept: np.ndarray
     row_of_point: np.ndarray
     camera: int | None = None
+    index: int = 0
 
 
 class SampleBuilder(Protocol):
@@ -107,44 +109,53 @@ class ScanSamples(TorchDataset):
         rng = np.random.default_rng([self.seed, epoch, index]) if self.train else None
         if self.mix is not None:
             scan = self.mix(scan, rng)
-        A, points, subset, camera = np.eye(4), scan.points, np.arange(len(scan)), None
-        if self.crop is not None:
-            subset, camera = self.crop(scan, subset, rng)
-        if self.augment is not None:
-            A = self.augment.matrix(rng)
-            points = apply_affine(A, scan.points)
-            if self.augment.drop_cuboid:
-                keep = drop_cuboid(points, rng, self.augment.drop_cuboid)
-                min_pairs = self.augment.drop_cuboid_min_pairs
-                if min_pairs == 0 or keeps_pairs(scan, keep, min_pairs):
-                    subset = subset[keep[subset]]
-        if len(subset) == 0:
-            raise DataError(f"{scan.source}: frame {scan.frame_id or index} of {scan.dataset or 'the dataset'} has no "
-                            "points; restore the file or leave the frame out of the split")
-        sample = self._prep(scan, index, points, subset, rng)
-        kept = subset[sample["kept"]]
-        if self.crop is not None and self.crop.after_voxels and self.crop.max_points is not None \
-                and len(kept) > self.crop.max_points:
-            # the cap counts the points voxel subsampling kept (one per voxel, on an absolute grid, so the
-            # backbone keeps them all again)
-            subset = cap_points(scan.points, kept, self.crop.max_points, rng)
-            sample = self._prep(scan, index, points, subset, rng)
-            kept = subset[sample["kept"]]
-        sample["kept"] = kept
-        row_of_point = np.full(len(points), -1, np.int64)
-        row_of_point[kept] = np.arange(len(kept))
-        view = AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point, camera=camera)
+        sample, view = augment_scan(scan, self.prep, rng, self.augment, self.crop, index)
         for builder in self.builders:
             sample.update(builder(view, rng))
         return sample
 
 
-    def _prep(self, scan: Scan, index: int, points: np.ndarray, subset: np.ndarray,
-              rng: np.random.Generator | None) -> Sample:
-        try:
-            return self.prep(points[subset], scan.intensity[subset], rng)
-        except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
-            raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
+def augment_scan(scan: Scan, prep: Preprocessor, rng: np.random.Generator | None, augment: PointAugment | None = None,
+                 crop: InputCrop | None = None, index: int = 0) -> tuple[Sample, AugmentedScan]:
+    """One view of ``scan``: the input crop, the point augmentation and DropCuboids drawn from ``rng``, then the
+    backbone's preprocessing. Returns the backbone's sample (``kept`` as indices into ``scan.points``) and the view.
+
+    ``index`` names the frame in errors when the scan has no frame id."""
+    A, points, subset, camera = np.eye(4), scan.points, np.arange(len(scan)), None
+    if crop is not None:
+        subset, camera = crop(scan, subset, rng)
+    if augment is not None:
+        A = augment.matrix(rng)
+        points = apply_affine(A, scan.points)
+        if augment.drop_cuboid:
+            keep = drop_cuboid(points, rng, augment.drop_cuboid)
+            min_pairs = augment.drop_cuboid_min_pairs
+            if min_pairs == 0 or keeps_pairs(scan, keep, min_pairs):
+                subset = subset[keep[subset]]
+    if len(subset) == 0:
+        raise DataError(f"{scan.source}: frame {scan.frame_id or index} of {scan.dataset or 'the dataset'} has no "
+                        "points; restore the file or leave the frame out of the split")
+    sample = _prep(prep, scan, index, points, subset, rng)
+    kept = subset[sample["kept"]]
+    if crop is not None and crop.after_voxels and crop.max_points is not None and len(kept) > crop.max_points:
+        # the cap counts the points voxel subsampling kept (one per voxel, on an absolute grid, so the
+        # backbone keeps them all again)
+        subset = cap_points(scan.points, kept, crop.max_points, rng)
+        sample = _prep(prep, scan, index, points, subset, rng)
+        kept = subset[sample["kept"]]
+    sample["kept"] = kept
+    row_of_point = np.full(len(points), -1, np.int64)
+    row_of_point[kept] = np.arange(len(kept))
+    return sample, AugmentedScan(scan=scan, A=A, points=points, kept=kept, row_of_point=row_of_point, camera=camera,
+                                 index=index)
+
+
+def _prep(prep: Preprocessor, scan: Scan, index: int, points: np.ndarray, subset: np.ndarray,
+          rng: np.random.Generator | None) -> Sample:
+    try:
+        return prep(points[subset], scan.intensity[subset], rng)
+    except DataError as e:  # the backbone's preprocessing sees arrays only: name the frame
+        raise DataError(f"{scan.source}: frame {scan.frame_id or index}: {e}") from None
 
 
 class ScanCollate:

@@ -75,7 +75,11 @@ def build_method(config: PretrainConfig) -> tuple[PretrainMethod, BackboneSpec, 
     optim = config.optim.model_copy(update={"lr": scaled_lr(config.optim.lr, config.optim.base_batch, t.batch_size,
                                                             t.devices, t.num_nodes, t.accumulate)})
     module = cls(spec.model, options, optim, teacher=teacher, loss_scope=config.loss_scope)
-    return module, spec, cls.builders(config, options)
+    builders = cls.builders(config, options)
+    for builder in builders:  # builders of a second view preprocess it as the backbone does
+        if hasattr(builder, "prep"):
+            builder.prep = spec.prep
+    return module, spec, builders
 
 
 def run_pretraining(config: PretrainConfig, resume: bool = False, allow_config_change: bool = False) -> PretrainResult:
