@@ -15,7 +15,7 @@ from lidarssl.data.loader import LabelBuilder, ScanCollate, ScanSamples
 from lidarssl.data.pairing import PairBuilder, PairingConfig
 from lidarssl.data.scan import Scan
 from lidarssl.data.transforms import PointAugment
-from lidarssl.methods.contrastive import superpixel_pool
+from lidarssl.methods.pair_losses import superpixel_pool
 from lidarssl.methods.image import sample_maps
 from lidarssl.models.backbones import create_backbone
 

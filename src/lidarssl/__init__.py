@@ -36,7 +36,7 @@ _EXPORTS = {
     "Scan": "lidarssl.data.scan",
     "CameraView": "lidarssl.data.scan",
     "load_config": "lidarssl.config",
-    "SegmentationConfig": "lidarssl.config",
+    "SegmentationConfig": "lidarssl.downstream.config",
     "PretrainConfig": "lidarssl.methods.config",
 }
 
@@ -45,9 +45,10 @@ __all__ = ["CameraView", "PretrainConfig", "Scan", "SegmentationConfig", "__vers
            "open_dataset"]
 
 if TYPE_CHECKING:
-    from lidarssl.config import SegmentationConfig, load_config
+    from lidarssl.config import load_config
     from lidarssl.data.datasets import open_dataset
     from lidarssl.data.scan import CameraView, Scan
+    from lidarssl.downstream.config import SegmentationConfig
     from lidarssl.features import extract_features
     from lidarssl.methods import list_methods
     from lidarssl.methods.config import PretrainConfig

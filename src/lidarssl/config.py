@@ -8,26 +8,30 @@ the key, the recipe file and, for unknown keys, the valid ones.
 
 from __future__ import annotations
 
-from importlib import resources
+from importlib import import_module, resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, Field, ValidationError
 
-from lidarssl.data.crops import InputCrop
-from lidarssl.data.transforms import PointAugment
 from lidarssl.errors import ConfigError
 from lidarssl.registry import BACKBONES, METHODS, READERS
+from lidarssl.schema import Schema
 
-__all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_recipes", "GenerateConfig", "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
+__all__ = ["Schema", "AugmentConfig", "RecipeInfo", "resolve_recipe", "list_recipes", "GenerateConfig",
+           "SegmentationConfig", "load_config", "parse_overrides", "to_yaml"]
+
+#: Sections that live beside the code they configure, still importable from here (imported on first use, so
+#: this module stays below data/ and downstream/ in the layers).
+MOVED = {"AugmentConfig": "lidarssl.data.transforms", "DataConfig": "lidarssl.downstream.config",
+         "OptimConfig": "lidarssl.downstream.config", "SegmentationConfig": "lidarssl.downstream.config"}
 
 
-class Schema(BaseModel):
-    """Base of every config section: unknown keys are errors, values are checked on assignment, and no float
-    is infinite or NaN (``optim.lr=.inf`` would train NaN weights)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+def __getattr__(name: str) -> Any:
+    if name in MOVED:
+        return getattr(import_module(MOVED[name]), name)
+    raise AttributeError(f"module 'lidarssl.config' has no attribute '{name}'")
 
 
 class GenerateConfig(Schema):
@@ -46,51 +50,11 @@ class GenerateConfig(Schema):
         "native", description="on-disk layout; a real dataset's layout takes its sensors unless lidar/cameras are set")
 
 
-class DataConfig(Schema):
-    """Where the scans come from."""
-
-    root: Path = Field(Path("data/synthetic"), description="dataset root, recognised by its layout")
-    train_split: str = "train"
-    val_split: str = "val"
-    num_workers: int = Field(2, ge=0, description="DataLoader worker processes per training process")
-    options: dict[str, Any] = Field(default_factory=dict, description="reader options, e.g. {sensor: pandargt, "
-                                    "z_shift: -1.6} for PandaSet")
-
-
 class BackboneConfig(Schema):
     """A registered backbone preset and its options (grid shapes, field of view, drop path, ...)."""
 
     name: Annotated[str, AfterValidator(BACKBONES.check)] = "waffleiron_4_32"
     options: dict[str, Any] = Field(default_factory=dict)
-
-
-class OptimConfig(Schema):
-    """The downstream protocol's optimisation: AdamW (ScaLR, ALSO, NCLR) or SGD (SLidR, PPKT, ST-SLidR), linear
-    warmup then cosine decay stepped per iteration (ScaLR) or per epoch (the others).
-
-    ``lr`` is the learning rate for ``base_batch`` scans per step; the run scales it linearly with its
-    global batch (batch_size x devices x nodes x accumulate), the usual rule for AdamW at these sizes.
-    ``head_lr`` (scaled the same way) is the head's own rate (SLidR's ``lr_head``).
-    """
-
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: float = Field(0.9, ge=0, description="SGD only")
-    dampening: float = Field(0.1, ge=0, description="SGD only")
-    lr: float = Field(1e-3, gt=0)
-    head_lr: float | None = Field(None, gt=0, description="learning rate of the head; null: lr (SLidR's lr_head)")
-    decay_all: bool = Field(False, description="weight decay on every parameter (the originals) or rank >= 2 only")
-    schedule: Literal["iteration", "epoch"] = Field("iteration", description="cosine stepped per iteration or "
-                                                    "per epoch (SLidR, ALSO)")
-    loss: Literal["ce+lovasz", "ce"] = Field("ce+lovasz", description="ce: cross-entropy only (ALSO, NCLR)")
-    loss_support: Literal["point", "voxel"] = Field("point", description="voxel: one loss row per voxel, its "
-                                                    "representative point's label (SLidR's downstream)")
-    base_batch: int = Field(4, gt=0, description="global batch size that lr is meant for")
-    weight_decay: float = Field(3e-3, ge=0)
-    epochs: int = Field(10, gt=0)
-    warmup_epochs: float = Field(1.0, ge=0)
-    min_lr: float = Field(1e-5, ge=0)
-    layer_decay: float = Field(1.0, gt=0, le=1, description="layer-wise lr decay of a training backbone")
-    lovasz_weight: float = Field(1.0, ge=0)
 
 
 class TrainerConfig(Schema):
@@ -108,28 +72,6 @@ class TrainerConfig(Schema):
     log_every: int = Field(10, gt=0, description="log training metrics every this many steps")
     keep_last: int | None = Field(None, ge=1, description="keep only the newest N epoch checkpoints besides "
                                   "last.ckpt (null: keep every epoch's)")
-
-
-class AugmentConfig(Schema):
-    """Point-cloud augmentation drawn per training scan (pretraining and segmentation); cameras and rays
-    follow it. ``augment: null`` turns it off."""
-
-    rotate: bool = True
-    flip: bool = True
-    flip_axes: Literal["any", "one"] = Field("any", description="any: none, x, y or both; one: x or y, always "
-                                             "(ScaLR's FlipXY)")
-    flip_prob: float = Field(1.0, ge=0, le=1, description="probability of drawing the flip (ScaLR: 2/3)")
-    scale: tuple[float, float] | None = (0.9, 1.1)
-    translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
-    drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
-    drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
-    polarmix: bool = Field(False, description="WaffleIron's PolarMix with another training scan (segmentation; "
-                           "needs instance labels)")
-    instance_cutmix: bool = Field(False, description="WaffleIron's instance CutMix from a bank cut from the training "
-                                  "split (segmentation; needs instance labels)")
-
-    def point_augment(self) -> PointAugment:
-        return PointAugment(**self.model_dump(exclude={"polarmix", "instance_cutmix"}))
 
 
 class RecipeInfo(Schema):
@@ -151,23 +93,6 @@ class RecipeInfo(Schema):
 
     def where(self) -> str:
         return f"recipe {self.name}" if self.name else "recipe"
-
-
-class SegmentationConfig(Schema):
-    """``lidarssl train | probe | finetune``: lidar semantic segmentation."""
-
-    recipe: RecipeInfo | None = Field(None, description="what the recipe reproduces (read by `lidarssl recipes`)")
-    out: Path = Field(Path("runs/segmentation"), description="run directory")
-    seed: int = 0
-    pretrained: Path | None = Field(None, description="backbone weights (.safetensors) for probe and finetune")
-    augment: AugmentConfig | None = Field(default_factory=AugmentConfig)
-    crop: InputCrop | None = Field(None, description="points a training scan keeps (ScaLR: max_points 20000)")
-    head: Literal["bn-linear", "linear"] = Field(
-        "bn-linear", description="BatchNorm + zero-initialised linear (ScaLR) or a plain 1x1 linear (SLidR's final)")
-    data: DataConfig = Field(default_factory=DataConfig)
-    backbone: BackboneConfig = Field(default_factory=BackboneConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
 S = TypeVar("S", bound=Schema)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lidarssl.errors import DataError
-from lidarssl.methods.contrastive import (
+from lidarssl.methods.pair_losses import (
     gather_across_processes,
     info_nce,
     ppkt_loss,
@@ -26,7 +26,7 @@ from lidarssl.methods.contrastive import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SOURCE = str(REPO / "src" / "lidarssl" / "methods" / "contrastive.py")
+SOURCE = str(REPO / "src" / "lidarssl" / "methods" / "pair_losses.py")
 
 
 def unit(n: int, c: int, seed: int) -> torch.Tensor:

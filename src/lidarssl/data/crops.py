@@ -12,11 +12,12 @@ every original point.
 from __future__ import annotations
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from lidarssl.data.geometry import project
 from lidarssl.data.scan import Scan
 from lidarssl.errors import DataError
+from lidarssl.schema import Schema
 
 __all__ = ["InputCrop", "cap_points", "cuboid_points", "frustum_points"]
 
@@ -59,7 +60,7 @@ def cuboid_points(points: np.ndarray, subset: np.ndarray, share: tuple[float, fl
     return subset[inside]
 
 
-class InputCrop(BaseModel):
+class InputCrop(Schema):
     """``crop:`` of a recipe: the points a training scan keeps before augmentation and preprocessing.
 
     ``frustum`` draws one camera per scan and keeps the points it sees; that camera is then the only one the
@@ -67,8 +68,6 @@ class InputCrop(BaseModel):
     crop of each view). ``max_points`` keeps that many points nearest a random point. Evaluation samples are
     never cropped.
     """
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)  # as lidarssl.config.Schema
 
     frustum: bool = Field(False, description="keep only the points of one camera's frustum, drawn per scan (ScaLR)")
     max_points: int | None = Field(None, gt=0, description="keep the N points nearest a random point (ScaLR: 20000)")

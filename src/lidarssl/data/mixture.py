@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 from pydantic import Field, ValidationError, model_validator
 
-from lidarssl.config import Schema
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.scan import Scan
 from lidarssl.errors import ConfigError, DataError
+from lidarssl.schema import Schema
 
 #: Intensity mean and standard deviation per dataset, over whole training splits (ScaLR's values). Keys are a
 #: Scan's ``dataset`` name. KITTI object scans come from SemanticKITTI's sensor; the synthetic world writes

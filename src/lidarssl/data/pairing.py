@@ -18,25 +18,25 @@ covers ``[col, col + 1) x [row, row + 1)`` in continuous coordinates, as everywh
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from PIL import Image
 from pydantic import Field
 
 from lidarssl.batch import Batch, Sample, concat_rows
-from lidarssl.config import Schema
 from lidarssl.data.geometry import occluded, project
 from lidarssl.data.scan import Scan
 from lidarssl.errors import ConfigError, DataError
+from lidarssl.schema import Schema
 
 if TYPE_CHECKING:
     from lidarssl.data.loader import AugmentedScan
 
-__all__ = ["PairingConfig", "PairedViews", "PairBuilder", "pair_views", "keeps_pairs"]
+__all__ = ["PairingConfig", "PairedViews", "PixelMap", "PairBuilder", "pair_views", "keeps_pairs"]
 
 
 class PairingConfig(Schema):
@@ -84,8 +84,8 @@ class PairedViews:
         point: (P,) int64 index of each paired point in the scan.
         view: (P,) int64 view of each pair.
         uv: (P, 2) float64 continuous pixel coordinates (u = column, v = row) in the augmented image.
-        superpixels: (V, H, W) uint16 segment ids of the augmented images, when given.
-        classes: (V, H, W) uint8 per-pixel classes of the augmented images, when given (the oracle teacher).
+        maps: per-pixel maps augmented with the images, (V, H, W) each, by name: ``superpixels`` (uint16 segment
+            ids), ``pixel_classes`` (per-pixel classes, the oracle teacher's input), any other a builder carries.
     """
 
     names: list[str]
@@ -95,8 +95,17 @@ class PairedViews:
     point: np.ndarray
     view: np.ndarray
     uv: np.ndarray
-    superpixels: np.ndarray | None = None
-    classes: np.ndarray | None = None
+    maps: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def superpixels(self) -> np.ndarray | None:
+        """(V, H, W) uint16 segment ids of the augmented images, when given."""
+        return self.maps.get("superpixels")
+
+    @property
+    def classes(self) -> np.ndarray | None:
+        """(V, H, W) per-pixel classes of the augmented images, when given (the oracle teacher)."""
+        return self.maps.get("pixel_classes")
 
     @property
     def pixels(self) -> np.ndarray:
@@ -142,6 +151,7 @@ def pair_views(
     superpixels: list[np.ndarray] | None = None,
     camera: int | None = None,
     classes: list[np.ndarray] | None = None,
+    maps: Mapping[str, Sequence[np.ndarray]] | None = None,
 ) -> PairedViews:
     """Pair the scan's points with pixels of its cameras and augment the images.
 
@@ -154,14 +164,21 @@ def pair_views(
         superpixels: one (H, W) id map per camera of ``scan.cameras``, augmented with the images.
         camera: pair with this camera only (the one whose frustum an input crop kept), whatever ``cameras``.
         classes: one (H, W) class map per camera of ``scan.cameras``, augmented with the images.
+        maps: per-pixel maps by name, each one (H, W) array per camera of ``scan.cameras``, cropped, resized
+            (nearest) and flipped with the images; ``superpixels`` and ``classes`` are two of them
+            (``superpixels`` and ``pixel_classes``).
 
     Raises:
         DataError: the scan has no camera, or cameras of different sizes without crop or resize.
     """
     if not scan.cameras:
         raise DataError(f"{scan.source}: scan has no camera views; image-to-lidar pairing needs cameras")
-    if superpixels is not None and len(superpixels) != len(scan.cameras):
-        raise DataError(f"{scan.source}: {len(superpixels)} superpixel maps for {len(scan.cameras)} cameras")
+    maps = {**(maps or {}), **({"superpixels": superpixels} if superpixels is not None else {}),
+            **({"pixel_classes": classes} if classes is not None else {})}
+    for key, per_camera in maps.items():
+        if len(per_camera) != len(scan.cameras):
+            what = "superpixel" if key == "superpixels" else f"'{key}'"
+            raise DataError(f"{scan.source}: {len(per_camera)} {what} maps for {len(scan.cameras)} cameras")
     A = np.eye(4) if A is None else np.asarray(A, dtype=np.float64)
     A_inv = np.linalg.inv(A)
     chosen = range(len(scan.cameras))
@@ -169,7 +186,8 @@ def pair_views(
         chosen = [camera]
     elif config.cameras == "one":
         chosen = [int(rng.integers(len(scan.cameras))) if rng is not None else 0]
-    names, images, Ks, extrinsics, points, views, uvs, sps, cls = [], [], [], [], [], [], [], [], []
+    names, images, Ks, extrinsics, points, views, uvs = [], [], [], [], [], [], []
+    out_maps: dict[str, list[np.ndarray]] = {key: [] for key in maps}
     for v, c in enumerate(chosen):
         cam = scan.cameras[c]
         proj = project(scan.points, cam.K, cam.lidar_to_cam, cam.hw, config.min_depth)
@@ -190,14 +208,12 @@ def pair_views(
         S = np.array([[scale[0], 0, -x0 * scale[0]], [0, scale[1], -y0 * scale[1]], [0, 0, 1]])
         K = S @ cam.K
         image = _resample(cam.image, box, out_hw, nearest=False)
-        sp = _resample(superpixels[c], box, out_hw, nearest=True) if superpixels is not None else None
-        cl = _resample(classes[c], box, out_hw, nearest=True) if classes is not None else None
+        pixel_maps = {key: _resample(per_camera[c], box, out_hw, nearest=True) for key, per_camera in maps.items()}
         if rng is not None and config.flip > 0 and rng.uniform() < config.flip:
             uv[:, 0] = out_hw[1] - uv[:, 0]
             K = np.array([[-1, 0, out_hw[1]], [0, 1, 0], [0, 0, 1]]) @ K
             image = image[:, ::-1]
-            sp = sp[:, ::-1] if sp is not None else None
-            cl = cl[:, ::-1] if cl is not None else None
+            pixel_maps = {key: m[:, ::-1] for key, m in pixel_maps.items()}
         inside = (uv[:, 0] >= 0) & (uv[:, 0] < out_hw[1]) & (uv[:, 1] >= 0) & (uv[:, 1] < out_hw[0])
         names.append(cam.name)
         images.append(np.ascontiguousarray(image))
@@ -206,18 +222,15 @@ def pair_views(
         points.append(idx[inside])
         views.append(np.full(int(inside.sum()), v, np.int64))
         uvs.append(uv[inside])
-        if sp is not None:
-            sps.append(np.ascontiguousarray(sp))
-        if cl is not None:
-            cls.append(np.ascontiguousarray(cl))
+        for key, m in pixel_maps.items():
+            out_maps[key].append(np.ascontiguousarray(m))
     sizes = {im.shape for im in images}
     if len(sizes) > 1:
         raise DataError(f"{scan.source}: cameras have different image sizes {sorted(sizes)}; set pairing.resize "
                         "or pairing.crop_size so the views can be batched")
     return PairedViews(names=names, images=np.stack(images), K=np.stack(Ks), lidar_to_cam=np.stack(extrinsics),
                        point=np.concatenate(points).astype(np.int64), view=np.concatenate(views),
-                       uv=np.concatenate(uvs), superpixels=np.stack(sps) if sps else None,
-                       classes=np.stack(cls) if cls else None)
+                       uv=np.concatenate(uvs), maps={key: np.stack(m) for key, m in out_maps.items()})
 
 
 def keeps_pairs(scan: Scan, keep: np.ndarray, min_pairs: int, min_depth: float = 1.0) -> bool:
@@ -230,8 +243,21 @@ def keeps_pairs(scan: Scan, keep: np.ndarray, min_pairs: int, min_depth: float =
                for cam in scan.cameras)
 
 
+@dataclass(frozen=True)
+class PixelMap:
+    """A per-pixel map that travels with the camera images through pairing: ``source.get(scan, camera)`` gives
+    one (H, W) array per camera, cropped, resized (nearest) and flipped with the images. ``key`` names it in the
+    sample and the batch (a row of the table in :mod:`lidarssl.batch`), ``dtype`` is its type in the sample
+    (uint16 maps become int32 in the batch: torch has no uint16 arithmetic)."""
+
+    key: str
+    source: Any
+    dtype: type = np.uint16
+
+
 class PairBuilder:
-    """Point-pixel pairs, augmented images and, when asked, superpixels or cached teacher features.
+    """Point-pixel pairs, augmented images and, when asked, per-pixel maps (superpixels, class images, ...) or
+    cached teacher features.
 
     Adds to each sample ``images`` (V, H, W, 3) uint8, ``K`` (V, 3, 3), ``lidar_to_cam`` (V, 4, 4) from the
     augmented points, ``pair_row`` (P,) feature row of each paired point (pairs of points the backbone dropped
@@ -245,33 +271,29 @@ class PairBuilder:
         teacher_cache: a teacher feature cache (:mod:`lidarssl.methods.teacher_cache`); only for images that are
             not randomly augmented (the cache holds the features of the deterministic image).
         classes: a class-image source with ``get(scan, camera_index) -> (H, W) uint8`` (the oracle teacher's input).
+        maps: further per-pixel maps (:class:`PixelMap`); ``superpixels`` and ``classes`` are two of them.
     """
 
-    def __init__(self, config: PairingConfig, superpixels=None, teacher_cache=None, classes=None) -> None:
+    def __init__(self, config: PairingConfig, superpixels=None, teacher_cache=None, classes=None,
+                 maps: Sequence[PixelMap] = ()) -> None:
         if teacher_cache is not None and config.augments_images:
             raise DataError("cached teacher features need deterministic images: set pairing.crop_size: null and "
                             "pairing.flip: 0, or compute teacher features online (no teacher cache)")
-        self.config, self.superpixels, self.teacher_cache = config, superpixels, teacher_cache
-        self.classes = classes
+        self.config, self.teacher_cache = config, teacher_cache
+        self.maps = [*([PixelMap("superpixels", superpixels, np.uint16)] if superpixels is not None else []),
+                     *maps, *([PixelMap("pixel_classes", classes, np.uint8)] if classes is not None else [])]
 
     def __call__(self, view: AugmentedScan, rng: np.random.Generator | None) -> Sample:
         scan = view.scan
-        sps = None
-        if self.superpixels is not None:
-            sps = [self.superpixels.get(scan, c) for c in range(len(scan.cameras))]
-        cls = None
-        if self.classes is not None:
-            cls = [self.classes.get(scan, c) for c in range(len(scan.cameras))]
-        views = pair_views(scan, self.config, view.A, rng, superpixels=sps, classes=cls, camera=view.camera)
+        maps = {m.key: [m.source.get(scan, c) for c in range(len(scan.cameras))] for m in self.maps}
+        views = pair_views(scan, self.config, view.A, rng, camera=view.camera, maps=maps)
         rows = view.row_of_point[views.point]
         keep = rows >= 0
         sample = {"images": views.images, "K": views.K.astype(np.float32),
                   "lidar_to_cam": views.lidar_to_cam.astype(np.float32), "pair_row": rows[keep],
                   "pair_view": views.view[keep], "pair_uv": views.uv[keep].astype(np.float32)}
-        if views.superpixels is not None:
-            sample["superpixels"] = views.superpixels
-        if views.classes is not None:
-            sample["pixel_classes"] = views.classes.astype(np.uint8)
+        for m in self.maps:
+            sample[m.key] = views.maps[m.key].astype(m.dtype, copy=False)
         if self.teacher_cache is not None:
             sample["teacher_maps"] = np.stack([self.teacher_cache.load_for(scan, name) for name in views.names])
         return sample
@@ -288,12 +310,11 @@ class PairBuilder:
         batch["pair_row"] = concat_rows(samples, "pair_row", batch["offsets"].numpy())
         batch["pair_view"] = concat_rows(samples, "pair_view", view_offsets)
         batch["pair_uv"] = concat_rows(samples, "pair_uv")
-        if "superpixels" in samples[0]:
-            batch["superpixels"] = torch.from_numpy(np.concatenate([s["superpixels"] for s in samples]).astype(np.int32))
+        for m in self.maps:
+            maps = np.concatenate([s[m.key] for s in samples])
+            batch[m.key] = torch.from_numpy(maps.astype(np.int32) if maps.dtype == np.uint16 else maps)
         if "teacher_maps" in samples[0]:
             batch["teacher_maps"] = torch.from_numpy(np.concatenate([s["teacher_maps"] for s in samples]))
-        if "pixel_classes" in samples[0]:
-            batch["pixel_classes"] = torch.from_numpy(np.concatenate([s["pixel_classes"] for s in samples]))
 
 
 class ClassImageSource:

@@ -1,7 +1,7 @@
 """Point-cloud augmentations, drawn from an explicit random generator so a seed fixes every draw.
 
 One :class:`PointAugment` serves pretraining and segmentation alike (its settings are the recipes'
-``augment:`` section, :class:`lidarssl.config.AugmentConfig`).
+``augment:`` section, :class:`AugmentConfig`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-__all__ = ["PointAugment", "apply_affine", "drop_cuboid"]
+from lidarssl.schema import Schema
+
+__all__ = ["AugmentConfig", "PointAugment", "apply_affine", "drop_cuboid"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +94,25 @@ def drop_cuboid(points: np.ndarray, rng: np.random.Generator, max_side: float = 
     centre = points[rng.integers(len(points))]
     inside = np.all(np.abs(points - centre) <= half, axis=1)
     return ~inside
+
+
+class AugmentConfig(Schema):
+    """Point-cloud augmentation drawn per training scan (pretraining and segmentation); cameras and rays
+    follow it. ``augment: null`` turns it off."""
+
+    rotate: bool = True
+    flip: bool = True
+    flip_axes: Literal["any", "one"] = Field("any", description="any: none, x, y or both; one: x or y, always "
+                                             "(ScaLR's FlipXY)")
+    flip_prob: float = Field(1.0, ge=0, le=1, description="probability of drawing the flip (ScaLR: 2/3)")
+    scale: tuple[float, float] | None = (0.9, 1.1)
+    translate: tuple[float, float] | None = Field(None, description="[std, limit] of a horizontal shift (m)")
+    drop_cuboid: float | None = Field(None, description="SLidR's DropCuboids: largest side, share of the extent")
+    drop_cuboid_min_pairs: int = Field(1024, ge=0, description="undo a drop leaving a camera fewer points (SLidR)")
+    polarmix: bool = Field(False, description="WaffleIron's PolarMix with another training scan (segmentation; "
+                           "needs instance labels)")
+    instance_cutmix: bool = Field(False, description="WaffleIron's instance CutMix from a bank cut from the training "
+                                  "split (segmentation; needs instance labels)")
+
+    def point_augment(self) -> PointAugment:
+        return PointAugment(**self.model_dump(exclude={"polarmix", "instance_cutmix"}))

@@ -11,11 +11,11 @@ import lightning as L
 import numpy as np
 
 from lidarssl.checkpoints import check_backbone_options, load_state_dict_strict, load_weights, save_weights
-from lidarssl.config import SegmentationConfig
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.labels import ClassMap
 from lidarssl.data.loader import LabelBuilder, ScanSamples
 from lidarssl.data.mixing import ScanMixer
+from lidarssl.downstream.config import SegmentationConfig
 from lidarssl.downstream.segmentation import Mode, SegmentationModule
 from lidarssl.errors import CheckpointError, ConfigError, DataError
 from lidarssl.io import atomic_write
@@ -36,11 +36,13 @@ from lidarssl.runs import (
 __all__ = ["SegmentationResult", "build_module", "evaluate_run", "run_segmentation", "segmentation_data"]
 
 
-def _check_dataset(config: SegmentationConfig) -> None:
-    """A published-cell recipe runs only on the dataset its protocol is written for."""
+def _dataset_format(config: SegmentationConfig) -> str:
+    """The format of ``data.root``, detected once per run; a published-cell recipe runs only on the dataset its
+    protocol is written for."""
+    fmt = detect_format(Path(config.data.root))
     if config.recipe is not None:
-        check_recipe_dataset(config.recipe, detect_format(Path(config.data.root)), config.data.root,
-                             config.recipe.where())
+        check_recipe_dataset(config.recipe, fmt, config.data.root, config.recipe.where())
+    return fmt
 
 
 def segmentation_backbone(config: SegmentationConfig) -> BackboneSpec:
@@ -57,17 +59,19 @@ def segmentation_backbone(config: SegmentationConfig) -> BackboneSpec:
                           "backbone.options={}") from None
 
 
-def segmentation_data(config: SegmentationConfig, spec: BackboneSpec) -> tuple[LabelledScanData, ClassMap]:
-    """Train and val samples of ``config.data`` with segmentation labels, and the class map of the train split."""
+def segmentation_data(config: SegmentationConfig, spec: BackboneSpec,
+                      fmt: str | None = None) -> tuple[LabelledScanData, ClassMap]:
+    """Train and val samples of ``config.data`` with segmentation labels, and the class map of the train split.
+    ``fmt``: the dataset format when the caller has detected it already."""
     info = config.recipe
-    _check_dataset(config)
+    options = {"format": fmt or _dataset_format(config), **config.data.options}
     try:
-        train_set = open_dataset(config.data.root, split=config.data.train_split, **config.data.options)
+        train_set = open_dataset(config.data.root, split=config.data.train_split, **options)
     except DataError as exc:
         if info is None or "@" not in config.data.train_split:
             raise
         raise DataError(f"{info.where()}: data.train_split={config.data.train_split}: {exc}") from None
-    val_set = open_dataset(config.data.root, split=config.data.val_split, **config.data.options)
+    val_set = open_dataset(config.data.root, split=config.data.val_split, **options)
     augment = config.augment.point_augment() if config.augment is not None else None
     mix = None
     if config.augment is not None and (config.augment.polarmix or config.augment.instance_cutmix):
@@ -143,11 +147,11 @@ def run_segmentation(config: SegmentationConfig, mode: Mode, resume: bool = Fals
 def _run_segmentation(config: SegmentationConfig, mode: Mode, ckpt: Path | None) -> SegmentationResult:
     L.seed_everything(config.seed, workers=True, verbose=False)
     out = config.out
-    _check_dataset(config)
+    fmt = _dataset_format(config) if config.recipe is not None else None  # before building anything
     spec = segmentation_backbone(config)
     _load_pretrained(spec, config.pretrained, mode, config.backbone.options,
                      random_init=mode == "probe" and config.recipe is not None and config.recipe.method == "scratch")
-    data, class_map = segmentation_data(config, spec)
+    data, class_map = segmentation_data(config, spec, fmt)
     module = build_module(config, spec, class_map, mode)
     trainer = build_trainer(out, config.optim.epochs, config.trainer)
     if trainer.is_global_zero:

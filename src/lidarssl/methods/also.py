@@ -46,12 +46,12 @@ from scipy.spatial import cKDTree
 from torch import nn
 
 from lidarssl.batch import Batch, Sample, concat_rows
-from lidarssl.config import Schema
 from lidarssl.data.loader import AugmentedScan
 from lidarssl.data.transforms import apply_affine
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
+from lidarssl.schema import Schema
 
 __all__ = ["ALSO", "ALSOOptions", "BevGrid", "QueryBuilder", "OccupancyDecoder", "occupancy_iou", "occupancy_logits",
            "BEHIND", "FRONT", "FREE"]

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from lidarssl.batch import Batch
-from lidarssl.config import Schema
 from lidarssl.data.loader import SampleBuilder
 from lidarssl.errors import ConfigError
 from lidarssl.methods.config import PretrainConfig, PretrainOptimConfig
@@ -30,6 +29,7 @@ from lidarssl.models.backbones.base import Backbone
 from lidarssl.models.teachers.base import Teacher
 from lidarssl.optim import optimizer_and_schedule, param_groups
 from lidarssl.registry import METHODS
+from lidarssl.schema import Schema
 
 __all__ = ["PretrainMethod", "register_method", "method_class", "list_methods", "point_head"]
 
@@ -60,7 +60,7 @@ class PretrainMethod(L.LightningModule, ABC):
         options: the method's ``Options`` (validated).
         optim: optimiser settings; ``lr`` is already scaled to the global batch.
         teacher: frozen image teacher, for methods that use one.
-        loss_scope: ``process`` or ``global`` (see :func:`lidarssl.methods.contrastive.gather_across_processes`).
+        loss_scope: ``process`` or ``global`` (see :func:`lidarssl.methods.pair_losses.gather_across_processes`).
     """
 
     name: ClassVar[str]

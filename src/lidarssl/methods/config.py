@@ -7,11 +7,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field
 
-from lidarssl.config import AugmentConfig, BackboneConfig, RecipeInfo, Schema, TrainerConfig
+from lidarssl.config import BackboneConfig, RecipeInfo, TrainerConfig
 from lidarssl.data.crops import InputCrop
 from lidarssl.data.mixture import MixtureMember
 from lidarssl.data.pairing import PairingConfig
+from lidarssl.data.transforms import AugmentConfig
 from lidarssl.registry import METHODS, TEACHERS
+from lidarssl.schema import Schema
 
 __all__ = ["PretrainConfig", "TeacherConfig", "MethodConfig", "PretrainOptimConfig", "PretrainDataConfig"]
 

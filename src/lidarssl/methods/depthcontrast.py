@@ -30,12 +30,12 @@ from pydantic import Field
 from torch import nn
 
 from lidarssl.batch import Batch
-from lidarssl.config import Schema
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import _compute_dtype, _full_precision, gather_across_processes
+from lidarssl.methods.pair_losses import _compute_dtype, _full_precision, gather_across_processes
 from lidarssl.methods.views import SecondViewBuilder
+from lidarssl.schema import Schema
 
 __all__ = ["DepthContrast", "DepthContrastOptions", "check_queue", "moco_info_nce", "scan_max_pool"]
 

@@ -40,15 +40,15 @@ from pydantic import Field
 from torch import nn
 
 from lidarssl.batch import Batch, Sample, concat_rows
-from lidarssl.config import Schema
 from lidarssl.data.loader import AugmentedScan
 from lidarssl.data.pairing import PairBuilder
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import info_nce, sample_pairs
+from lidarssl.methods.pair_losses import info_nce, sample_pairs
 from lidarssl.methods.image import class_images, sample_maps, teacher_maps
 from lidarssl.methods.pnp import rotation_error_deg, solve_pnp
+from lidarssl.schema import Schema
 
 __all__ = ["NCLR", "NCLROptions", "NCLRPairBuilder", "point_overlap_labels", "pixel_overlap_labels",
            "cell_centres", "soft_match_bearings", "select_keypoints"]

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lidarssl.batch import Batch
-from lidarssl.config import Schema
 from lidarssl.data.datasets import open_dataset
 from lidarssl.errors import ConfigError
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import gather_across_processes, info_nce, sample_pairs
+from lidarssl.methods.pair_losses import gather_across_processes, info_nce, sample_pairs
 from lidarssl.methods.views import SecondViewBuilder, check_poses
+from lidarssl.schema import Schema
 
 __all__ = ["PointContrast", "PointContrastOptions", "match_accuracy", "point_info_nce"]
 
@@ -54,7 +54,7 @@ class PointContrastOptions(Schema):
 def point_info_nce(q: torch.Tensor, k: torch.Tensor, npos: int, temperature: float,
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """PointInfoNCE of matched, L2-normalised features: ``npos`` pairs drawn without replacement (all when there
-    are fewer), then :func:`~lidarssl.methods.contrastive.info_nce` of ``q`` against ``k``."""
+    are fewer), then :func:`~lidarssl.methods.pair_losses.info_nce` of ``q`` against ``k``."""
     index = sample_pairs(q.shape[0], npos, generator).to(q.device)
     return info_nce(q[index], k[index], temperature)
 

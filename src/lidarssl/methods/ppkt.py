@@ -7,12 +7,12 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lidarssl.batch import Batch
-from lidarssl.config import Schema
 from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import gather_across_processes, ppkt_loss
+from lidarssl.methods.pair_losses import gather_across_processes, ppkt_loss
 from lidarssl.methods.image import PointPixelMethod, class_images, sample_maps, teacher_maps
+from lidarssl.schema import Schema
 
 __all__ = ["PPKT"]
 

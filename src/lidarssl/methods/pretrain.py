@@ -43,14 +43,16 @@ def build_teacher(config: PretrainConfig) -> Teacher:
         return create_teacher(t.name, weights=t.weights, image_size=t.image_size, **t.options).freeze()
 
 
-def open_pretrain_dataset(config: PretrainConfig):
-    """The recipe's scans: its mixture of datasets when it lists one, else ``data.root`` at ``data.split``."""
+def open_pretrain_dataset(config: PretrainConfig, fmt: str | None = None):
+    """The recipe's scans: its mixture of datasets when it lists one, else ``data.root`` at ``data.split``
+    (``fmt``: its format when the caller has detected it already)."""
     if config.data.mixture:
         from lidarssl.data.mixture import MixtureDataset
 
         return MixtureDataset(config.data.mixture, seed=config.seed)
+    options = {"format": fmt, **config.data.options} if fmt else config.data.options
     try:
-        return open_dataset(config.data.root, split=config.data.split, **config.data.options)
+        return open_dataset(config.data.root, split=config.data.split, **options)
     except TypeError as e:  # an option the reader does not take
         raise ConfigError(f"data.options: {e}; check the reader options of this dataset") from None
 
@@ -95,11 +97,12 @@ def run_pretraining(config: PretrainConfig, resume: bool = False, allow_config_c
 def _run_pretraining(config: PretrainConfig, ckpt: Path | None) -> PretrainResult:
     L.seed_everything(config.seed, workers=True, verbose=False)
     out = config.out
+    fmt = None  # detected once: for the recipe's check and the reader
     if config.recipe is not None and config.data.mixture is None:
-        check_recipe_dataset(config.recipe, detect_format(Path(config.data.root)), config.data.root,
-                             config.recipe.where())
+        fmt = detect_format(Path(config.data.root))
+        check_recipe_dataset(config.recipe, fmt, config.data.root, config.recipe.where())
     module, spec, builders = build_method(config)
-    samples = ScanSamples(open_pretrain_dataset(config), spec.prep, builders, seed=config.seed,
+    samples = ScanSamples(open_pretrain_dataset(config, fmt), spec.prep, builders, seed=config.seed,
                           augment=config.augment.point_augment(), crop=config.crop)
     data = ScanData(samples, config.trainer.batch_size, config.data.num_workers)
     trainer = build_trainer(out, config.optim.epochs, config.trainer)

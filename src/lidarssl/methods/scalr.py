@@ -5,13 +5,13 @@ from __future__ import annotations
 import torch
 
 from lidarssl.batch import Batch
-from lidarssl.config import Schema
 from lidarssl.data.pairing import PairBuilder
 from lidarssl.methods.base import PretrainMethod, point_head, register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import scalr_loss
+from lidarssl.methods.pair_losses import scalr_loss
 from lidarssl.methods.image import class_images, sample_maps, teacher_maps
 from lidarssl.methods.teacher_cache import teacher_cache
+from lidarssl.schema import Schema
 
 __all__ = ["ScaLR"]
 

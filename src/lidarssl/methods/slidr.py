@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from lidarssl.batch import Batch
-from lidarssl.config import Schema
 from lidarssl.data.pairing import PairBuilder
 from lidarssl.data.scan import Scan
 from lidarssl.data.superpixels import (
@@ -21,7 +20,7 @@ from lidarssl.data.superpixels import (
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.methods.base import register_method
 from lidarssl.methods.config import PretrainConfig
-from lidarssl.methods.contrastive import (
+from lidarssl.methods.pair_losses import (
     gather_across_processes,
     info_nce,
     slidr_loss,
@@ -29,6 +28,7 @@ from lidarssl.methods.contrastive import (
     superpixel_pool,
 )
 from lidarssl.methods.image import PointPixelMethod, class_images, teacher_maps
+from lidarssl.schema import Schema
 
 __all__ = ["SLidR", "STSLidR", "SuperpixelSource"]
 

@@ -35,7 +35,7 @@ class RunPredictor:
 
     def __init__(self, run: str | Path, checkpoint: str | Path | None = None,
                  device: str | torch.device | None = None) -> None:
-        from lidarssl.config import SegmentationConfig
+        from lidarssl.downstream.config import SegmentationConfig
         from lidarssl.downstream.segmentation import SegmentationModule
         from lidarssl.errors import CheckpointError
         from lidarssl.models.backbones import create_backbone

@@ -3,7 +3,8 @@
 * :mod:`~lidarssl.zoo.reading`: read a checkpoint or release archive without running code from it;
 * :mod:`~lidarssl.zoo.formats`: which format a checkpoint is and where its network's tensors are;
 * :mod:`~lidarssl.zoo.kernels`: sparse-kernel layouts of MinkowskiEngine, torchsparse and spconv;
-* :mod:`~lidarssl.zoo.convert`: a checkpoint to a lidarssl preset, its heads and a record of every key;
+* :mod:`~lidarssl.zoo.convert`: a checkpoint to a lidarssl preset, its heads and a record of every key, by the
+  converter of its network family (:mod:`~lidarssl.zoo.families`);
 * :mod:`~lidarssl.zoo.release`: ``lidarssl import`` (the release folder and its report);
 * :mod:`~lidarssl.zoo.origins` and :mod:`~lidarssl.zoo.evaluate`: the preprocessing of each release's origin,
   and ``lidarssl evaluate`` of an imported segmentation release;

@@ -20,9 +20,10 @@ from pydantic import Field
 from torch import nn
 
 from lidarssl.checkpoints import load_state_dict_strict, load_weights
-from lidarssl.config import DataConfig, Schema, TrainerConfig, load_config
+from lidarssl.config import TrainerConfig, load_config
 from lidarssl.data.datasets import detect_format, open_dataset
 from lidarssl.data.loader import LabelBuilder, ScanSamples, build_loader
+from lidarssl.downstream.config import DataConfig
 from lidarssl.downstream.segmentation import SegmentationModule
 from lidarssl.errors import ConfigError, DataError
 from lidarssl.io import atomic_write
@@ -30,6 +31,7 @@ from lidarssl.metrics import format_iou_table, iou_per_class, miou
 from lidarssl.models.backbones import create_backbone
 from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep
 from lidarssl.runs import build_trainer
+from lidarssl.schema import Schema
 from lidarssl.zoo.origins import ORIGINS, Origin, SeedVoxelPrep
 from lidarssl.zoo.release import BACKBONE_FILE, HEAD_FILE, read_release
 
@@ -109,7 +111,7 @@ def evaluate_release(folder: str | Path, overrides: list[str] | dict[str, Any] |
         raise DataError(f"{root} is a {fmt} dataset, but the release comes from {origin.name} ({origin.dataset})")
     reader_options = {**origin.reader_options, "with_images": False} if fmt != "synthetic" else {}
     split = config.data.val_split
-    dataset = open_dataset(root, split=split, **reader_options)
+    dataset = open_dataset(root, split=split, format=fmt, **reader_options)
     classes = dataset.class_map.classes
     if len(classes) != head["classes"]:
         raise DataError(f"{root} ({fmt}) has {len(classes)} classes, the release's head {head['classes']}")
