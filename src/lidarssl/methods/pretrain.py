@@ -46,8 +46,9 @@ def build_teacher(config: PretrainConfig) -> Teacher:
         return create_teacher(t.name, weights=t.weights, image_size=t.image_size, **t.options).freeze()
 
 
-def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
-    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size."""
+def teacher_cache(config: PretrainConfig, center: bool = False) -> TeacherFeatureCache | None:
+    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size; ``center``:
+    its maps are read minus the cache's mean feature."""
     if config.data.teacher_cache is None:
         return None
     if config.teacher is None or config.pairing.resize is None:
@@ -55,7 +56,7 @@ def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
     t = config.teacher
     settings = {k: v for k, v in (("image_size", t.image_size), ("options", t.options)) if v}
     key = teacher_cache_key(t.name, t.weights, config.seed, config.pairing.resize, settings)
-    return TeacherFeatureCache(config.data.teacher_cache, key)
+    return TeacherFeatureCache(config.data.teacher_cache, key, center=center)
 
 
 def open_pretrain_dataset(config: PretrainConfig):
@@ -137,13 +138,17 @@ def prepare_teacher_features(config: PretrainConfig, batch_size: int = 8,
     # every frame of every member of a mixture (which otherwise draws a subset per epoch)
     frames = [(d, i) for d in getattr(dataset, "datasets", [dataset]) for i in range(len(d))]
     every_camera = config.pairing.model_copy(update={"cameras": "all"})
+    paths: list[Path] = []
 
     def images_of(i: int):
         d, j = frames[i]
         scan = d[j]
         views = pair_views(scan, every_camera)
+        paths.extend(cache.path(scan.cache_key, name) for name in views.names)
         return scan, views.names, views.images
 
     cache.write_info({"teacher": config.teacher.name, "weights": str(config.teacher.weights),
                       "image_size": list(config.pairing.resize), "seed": config.seed})
-    return fill_cache(cache, teacher, images_of, len(frames), batch_size, progress)
+    counts = fill_cache(cache, teacher, images_of, len(frames), batch_size, progress)
+    cache.write_mean(paths)
+    return counts
