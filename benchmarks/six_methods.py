@@ -1,20 +1,23 @@
-"""The six-method table: every pretext method on one synthetic world, linear probing and few-label finetuning.
+"""The six-method table: every pretext method on synthetic worlds, linear probing and few-label finetuning.
 
-Generates a world with ``--seed``, trains the semantic 2D teacher ``resnet18_semantic`` on its training split
-(``lidarssl prepare teacher``; it stands in for DINOv2), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with that
-teacher), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on
-every val point:
+For each world seed (``--seeds``), generates a world, trains the semantic 2D teacher ``resnet18_semantic`` on its
+training split (``lidarssl prepare teacher``; it stands in for DINOv2) and measures its ceiling (its own features at
+the paired points, linearly probed: ``teacher_ceiling.py``), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with
+that teacher), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on every val point:
 
-* linear probing (recipe ``probe-wi-synthetic``) of the pretrained backbone vs a randomly initialised one;
+* linear probing (recipe ``probe-wi-synthetic``, ``--probe-epochs``) of the pretrained backbone vs a randomly
+  initialised one;
 * few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``) vs the same recipe from scratch,
 
-with the same recipe and seed everywhere. Prints the table, the per-class IoU, wall times and each run's pretext
-metrics (first -> last epoch), and writes ``OUT/results.json``:
-``{"methods": {name: {"probe_miou", "random_probe_miou", "finetune_miou", "scratch_miou"}}, ...}`` (``null``
+with the same recipe and seed everywhere within a world. Prints, per world, the table, the per-class IoU, wall
+times and each run's pretext metrics (first -> last epoch); then over the worlds the mean and spread (sample
+standard deviation) of every number, and each image method's share of the teacher's gain over random,
+``(probe - random) / (ceiling - random)``. Writes ``OUT/<seed>/results.json`` per world and ``OUT/results.json``:
+``{"seeds", "worlds": {seed: per-world results}, "summary": {name: {key: {"mean", "std", "min"}}}}`` (``null``
 where a protocol was skipped with ``--protocols``).
 
-    PYTHONPATH=src python benchmarks/six_methods.py --seed 101 --out runs/six
-    PYTHONPATH=src python benchmarks/six_methods.py --seed 101 --out /tmp/six --tiny   # minutes: a smoke test
+    PYTHONPATH=src python benchmarks/six_methods.py --seeds 201 202 203 --out runs/six
+    PYTHONPATH=src python benchmarks/six_methods.py --seeds 1 2 --out /tmp/six --tiny   # minutes: a smoke test
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from machine import cpu_name
+from teacher_ceiling import teacher_ceiling
 
 METHODS = ("ppkt", "slidr", "stslidr", "scalr", "also", "nclr", "pointcontrast", "depthcontrast")
 IMAGE_METHODS = ("ppkt", "slidr", "stslidr", "scalr")
@@ -42,8 +47,9 @@ TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0
                  "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
 
 
-def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args: argparse.Namespace) -> list[str]:
-    common = [f"data.root={world}", f"out={out}", f"optim.epochs={args.pretrain_epochs}", f"seed={args.seed}",
+def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args: argparse.Namespace,
+                        seed: int) -> list[str]:
+    common = [f"data.root={world}", f"out={out}", f"optim.epochs={args.pretrain_epochs}", f"seed={seed}",
               "trainer.progress_bar=false", *(TINY_BACKBONE if args.tiny else [])]
     if method in IMAGE_METHODS:
         extra = [f"method.name={method}", "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
@@ -75,22 +81,11 @@ def _pretext(out: Path) -> str:
     return ", ".join(parts) or "no train metrics"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seed", type=int, required=True, help="world and run seed (use one no test uses)")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--protocols", nargs="+", default=["probe", "finetune"], choices=["probe", "finetune"])
-    parser.add_argument("--frames", type=int, default=48)
-    parser.add_argument("--pretrain-epochs", type=int, default=10)
-    parser.add_argument("--probe-epochs", type=int, default=8)
-    parser.add_argument("--finetune-epochs", type=int, default=40)
-    parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument("--tiny", action="store_true", help="a smoke test: 8 small frames, a tiny backbone, 1 epoch")
-    args = parser.parse_args()
-    if args.tiny:
-        args.frames, args.pretrain_epochs, args.probe_epochs, args.finetune_epochs, args.teacher_epochs = 4, 1, 1, 1, 1
-    torch.set_num_threads(os.cpu_count() or 1)
+KEYS = ("probe_miou", "random_probe_miou", "finetune_miou", "scratch_miou")
+
+
+def run_world(seed: int, out_dir: Path, args: argparse.Namespace) -> dict:
+    """Every method on the world of ``seed``: prints its tables, writes ``out_dir/results.json``, returns it."""
     from lidarssl.checkpoints import save_weights
     from lidarssl.cli import main as lidarssl
     from lidarssl.config import SegmentationConfig, load_config
@@ -102,27 +97,30 @@ def main() -> None:
     from lidarssl.models.backbones import create_backbone
 
     load = os.getloadavg()[0]
-    args.out.mkdir(parents=True, exist_ok=True)
-    world, teacher = args.out / "world", args.out / "teacher" / "resnet18_semantic.safetensors"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    world, teacher = out_dir / "world", out_dir / "teacher" / "resnet18_semantic.safetensors"
     times: dict[str, float] = {}
     start = time.perf_counter()
     size = "[160,90]" if args.tiny else "[320,180]"
     per_sequence = 2 if args.tiny else 8
-    lidarssl(["generate", "world-nuscenes", f"out={world}", f"frames={args.frames}", f"seed={args.seed}",
+    lidarssl(["generate", "world-nuscenes", f"out={world}", f"frames={args.frames}", f"seed={seed}",
               f"frames_per_sequence={per_sequence}", "val_fraction=0.17", f"image_size={size}", "overwrite=true"])
     times["world"] = time.perf_counter() - start
     start = time.perf_counter()
-    stats = train_semantic_teacher(world, teacher, TeacherTraining(epochs=args.teacher_epochs, seed=args.seed))
+    stats = train_semantic_teacher(world, teacher, TeacherTraining(epochs=args.teacher_epochs, seed=seed))
     times["teacher"] = time.perf_counter() - start
+    start = time.perf_counter()
+    ceiling = round(teacher_ceiling(world, teacher, epochs=args.probe_epochs, seed=seed), 2)
+    times["ceiling"] = time.perf_counter() - start
 
     seg_tiny = TINY_BACKBONE if args.tiny else []
     backbone = None
     weights: dict[str, Path] = {}
     pretext: dict[str, str] = {}
     for method in args.methods:
-        out = args.out / f"pretrain-{method}"
+        out = out_dir / f"pretrain-{method}"
         shutil.rmtree(out, ignore_errors=True)
-        config = load_config(PretrainConfig, _recipe(method), _pretrain_overrides(method, world, out, teacher, args))
+        config = load_config(PretrainConfig, _recipe(method), _pretrain_overrides(method, world, out, teacher, args, seed))
         backbone = config.backbone
         start = time.perf_counter()
         if config.data.teacher_cache is not None:
@@ -131,15 +129,15 @@ def main() -> None:
         times[method] = time.perf_counter() - start
         pretext[method] = _pretext(out)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(args.seed)
+        torch.manual_seed(seed)
         spec = create_backbone(backbone.name, **backbone.options)
-    random = save_weights(args.out / "random" / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name})
+    random = save_weights(out_dir / "random" / "backbone.safetensors", spec.model.state_dict(), {"backbone": spec.name})
 
     def segment(name: str, recipe: str, mode: str, path: Path | None, extra: list[str]):
-        out = args.out / name
+        out = out_dir / name
         shutil.rmtree(out, ignore_errors=True)
         config = load_config(SegmentationConfig, recipe, [
-            f"data.root={world}", f"out={out}", f"seed={args.seed}", "trainer.progress_bar=false", *seg_tiny,
+            f"data.root={world}", f"out={out}", f"seed={seed}", "trainer.progress_bar=false", *seg_tiny,
             *([f"pretrained={path}"] if path else []), *extra])
         begin = time.perf_counter()
         result = run_segmentation(config, mode=mode)
@@ -148,8 +146,7 @@ def main() -> None:
 
     probe = [f"optim.epochs={args.probe_epochs}"]
     finetune = [f"data.train_split={SPLIT}", f"optim.epochs={args.finetune_epochs}", "optim.warmup_epochs=1"]
-    results: dict[str, dict[str, float | None]] = {m: dict.fromkeys(
-        ("probe_miou", "random_probe_miou", "finetune_miou", "scratch_miou")) for m in args.methods}
+    results: dict[str, dict[str, float | None]] = {m: dict.fromkeys(KEYS) for m in args.methods}
     tables = {}
     # protocol -> baseline run (name, mode, weights), recipe, mode of the pretrained runs, overrides, result keys
     protocols = {
@@ -169,14 +166,13 @@ def main() -> None:
             tables[protocol][m] = r
             results[m].update({key: round(r.miou, 2), base_key: round(base.miou, 2)})
 
-    print(f"\nSix methods on a synthetic world of {args.frames} frames, seed {args.seed}; teacher resnet18_semantic "
-          f"({args.teacher_epochs} epochs, train pixel accuracy {stats['pixel_accuracy']:.3f}); pretraining "
-          f"{args.pretrain_epochs} epochs, probe {args.probe_epochs}, finetune {args.finetune_epochs} on {SPLIT}; "
-          f"{cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}\n")
+    print(f"\nSix methods on a synthetic world of {args.frames} frames, seed {seed}; teacher resnet18_semantic "
+          f"({args.teacher_epochs} epochs, train pixel accuracy {stats['pixel_accuracy']:.3f}, ceiling {ceiling:.1f}); "
+          f"pretraining {args.pretrain_epochs} epochs, probe {args.probe_epochs}, finetune {args.finetune_epochs} on "
+          f"{SPLIT}; {cpu_name()}, {os.cpu_count()} cores, load average {load:.2f}\n")
     print("| method | probe mIoU | random probe | finetune mIoU | scratch | pretraining (min) |\n|---|---|---|---|---|---|")
     for m, r in results.items():
-        cells = ["-" if r[k] is None else f"{r[k]:.1f}" for k in ("probe_miou", "random_probe_miou", "finetune_miou",
-                                                                   "scratch_miou")]
+        cells = ["-" if r[k] is None else f"{r[k]:.1f}" for k in KEYS]
         print(f"| {m} | " + " | ".join(cells) + f" | {times[m] / 60:.1f} |")
     for protocol, runs in tables.items():
         first = next(iter(runs.values()))
@@ -186,11 +182,89 @@ def main() -> None:
     for m, text in pretext.items():
         print(f"- {m}: {text}")
     print("\nWall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
-    doc = {"seed": args.seed, "frames": args.frames, "methods": results, "times_s": times, "pretext": pretext,
-           "teacher_pixel_accuracy": stats["pixel_accuracy"]}
-    tmp = args.out / "results.json.tmp"
+    doc = {"seed": seed, "frames": args.frames, "methods": results, "teacher_ceiling_miou": ceiling, "times_s": times,
+           "pretext": pretext, "teacher_pixel_accuracy": stats["pixel_accuracy"]}
+    _write_json(out_dir / "results.json", doc)
+    return doc
+
+
+def teacher_share(world: dict, method: str) -> float | None:
+    """An image method's probe gain over random as a share of the teacher's: (probe - random) / (ceiling - random)."""
+    r = world["methods"][method]
+    if method not in IMAGE_METHODS or r["probe_miou"] is None:
+        return None
+    gain = world["teacher_ceiling_miou"] - r["random_probe_miou"]
+    return round((r["probe_miou"] - r["random_probe_miou"]) / gain, 3) if gain > 0 else None
+
+
+def summarise(worlds: list[dict]) -> dict[str, dict[str, dict[str, float] | None]]:
+    """Mean, sample standard deviation (0 for one world) and minimum over the worlds of every number."""
+    def stats(values: list[float | None]) -> dict[str, float] | None:
+        if not values or any(v is None for v in values):
+            return None
+        a = np.asarray(values, np.float64)
+        return {"mean": round(float(a.mean()), 3), "std": round(float(a.std(ddof=1)) if len(a) > 1 else 0.0, 3),
+                "min": round(float(a.min()), 3)}
+
+    summary: dict[str, dict[str, dict[str, float] | None]] = {
+        "teacher": {"ceiling_miou": stats([w["teacher_ceiling_miou"] for w in worlds])}}
+    for m in worlds[0]["methods"]:
+        summary[m] = {k: stats([w["methods"][m][k] for w in worlds]) for k in KEYS}
+        summary[m]["probe_gain"] = stats([_gain(w, m, "probe_miou", "random_probe_miou") for w in worlds])
+        summary[m]["finetune_gain"] = stats([_gain(w, m, "finetune_miou", "scratch_miou") for w in worlds])
+        summary[m]["teacher_share"] = stats([teacher_share(w, m) for w in worlds]) if m in IMAGE_METHODS else None
+    return summary
+
+
+def _gain(world: dict, method: str, key: str, base: str) -> float | None:
+    r = world["methods"][method]
+    return None if r[key] is None else r[key] - r[base]
+
+
+def _cell(s: dict[str, float] | None, percent: bool = False) -> str:
+    if s is None:
+        return "-"
+    f = 100 if percent else 1
+    return f"{f * s['mean']:.1f} ± {f * s['std']:.1f} (min {f * s['min']:.1f})"
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=1))
-    tmp.replace(args.out / "results.json")
+    tmp.replace(path)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", required=True,
+                        help="world and run seeds, one world each (use seeds no test uses)")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--protocols", nargs="+", default=["probe", "finetune"], choices=["probe", "finetune"])
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--pretrain-epochs", type=int, default=10)
+    parser.add_argument("--probe-epochs", type=int, default=60,
+                        help="probe epochs (10 steps each at 48 frames); also the teacher ceiling's probe")
+    parser.add_argument("--finetune-epochs", type=int, default=40)
+    parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--tiny", action="store_true", help="a smoke test: 4 small frames, a tiny backbone, 1 epoch")
+    args = parser.parse_args()
+    if args.tiny:
+        args.frames, args.pretrain_epochs, args.probe_epochs, args.finetune_epochs, args.teacher_epochs = 4, 1, 1, 1, 1
+    torch.set_num_threads(os.cpu_count() or 1)
+    worlds = [run_world(seed, args.out / str(seed), args) for seed in args.seeds]
+    summary = summarise(worlds)
+    print(f"\nOver {len(worlds)} world(s), seeds {' '.join(map(str, args.seeds))}: mean ± standard deviation "
+          f"(minimum); teacher ceiling {_cell(summary['teacher']['ceiling_miou'])} mIoU\n")
+    print("| method | probe mIoU | random probe | probe gain | share of teacher gain (%) | finetune mIoU | scratch "
+          "| finetune gain |\n|---|---|---|---|---|---|---|---|")
+    for m in args.methods:
+        s = summary[m]
+        print(f"| {m} | {_cell(s['probe_miou'])} | {_cell(s['random_probe_miou'])} | {_cell(s['probe_gain'])} | "
+              f"{_cell(s['teacher_share'], percent=True)} | {_cell(s['finetune_miou'])} | {_cell(s['scratch_miou'])} "
+              f"| {_cell(s['finetune_gain'])} |")
+    _write_json(args.out / "results.json", {"seeds": args.seeds, "worlds": {str(w["seed"]): w for w in worlds},
+                                            "summary": summary})
     print(f"wrote {args.out / 'results.json'}")
 
 

@@ -142,3 +142,19 @@ def test_format_iou_table() -> None:
     assert both[-3].split() == ["mIoU", "100.0", "50.0"]
     with pytest.raises(DataError, match="2 class names given for a confusion matrix of 4 classes"):
         format_iou_table(cm, ["car", "road"])
+
+
+def test_variance_spread_of_known_spectra():
+    from lidarssl.metrics import variance_spread
+
+    rng = np.random.default_rng(0)
+    basis = np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    # variances 9, 1, 0, ... along orthogonal directions: share 0.9, rank exp(-(0.9 ln 0.9 + 0.1 ln 0.1))
+    coords = np.zeros((4, 8))
+    coords[:, :2] = [[3, 1], [3, -1], [-3, 1], [-3, -1]]  # uncorrelated, variances 9 and 1
+    share, rank = variance_spread(coords @ basis.T + 5.0)  # a shift changes nothing
+    assert share == pytest.approx(0.9, abs=1e-6) and rank == pytest.approx(np.exp(-(0.9 * np.log(0.9) + 0.1 * np.log(0.1))), abs=1e-5)
+    share, rank = variance_spread(rng.normal(size=(50000, 4)))  # isotropic: every direction alike
+    assert share < 0.27 and rank > 3.95
+    with pytest.raises(ValueError, match=r"\(N, C\) features with N >= 2"):
+        variance_spread(np.zeros((1, 4)))

@@ -1,7 +1,8 @@
 """Semantic segmentation metrics from a confusion matrix (rows = ground truth, columns = prediction).
 
 A class absent from both the ground truth and the predictions has no IoU (NaN) and is left out of the
-mean; a class that is predicted but absent from the ground truth scores IoU 0 and counts.
+mean; a class that is predicted but absent from the ground truth scores IoU 0 and counts. Also the spread of
+a representation's variance over directions (:func:`variance_spread`), which tells a collapsed one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ __all__ = [
     "mean_accuracy",
     "miou",
     "overall_accuracy",
+    "variance_spread",
 ]
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -175,3 +177,20 @@ def format_iou_table(conf: ConfusionMatrix | np.ndarray | Mapping[str, Confusion
     for label, fn in (("mIoU", miou), ("oAcc", overall_accuracy), ("mAcc", mean_accuracy)):
         lines.append(row(label, [pct(fn(c)) for c in columns.values()]))
     return "\n".join(lines)
+
+
+def variance_spread(features: np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """How the variance of (N, C) features spreads over directions: the share of the first principal
+    component, and the effective rank ``exp(entropy of the normalised PCA eigenvalues)`` (1: one direction
+    holds it all; C: spread evenly). A collapsed representation scores a share near 1 and a rank near 1."""
+    x = torch.as_tensor(features).double()
+    if x.ndim != 2 or x.shape[0] < 2:
+        raise ValueError(f"variance_spread needs (N, C) features with N >= 2, got shape {tuple(x.shape)}")
+    x = x - x.mean(0)
+    eig = torch.linalg.svdvals(x) ** 2
+    total = float(eig.sum())
+    if total == 0:
+        return 1.0, 1.0
+    p = eig / total
+    p = p[p > 0]
+    return float(p[0]), float(torch.exp(-(p * p.log()).sum()))

@@ -50,7 +50,9 @@ def test_prepare_teacher_trains_and_loads_online_and_cached(teacher_file: Path, 
                  "recipe=scalr-wi-synthetic", f"data.teacher_cache={cache}", "pairing.resize=[28,56]",
                  "teacher.name=resnet18_semantic", f"teacher.weights={teacher_file}"]) == 0
     assert "12 computed, 0 already cached" in capsys.readouterr().out
-    assert len(list(cache.glob("resnet18_semantic-t-*/**/*.npy"))) == 12
+    files = list(cache.glob("resnet18_semantic-t-*/**/*.npy"))
+    assert len([f for f in files if f.name != "mean.npy"]) == 12  # one map per image, and the mean beside them
+    assert [f.parent.parent for f in files if f.name == "mean.npy"] == [cache]
 
 
 def test_teacher_learns_the_classes_of_its_training_images(teacher_file: Path, camera_world: Path, one_thread):

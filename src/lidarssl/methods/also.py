@@ -25,6 +25,7 @@ the scan's augmentation, so they line up with the backbone's input.
 Decoder: each (query, neighbour) pair gets ``[z_j || q - p_j]`` through an MLP (Linear to ``hidden``, two
 ReLU + Linear, ReLU + Linear to 2: occupancy logit and intensity), where ``z_j`` is a linear head
 (``latent`` wide) on the backbone feature of input point ``j`` and ``p_j`` its augmented position. With
+``latent_norm: true`` (not in ALSO) that head reads the features through a LayerNorm. With
 ``bev: true`` (VoxelNet) the latents are the bird's-eye-view cells of :meth:`VoxelNet.forward_bev` at
 their centres with ``z = 0``, searched in xy only (ALSO's ``column_search`` for SECOND).
 
@@ -74,6 +75,8 @@ class ALSOOptions(Schema):
     aggregate: bool = Field(False, description="average the pair predictions per query "
                                                "(ALSO: every pair is its own prediction)")
     bev: bool = Field(False, description="VoxelNet: latents at bird's-eye-view cell centres (z = 0), xy search")
+    latent_norm: bool = Field(False, description="LayerNorm on the backbone features the latent head reads (not in "
+                                                 "ALSO: keeps a backbone without a final norm from collapsing)")
     occupancy_weight: float = Field(1.0, ge=0)
     intensity_weight: float = Field(1.0, ge=0)
 
@@ -293,6 +296,10 @@ class ALSO(PretrainMethod):
             raise ConfigError(f"method.options.bev needs a backbone with a bird's-eye map (VoxelNet), "
                               f"got {type(backbone).__name__}")
         self.head = point_head(backbone.out_channels, options.latent)
+        if options.latent_norm:
+            # without it, on a residual stream with no final norm (WaffleIron), the scale-sensitive pretext makes
+            # one direction take ~99 % of the features' variance; ALSO's backbones end in BN + ReLU
+            self.head = nn.Sequential(nn.LayerNorm(backbone.out_channels), self.head)
         self.decoder = OccupancyDecoder(options.latent, options.hidden)
         self.skipped_scans = 0
 

@@ -132,13 +132,17 @@ def prepare_teacher_features(config: PretrainConfig, batch_size: int = 8,
     # every frame of every member of a mixture (which otherwise draws a subset per epoch)
     frames = [(d, i) for d in getattr(dataset, "datasets", [dataset]) for i in range(len(d))]
     every_camera = config.pairing.model_copy(update={"cameras": "all"})
+    paths: list[Path] = []
 
     def images_of(i: int):
         d, j = frames[i]
         scan = d[j]
         views = pair_views(scan, every_camera)
+        paths.extend(cache.path(scan.cache_key, name) for name in views.names)
         return scan, views.names, views.images
 
     cache.write_info({"teacher": config.teacher.name, "weights": str(config.teacher.weights),
                       "image_size": list(config.pairing.resize), "seed": config.seed})
-    return fill_cache(cache, teacher, images_of, len(frames), batch_size, progress)
+    counts = fill_cache(cache, teacher, images_of, len(frames), batch_size, progress)
+    cache.write_mean(paths)
+    return counts

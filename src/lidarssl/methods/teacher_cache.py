@@ -6,7 +6,8 @@ and memory-mapped by the DataLoader workers during pretraining: the teacher's fo
 expensive part of a ScaLR step on a ViT-L, leaves the training loop.
 
 Files live under ``<cache_dir>/<key>/<dataset>/<frame_id>/<camera>.npy``; the key names the teacher, its weights and
-the image size, so a cache is never read with other settings.
+the image size, so a cache is never read with other settings. ``mean.npy`` beside them holds the mean feature
+over every cached pixel, for methods that centre their targets (ScaLR's ``center_targets``).
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ class TeacherFeatureCache:
         key: see :func:`teacher_cache_key`.
     """
 
-    def __init__(self, cache_dir: str | Path, key: str) -> None:
+    def __init__(self, cache_dir: str | Path, key: str, center: bool = False) -> None:
         self.root = Path(cache_dir) / key
+        self.center = center
+        self._mean: np.ndarray | None = None
 
     def path(self, frame_id: str, camera: str) -> Path:
         return self.root.joinpath(*safe_parts(frame_id, "frame id"), *safe_parts(camera, "camera name", allow_slash=False)).with_suffix(".npy")
@@ -75,7 +78,38 @@ class TeacherFeatureCache:
         if not path.is_file():
             raise DataError(f"{path}: teacher features of frame '{scan.frame_id}' camera '{camera}' are not cached; "
                             "run `lidarssl prepare teacher-features RECIPE` with this recipe first")
-        return np.load(path, mmap_mode="r")
+        features = np.load(path, mmap_mode="r")
+        return features - self.mean()[:, None, None] if self.center else features
+
+    def mean(self) -> np.ndarray:
+        """The (C,) float32 mean feature of the cache (``mean.npy``), read once."""
+        if self._mean is None:
+            path = self.root / "mean.npy"
+            if not path.is_file():
+                raise DataError(f"{path} is missing: the mean of the teacher features is written by "
+                                "`lidarssl prepare teacher-features RECIPE`; run it again to add it")
+            self._mean = np.load(path, allow_pickle=False).astype(np.float32)
+        return self._mean
+
+    def write_mean(self, paths: list[Path]) -> np.ndarray:
+        """Write ``mean.npy``: the mean over every pixel of the cached maps at ``paths``; returns it."""
+        total, count = None, 0
+        for path in paths:
+            f = np.load(path, mmap_mode="r").astype(np.float64)
+            s = f.reshape(f.shape[0], -1).sum(1)
+            total = s if total is None else total + s
+            count += f.shape[1] * f.shape[2]
+        if total is None:
+            raise DataError(f"{self.root}: no cached teacher features to average")
+        mean = (total / count).astype(np.float32)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, mean)
+
+        atomic_write(self.root / "mean.npy", write)
+        return mean
 
     def write_info(self, info: dict) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
@@ -124,8 +158,9 @@ def fill_cache(cache: TeacherFeatureCache, teacher: torch.nn.Module, images_of: 
     return {"computed": computed, "skipped": skipped}
 
 
-def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
-    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size."""
+def teacher_cache(config: PretrainConfig, center: bool = False) -> TeacherFeatureCache | None:
+    """The feature cache the recipe names (``data.teacher_cache``), keyed by teacher and image size; ``center``:
+    its maps are read minus the cache's mean feature."""
     if config.data.teacher_cache is None:
         return None
     if config.teacher is None or config.pairing.resize is None:
@@ -133,4 +168,4 @@ def teacher_cache(config: PretrainConfig) -> TeacherFeatureCache | None:
     t = config.teacher
     settings = {k: v for k, v in (("image_size", t.image_size), ("options", t.options)) if v}
     key = teacher_cache_key(t.name, t.weights, config.seed, config.pairing.resize, settings)
-    return TeacherFeatureCache(config.data.teacher_cache, key)
+    return TeacherFeatureCache(config.data.teacher_cache, key, center=center)

@@ -38,11 +38,13 @@ class SemanticResNetTeacher(Teacher):
         image_size: ``(H, W)`` to resize inputs to, or ``None`` to keep their size.
         upsample: resize the features to the input's ``(H, W)``.
         align_corners: ``align_corners`` of that upsampling.
+        pre_relu: return layer3's output before its last ReLU (signed features, as DINOv2's ``x_pre_norm``).
     """
 
     def __init__(self, name: str, image_size: tuple[int, int] | None = None, upsample: bool = False,
-                 align_corners: bool = False) -> None:
+                 align_corners: bool = False, pre_relu: bool = False) -> None:
         super().__init__(name, image_size=image_size, upsample=upsample, align_corners=align_corners)
+        self.pre_relu = pre_relu
         self.out_channels = 256
         self.stride = 8
         net = tv_resnet18(weights=None)
@@ -58,7 +60,15 @@ class SemanticResNetTeacher(Teacher):
         return h, w
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        if not self.pre_relu:
+            return self.encoder(x)
+        x = self.encoder[:-1](x)
+        *blocks, last = self.encoder.layer3
+        for block in blocks:
+            x = block(x)
+        # torchvision's BasicBlock: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)), without that last relu
+        out = last.bn2(last.conv2(last.relu(last.bn1(last.conv1(x)))))
+        return out + (last.downsample(x) if last.downsample is not None else x)
 
     def releases(self) -> list[Release]:
         return [Release("resnet18_semantic.safetensors", "(no download: it is trained here)", "lidarssl",
