@@ -322,6 +322,7 @@ def test_probe_from_also_weights(pretrained: dict, tiny_world: Path, tmp_path: P
     assert 0 <= result.miou <= 100
 
 
+@pytest.mark.slow
 def test_latent_norm_keeps_the_features_from_collapsing(tiny_world: Path, tmp_path: Path):
     """On WaffleIron (no final norm), ALSO's pretext makes one direction take most of the features' variance; with
     ``latent_norm`` it does not. 12 blocks at the synthetic recipe's lr, 80 steps: the first principal component of
