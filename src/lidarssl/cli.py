@@ -279,7 +279,8 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from lidarssl.demo import run_demo
 
-    run_demo(args.out, args.teacher, args.overrides)
+    table = run_demo(args.out, args.teacher, args.overrides)
+    print(f"\n{table}\nrun folders: {args.out}")
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:

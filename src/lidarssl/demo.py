@@ -23,8 +23,9 @@ def demo_overrides(items: Sequence[str]) -> dict[str, list[str]]:
     return stages
 
 
-def run_demo(out: Path, teacher: str = "trained", overrides: Sequence[str] = ()) -> None:
-    """The main job: pretrain on the synthetic world, then probe it against a random backbone."""
+def run_demo(out: Path, teacher: str = "trained", overrides: Sequence[str] = ()) -> str:
+    """The main job: pretrain on the synthetic world, then probe it against a random backbone. Prints its progress
+    and returns the IoU table of both probes, with a header naming the teacher."""
     import torch
 
     from lidarssl.checkpoints import save_weights
@@ -73,6 +74,6 @@ def run_demo(out: Path, teacher: str = "trained", overrides: Sequence[str] = ())
             f"data.root={world.out}", f"out={out / f'probe-{name}'}", f"pretrained={weights}", *stages["probe"]])
         print(f"4/4 linear probing the {name} backbone for {probe.optim.epochs} epochs", flush=True)
         results[name] = run_segmentation(probe, mode="probe")
-    print(f"\nlinear probing on the synthetic world's val split, every point scored, teacher "
-          f"{pre.teacher.name} ({'trained here' if trained else 'random'}) ({out}):")
-    print(format_iou_table({k: r.confusion for k, r in results.items()}, results["random"].classes))
+    return (f"linear probing on the synthetic world's val split, every point scored, teacher {pre.teacher.name} "
+            f"({'trained here' if trained else 'random'}):\n"
+            + format_iou_table({k: r.confusion for k, r in results.items()}, results["random"].classes))
