@@ -106,30 +106,20 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from lidarssl.config import SegmentationConfig, load_config
+    from lidarssl.config import SegmentationConfig
     from lidarssl.downstream.train import evaluate_run
+    from lidarssl.runs import load_run_config
 
     if (args.run / "import.json").is_file():  # a release folder written by `lidarssl import`
         from lidarssl.zoo.cli import evaluate_release_command
 
         evaluate_release_command(args.run, args.overrides)
         return
-    stored = args.run / "config.yaml"
-    if not stored.is_file():
-        raise ConfigError(f"{args.run}: not a run folder (no config.yaml); pass the out= folder of a train, probe "
-                          "or finetune run")
-    import yaml
-
-    try:
-        kind = yaml.safe_load(stored.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{stored}: not valid YAML ({e})") from None
-    if isinstance(kind, dict) and "method" in kind:
-        raise ConfigError(f"{args.run} is a pretraining run ({kind['method'].get('name', '?')}), which has no "
-                          f"segmentation head to evaluate; probe its backbone instead: lidarssl probe "
-                          f"probe-wi-synthetic pretrained={args.run / 'backbone.safetensors'}")
     # the folder given is the run, wherever it was moved since; its data.root is stored as an absolute path
-    config = load_config(SegmentationConfig, stored, [f"out={args.run}", *args.overrides])
+    config = load_run_config(args.run, SegmentationConfig, "segmentation run", "lidarssl train, probe or finetune",
+                             [f"out={args.run}", *args.overrides],
+                             instead=f"it has no segmentation head to evaluate; probe its backbone instead: lidarssl "
+                                     f"probe probe-wi-synthetic pretrained={args.run / 'backbone.safetensors'}")
     result = evaluate_run(config, args.checkpoint)
     print(result.table)
 
