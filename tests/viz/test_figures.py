@@ -219,8 +219,8 @@ def test_pixels_needs_an_image_method(scalr_run: Path, tmp_path: Path):
     config = yaml.safe_load((scalr_run / "config.yaml").read_text())
     config["method"] = {"name": "also", "options": {}}
     (also / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="method 'also' compares no points with pixels; `pixels` needs a run of an "
-                                          "image method"):
+    with pytest.raises(ConfigError, match=r"method 'also' compares no points with pixels; `pixels` needs a run of an "
+                                          r"image method \(nclr, ppkt, scalr, slidr, stslidr\)"):
         PretrainedRun(also)
     shutil.rmtree(also)
 
