@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import lidarssl
 from lidarssl.errors import ConfigError, DataError, LidarSSLError
 from lidarssl.registry import BACKBONES, METHODS, READERS, TEACHERS, Registry
+from lidarssl.zoo.formats import COMMANDS as ZOO_COMMANDS  # their help texts; the zoo's code loads on use
 
 if TYPE_CHECKING:
     from lidarssl.data.prepare import PrepareJob
@@ -29,12 +30,6 @@ __all__ = ["main"]
 
 def _names(registry: Registry) -> str:
     return ", ".join(sorted(registry.names()))
-
-
-#: Commands whose parser comes from lidarssl.zoo.cli (imported only when one of them runs).
-ZOO_COMMANDS = {"import": "convert a seed release or checkpoint (ScaLR, WaffleIron, SLidR, ST-SLidR, ALSO, NCLR, "
-                          "OpenPCDet) into a lidarssl backbone folder",
-                "export": "export a backbone for OpenPCDet (--pretrained_model) or as a plain state dict"}
 
 
 def _recipes(prefixes: tuple[str, ...] = ()) -> list[str]:
