@@ -46,7 +46,8 @@ def run_demo(out: Path, teacher: str = "trained", overrides: Sequence[str] = ())
         f"out={out / 'world'}", "frames=48", "frames_per_sequence=8", "val_fraction=0.17", "image_size=[320,180]",
         "overwrite=true", *stages["world"]])
     pre = load_config(PretrainConfig, "scalr-wi-synthetic", [
-        f"data.root={world.out}", f"out={out / 'pretrain'}", f"data.teacher_cache={out / 'cache'}", *teacher_keys, *stages["pretrain"]])
+        f"data.root={world.out}", f"out={out / 'pretrain'}", f"data.teacher_cache={out / 'cache'}", *teacher_keys,
+        *stages["pretrain"]])
     recipe = TeacherTraining(**{"epochs": 3, **parse_overrides(stages["teacher"])})
     for run in ("pretrain", "probe-pretrained", "probe-random", "cache", "teacher"):
         shutil.rmtree(out / run, ignore_errors=True)  # the demo always starts over
