@@ -1,30 +1,32 @@
 """The main job end to end: `lidarssl demo` timed on this machine, with the IoU table it prints.
 
 Runs the demo (synthetic world, teacher feature cache, ScaLR-style pretraining, linear probes of the pretrained
-and of a random backbone) as a subprocess into a temporary folder and prints its wall time and final table.
+and of a random backbone) with lidarssl.demo.run_demo into a temporary folder, its progress on stderr, and prints
+its wall time and final table.
 
     PYTHONPATH=src python benchmarks/demo.py
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 from machine import cpu_name
+
+from lidarssl.demo import run_demo
 
 
 def main() -> None:
     load = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "lidarssl.cli", "demo", "--out", tmp], capture_output=True,
-                              text=True, check=True)
+        table = run_demo(Path(tmp))
         elapsed = time.perf_counter() - start
-        table = done.stdout[done.stdout.index("linear probing on the synthetic world"):].replace(f" ({tmp})", "")
     minutes, seconds = divmod(round(elapsed), 60)
     print(f"`lidarssl demo` on {cpu_name()}, {os.cpu_count()} cores, load average at start {load:.2f}: "
           f"{minutes} min {seconds:02d} s wall\n")

@@ -30,6 +30,7 @@ ROOT_FORBIDDEN = {
                                 "metrics", "optim", "run_folder", "recipes")},
     "runs": {"methods", "downstream", "synthetic", "viz", "zoo", "cli", "features"},
     "features": {"methods", "downstream", "synthetic", "viz", "zoo", "cli"},
+    "demo": {"viz", "zoo", "cli"},  # the demo pipeline sits just below the command line
 }
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import errno
-import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import TYPE_CHECKING
 import lidarssl
 from lidarssl.errors import ConfigError, DataError, LidarSSLError
 from lidarssl.registry import BACKBONES, METHODS, READERS, TEACHERS, Registry
+from lidarssl.zoo.formats import COMMANDS as ZOO_COMMANDS  # their help texts; the zoo's code loads on use
 
 if TYPE_CHECKING:
-    from lidarssl.config import GenerateConfig
     from lidarssl.data.prepare import PrepareJob
 
 __all__ = ["main"]
@@ -31,12 +30,6 @@ __all__ = ["main"]
 
 def _names(registry: Registry) -> str:
     return ", ".join(sorted(registry.names()))
-
-
-#: Commands whose parser comes from lidarssl.zoo.cli (imported only when one of them runs).
-ZOO_COMMANDS = {"import": "convert a seed release or checkpoint (ScaLR, WaffleIron, SLidR, ST-SLidR, ALSO, NCLR, "
-                          "OpenPCDet) into a lidarssl backbone folder",
-                "export": "export a backbone for OpenPCDet (--pretrained_model) or as a plain state dict"}
 
 
 def _recipes(prefixes: tuple[str, ...] = ()) -> list[str]:
@@ -58,40 +51,6 @@ def _keys(schema: str) -> str:
     return ", ".join(getattr(config, schema).model_fields)
 
 
-def _generate(config: GenerateConfig, quiet: bool = False) -> Path:
-    from lidarssl.synthetic import write_dataset
-
-    tty = sys.stdout.isatty()
-
-    def progress(done: int, total: int) -> None:
-        if quiet:
-            return
-        if tty:
-            print(f"\rwriting frame {done}/{total}", end="" if done < total else "\n", flush=True)
-        elif done == total or done % max(1, total // 10) == 0:
-            print(f"writing frame {done}/{total}", flush=True)
-
-    # the sensors of each real layout (its writer refuses others); lidar= and cameras= still override them
-    lidar, cameras = {"semantickitti": ("kitti", "kitti"), "pandaset": ("pandar64", "nuscenes"),
-                      "kitti360": ("kitti", "kitti360"), "once": ("once", "once")}.get(config.layout, (None, None))
-    given = config.model_fields_set
-    world = {"seed": config.seed, "lidar": config.lidar if "lidar" in given or lidar is None else lidar,
-             "cameras": config.cameras if "cameras" in given or cameras is None else cameras,
-             "image_size": config.image_size}
-    shared = {"frames_per_sequence": config.frames_per_sequence, "val_fraction": config.val_fraction,
-              "progress": progress}
-    if config.layout == "native":
-        write_dataset(world, config.out, config.frames, overwrite=config.overwrite, **shared)
-    else:
-        from lidarssl.synthetic import writers
-
-        if config.overwrite:
-            raise ConfigError(f"overwrite=true works for layout=native only; remove {config.out} to write the "
-                              f"{config.layout} layout again")
-        getattr(writers, f"write_{config.layout}")(world, config.out, config.frames, **shared)
-    return config.out
-
-
 def cmd_generate(args: argparse.Namespace) -> None:
     from lidarssl.config import GenerateConfig, load_config, to_yaml
 
@@ -99,7 +58,9 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if args.print_config:
         print(to_yaml(config), end="")
         return
-    out = _generate(config)
+    from lidarssl.synthetic.generate import generate
+
+    out = generate(config)
     print(f"wrote {config.frames} frames to {out}; inspect them with: lidarssl info {out}")
 
 
@@ -140,30 +101,20 @@ def cmd_pretrain(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from lidarssl.config import SegmentationConfig, load_config
+    from lidarssl.config import SegmentationConfig
     from lidarssl.downstream.train import evaluate_run
+    from lidarssl.runs import load_run_config
 
     if (args.run / "import.json").is_file():  # a release folder written by `lidarssl import`
         from lidarssl.zoo.cli import evaluate_release_command
 
         evaluate_release_command(args.run, args.overrides)
         return
-    stored = args.run / "config.yaml"
-    if not stored.is_file():
-        raise ConfigError(f"{args.run}: not a run folder (no config.yaml); pass the out= folder of a train, probe "
-                          "or finetune run")
-    import yaml
-
-    try:
-        kind = yaml.safe_load(stored.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{stored}: not valid YAML ({e})") from None
-    if isinstance(kind, dict) and "method" in kind:
-        raise ConfigError(f"{args.run} is a pretraining run ({kind['method'].get('name', '?')}), which has no "
-                          f"segmentation head to evaluate; probe its backbone instead: lidarssl probe "
-                          f"probe-wi-synthetic pretrained={args.run / 'backbone.safetensors'}")
     # the folder given is the run, wherever it was moved since; its data.root is stored as an absolute path
-    config = load_config(SegmentationConfig, stored, [f"out={args.run}", *args.overrides])
+    config = load_run_config(args.run, SegmentationConfig, "segmentation run", "lidarssl train, probe or finetune",
+                             [f"out={args.run}", *args.overrides],
+                             instead=f"it has no segmentation head to evaluate; probe its backbone instead: lidarssl "
+                                     f"probe probe-wi-synthetic pretrained={args.run / 'backbone.safetensors'}")
     result = evaluate_run(config, args.checkpoint)
     print(result.table)
 
@@ -310,71 +261,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
         raise DataError(f"{problems} problem files in {args.root} (listed above); restore them, then rerun `{rerun}`")
 
 
-def _demo_overrides(items: list[str]) -> dict[str, list[str]]:
-    """Demo overrides by stage: ``world.frames=8``, ``teacher.epochs=2``, ``pretrain.optim.epochs=2``,
-    ``probe.optim.lr=0.02``."""
-    stages: dict[str, list[str]] = {"world": [], "teacher": [], "pretrain": [], "probe": []}
-    for item in items:
-        stage, _, rest = item.partition(".")
-        if stage not in stages or not rest:
-            raise ConfigError(f"demo override '{item}' must start with world., teacher., pretrain. or probe. "
-                              "(e.g. pretrain.optim.epochs=2)")
-        stages[stage].append(rest)
-    return stages
-
-
 def cmd_demo(args: argparse.Namespace) -> None:
-    import torch
+    from lidarssl.demo import run_demo
 
-    from lidarssl.checkpoints import save_weights
-    from lidarssl.config import GenerateConfig, SegmentationConfig, load_config, parse_overrides
-    from lidarssl.downstream.train import run_segmentation
-    from lidarssl.methods.config import PretrainConfig
-    from lidarssl.methods.pretrain import prepare_teacher_features, run_pretraining
-    from lidarssl.methods.semantic_teacher import TeacherTraining, train_semantic_teacher
-    from lidarssl.metrics import format_iou_table
-    from lidarssl.models.backbones import create_backbone
-
-    stages = _demo_overrides(args.overrides)
-    out = args.out
-    trained = args.teacher == "trained"
-    teacher_file = out / "teacher" / "resnet18_semantic.safetensors"
-    teacher_keys = ["teacher.name=resnet18_semantic", f"teacher.weights={teacher_file}"] if trained else []
-    world = load_config(GenerateConfig, "world-nuscenes", [
-        f"out={out / 'world'}", "frames=48", "frames_per_sequence=8", "val_fraction=0.17", "image_size=[320,180]",
-        "overwrite=true", *stages["world"]])
-    pre = load_config(PretrainConfig, "scalr-wi-synthetic", [
-        f"data.root={world.out}", f"out={out / 'pretrain'}", f"data.teacher_cache={out / 'cache'}", *teacher_keys, *stages["pretrain"]])
-    recipe = TeacherTraining(**{"epochs": 3, **parse_overrides(stages["teacher"])})
-    for run in ("pretrain", "probe-pretrained", "probe-random", "cache", "teacher"):
-        shutil.rmtree(out / run, ignore_errors=True)  # the demo always starts over
-    print(f"1/4 generating a synthetic world of {world.frames} frames (lidar + 6 cameras) in {world.out}", flush=True)
-    _generate(world)
-    if trained:
-        print(f"2/4 training the 2D teacher resnet18_semantic on the train split's images and class images "
-              f"({recipe.epochs} epochs; it stands in for DINOv2, whose weights cannot be downloaded here), "
-              "then caching its features", flush=True)
-        train_semantic_teacher(world.out, teacher_file, recipe, log=lambda line: print(f"    {line}", flush=True))
-    else:
-        print(f"2/4 caching the features of a frozen {pre.teacher.name} teacher (random weights: none can be "
-              "downloaded here)", flush=True)
-    prepare_teacher_features(pre)
-    print(f"3/4 pretraining {pre.backbone.name} by ScaLR-style distillation for {pre.optim.epochs} epochs", flush=True)
-    pretrained = run_pretraining(pre).backbone
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(pre.seed)
-        spec = create_backbone(pre.backbone.name, **pre.backbone.options)
-    random = save_weights(out / "random" / "backbone.safetensors", spec.model.state_dict(),
-                          {"backbone": spec.name, "options": pre.backbone.options})
-    results = {}
-    for name, weights in (("pretrained", pretrained), ("random", random)):
-        probe = load_config(SegmentationConfig, "probe-wi-synthetic", [
-            f"data.root={world.out}", f"out={out / f'probe-{name}'}", f"pretrained={weights}", *stages["probe"]])
-        print(f"4/4 linear probing the {name} backbone for {probe.optim.epochs} epochs", flush=True)
-        results[name] = run_segmentation(probe, mode="probe")
-    print(f"\nlinear probing on the synthetic world's val split, every point scored, teacher "
-          f"{pre.teacher.name} ({'trained here' if trained else 'random'}) ({out}):")
-    print(format_iou_table({k: r.confusion for k, r in results.items()}, results["random"].classes))
+    table = run_demo(args.out, args.teacher, args.overrides)
+    print(f"\n{table}\nrun folders: {args.out}")
 
 
 def _parser(command: str | None = None) -> argparse.ArgumentParser:

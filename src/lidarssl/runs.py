@@ -14,13 +14,14 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -97,20 +98,33 @@ def write_run_info(out: Path, config: BaseModel, seed: int) -> None:
     atomic_write(out / "env.json", lambda tmp: Path(tmp).write_text(json.dumps(env, indent=2)))
 
 
-def load_run_config(run: Path, schema: type[BaseModel], kind: str, commands: str) -> BaseModel:
+def load_run_config(run: Path, schema: type[BaseModel], kind: str, commands: str, overrides: Sequence[str] = (),
+                    instead: str | None = None) -> BaseModel:
     """The config a run folder stored, or an error naming the commands whose ``out`` folder is expected.
 
     Args:
         run: the run folder.
-        schema: the config class of that kind of run.
-        kind: ``"run"`` or ``"pretraining run"``, for the message.
+        schema: the config class of that kind of run (a pretraining config is the one with a ``method``).
+        kind: ``"segmentation run"`` or ``"pretraining run"``, for the message.
         commands: the commands that write such folders, for the message.
+        overrides: ``key=value`` strings applied on top of the stored config.
+        instead: what to do with a run of the other kind, for the message (default: pass the right folder).
     """
     from lidarssl.config import load_config
 
-    if not (run / "config.yaml").is_file():
+    stored = run / "config.yaml"
+    if not stored.is_file():
         raise CheckpointError(f"{run}: not a {kind} directory (no config.yaml); pass the `out` folder of {commands}")
-    return load_config(schema, run / "config.yaml")
+    try:
+        data = yaml.safe_load(stored.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{stored}: not valid YAML ({exc})") from None
+    pretraining = isinstance(data, dict) and "method" in data
+    if pretraining != ("method" in schema.model_fields):
+        method = data["method"].get("name", "?") if pretraining and isinstance(data["method"], dict) else "?"
+        other = f"pretraining run ({method})" if pretraining else "segmentation run"
+        raise ConfigError(f"{run} is a {other}, not a {kind}; {instead or f'pass the `out` folder of {commands}'}")
+    return load_config(schema, stored, list(overrides))
 
 
 def last_checkpoint(out: Path) -> Path:

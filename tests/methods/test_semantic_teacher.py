@@ -120,9 +120,10 @@ def test_real_data_has_no_class_images(real_root: Path, tmp_path: Path, capsys: 
 
 
 def test_demo_takes_teacher_overrides_and_the_random_variant(capsys: pytest.CaptureFixture):
-    from lidarssl.cli import _demo_overrides, _parser
+    from lidarssl.cli import _parser
+    from lidarssl.demo import demo_overrides
 
-    assert _demo_overrides(["teacher.epochs=2", "world.frames=4"])["teacher"] == ["epochs=2"]
+    assert demo_overrides(["teacher.epochs=2", "world.frames=4"])["teacher"] == ["epochs=2"]
     assert _parser().parse_args(["demo"]).teacher == "trained"
     assert _parser().parse_args(["demo", "--teacher", "random"]).teacher == "random"
     assert main(["demo", "teachr.epochs=2"]) == 2

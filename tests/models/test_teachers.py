@@ -113,7 +113,8 @@ def resnet_plain() -> Teacher:
 
 
 def test_registry_names_every_variant() -> None:
-    assert list_teachers() == sorted([*VITS, "oracle", "resnet18_semantic", "resnet50", "resnet50_dilated"])
+    # the variants these tests know are registered; the full list is lidarssl.registry's (tests/test_registry.py)
+    assert set(list_teachers()) >= {*VITS, "oracle", "resnet18_semantic", "resnet50", "resnet50_dilated"}
 
 
 def test_unknown_name_option_and_format_are_config_errors() -> None:

@@ -97,12 +97,12 @@ def test_evaluate_on_a_pretraining_run(tmp_path: Path, capsys):
     (tmp_path / "pre").mkdir()
     (tmp_path / "pre" / "config.yaml").write_text(to_yaml(PretrainConfig()))
     assert _error(capsys, ["evaluate", str(tmp_path / "pre")]) == (
-        f"lidarssl evaluate: error: {tmp_path / 'pre'} is a pretraining run (scalr), which has no segmentation head "
-        f"to evaluate; probe its backbone instead: lidarssl probe probe-wi-synthetic "
+        f"lidarssl evaluate: error: {tmp_path / 'pre'} is a pretraining run (scalr), not a segmentation run; it has "
+        f"no segmentation head to evaluate; probe its backbone instead: lidarssl probe probe-wi-synthetic "
         f"pretrained={tmp_path / 'pre' / 'backbone.safetensors'}")
     assert _error(capsys, ["evaluate", str(tmp_path)]) == (
-        f"lidarssl evaluate: error: {tmp_path}: not a run folder (no config.yaml); pass the out= folder of a train, "
-        "probe or finetune run")
+        f"lidarssl evaluate: error: {tmp_path}: not a segmentation run directory (no config.yaml); pass the `out` "
+        "folder of lidarssl train, probe or finetune")
 
 
 def test_gpu_accelerator_on_a_machine_without_one(tiny_world: Path, tmp_path: Path, capsys):

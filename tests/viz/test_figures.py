@@ -219,8 +219,8 @@ def test_pixels_needs_an_image_method(scalr_run: Path, tmp_path: Path):
     config = yaml.safe_load((scalr_run / "config.yaml").read_text())
     config["method"] = {"name": "also", "options": {}}
     (also / "config.yaml").write_text(yaml.safe_dump(config))
-    with pytest.raises(ConfigError, match="method 'also' compares no points with pixels; `pixels` needs a run of an "
-                                          "image method"):
+    with pytest.raises(ConfigError, match=r"method 'also' compares no points with pixels; `pixels` needs a run of an "
+                                          r"image method \(nclr, ppkt, scalr, slidr, stslidr\)"):
         PretrainedRun(also)
     shutil.rmtree(also)
 
@@ -230,9 +230,25 @@ def test_run_figures_name_the_folder_they_need(tmp_path: Path):
     from lidarssl.viz.pixels import PretrainedRun
     from lidarssl.viz.predictions import RunPredictor
 
-    with pytest.raises(CheckpointError, match=r"not a run directory \(no config.yaml\); pass the `out` folder of "
-                       "lidarssl train, probe or finetune"):
+    with pytest.raises(CheckpointError, match=r"not a segmentation run directory \(no config.yaml\); pass the `out` "
+                       "folder of lidarssl train, probe or finetune"):
         RunPredictor(tmp_path)
     with pytest.raises(CheckpointError, match=r"not a pretraining run directory \(no config.yaml\); pass the `out` "
                        "folder of lidarssl pretrain"):
         PretrainedRun(tmp_path)
+    # a run of the other kind is named as such, before its config meets the wrong schema
+    from lidarssl.config import SegmentationConfig, to_yaml
+    from lidarssl.methods.config import PretrainConfig
+
+    (tmp_path / "pre").mkdir()
+    (tmp_path / "pre" / "config.yaml").write_text(to_yaml(PretrainConfig()))
+    (tmp_path / "seg").mkdir()
+    (tmp_path / "seg" / "config.yaml").write_text(to_yaml(SegmentationConfig()))
+    with pytest.raises(ConfigError) as err:
+        RunPredictor(tmp_path / "pre")
+    assert str(err.value) == (f"{tmp_path / 'pre'} is a pretraining run (scalr), not a segmentation run; pass the "
+                              "`out` folder of lidarssl train, probe or finetune")
+    with pytest.raises(ConfigError) as err:
+        PretrainedRun(tmp_path / "seg")
+    assert str(err.value) == (f"{tmp_path / 'seg'} is a segmentation run, not a pretraining run; pass the `out` "
+                              "folder of lidarssl pretrain")

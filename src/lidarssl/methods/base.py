@@ -66,6 +66,9 @@ class PretrainMethod(L.LightningModule, ABC):
     name: ClassVar[str]
     Options: ClassVar[type[Schema]]
     needs_teacher: ClassVar[bool] = False
+    #: whether the point head is trained to match pixels of the teacher's feature maps (``lidarssl viz pixels``
+    #: compares a point with every pixel of a camera through :meth:`pixel_embedding`)
+    matches_pixels: ClassVar[bool] = False
 
     def __init__(self, backbone: Backbone, options: Schema, optim: PretrainOptimConfig,
                  teacher: Teacher | None = None, loss_scope: str = "process") -> None:
@@ -100,6 +103,11 @@ class PretrainMethod(L.LightningModule, ABC):
     @abstractmethod
     def losses(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms of a batch; the training loss is their sum."""
+
+    def pixel_embedding(self, maps: torch.Tensor) -> torch.Tensor:
+        """Teacher feature maps (B, C, h, w) in the space the point head is trained to match, before the upsampling
+        and normalisation of training: the teacher's own features unless the method projects them."""
+        return maps
 
     # -- shared behaviour ------------------------------------------------------------------------------------
 

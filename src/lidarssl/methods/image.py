@@ -77,8 +77,12 @@ class PointPixelMethod(PretrainMethod):
     pixel head on the frozen teacher, both of width ``options.dim``."""
 
     needs_teacher = True
+    matches_pixels = True
 
     def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
         super().__init__(backbone, options, optim, teacher, loss_scope)
         self.head = point_head(backbone.out_channels, options.dim)
         self.pixel_head = PixelHead(self.teacher.out_channels, options.dim)
+
+    def pixel_embedding(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.pixel_head.proj(maps)

@@ -217,6 +217,7 @@ class NCLR(PretrainMethod):
     name = "nclr"
     Options = NCLROptions
     needs_teacher = True
+    matches_pixels = True
 
     def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
         super().__init__(backbone, options, optim, teacher, loss_scope)
@@ -231,6 +232,9 @@ class NCLR(PretrainMethod):
         self.pixel_score = nn.Sequential(nn.Conv2d(d, d, 1), nn.BatchNorm2d(d), nn.ReLU(inplace=True),
                                          nn.Conv2d(d, 1, 1))
         self.last_stats: dict[str, float] = {}
+
+    def pixel_embedding(self, maps: torch.Tensor) -> torch.Tensor:
+        return self.pixel_proj(maps)
 
     @classmethod
     def builders(cls, config: PretrainConfig, options: Schema) -> list:

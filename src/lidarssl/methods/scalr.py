@@ -37,6 +37,7 @@ class ScaLR(PretrainMethod):
     name = "scalr"
     Options = ScaLROptions
     needs_teacher = True
+    matches_pixels = True  # the teacher's own features
 
     def __init__(self, backbone, options, optim, teacher=None, loss_scope="process") -> None:
         super().__init__(backbone, options, optim, teacher, loss_scope)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,8 @@ from lidarssl.features import rows_of_points
 from lidarssl.viz.query import check_point
 from lidarssl.viz.views import FOOTER_PX, TITLE_PX, dimmed, save_png, wrap
 
-__all__ = ["PretrainedRun", "PixelSimilarity", "save_pixels", "IMAGE_METHODS"]
+__all__ = ["PretrainedRun", "PixelSimilarity", "save_pixels"]
 
-#: How each image method embeds pixels: the space its point head was trained to match (projected, upsampled
-#: and then normalised, as in training).
-IMAGE_METHODS = {"scalr": None, "ppkt": "pixel_head.proj", "slidr": "pixel_head.proj", "stslidr": "pixel_head.proj",
-                 "nclr": "pixel_proj"}
 CMAP = "turbo"
 
 
@@ -67,7 +62,7 @@ class PretrainedRun:
 
     def __init__(self, run: str | Path, checkpoint: str | Path | None = None,
                  device: str | torch.device | None = None) -> None:
-        from lidarssl.methods.base import method_class
+        from lidarssl.methods.base import list_methods, method_class
         from lidarssl.methods.config import PretrainConfig
         from lidarssl.methods.pretrain import build_teacher
         from lidarssl.models.backbones import create_backbone
@@ -77,10 +72,11 @@ class PretrainedRun:
         self.run = Path(run)
         self.config = config = load_run_config(self.run, PretrainConfig, "pretraining run", "lidarssl pretrain")
         name = config.method.name
-        if name not in IMAGE_METHODS:
-            raise ConfigError(f"{self.run}: method '{name}' compares no points with pixels; `pixels` needs a run of "
-                              f"an image method ({', '.join(IMAGE_METHODS)})")
         cls = method_class(name)
+        if not cls.matches_pixels:
+            image = ", ".join(n for n in list_methods() if method_class(n).matches_pixels)
+            raise ConfigError(f"{self.run}: method '{name}' compares no points with pixels; `pixels` needs a run of "
+                              f"an image method ({image})")
         options = cls.parse_options(config.method.options)
         with torch.random.fork_rng(devices=[]):
             spec = create_backbone(config.backbone.name, **config.backbone.options)
@@ -134,8 +130,8 @@ class PretrainedRun:
         k = F.normalize(m.head(feats).float(), dim=1)
         image = torch.from_numpy(np.ascontiguousarray(views.images[v : v + 1])).to(self.device).permute(0, 3, 1, 2)
         raw = m.teacher(image).float()
-        head = IMAGE_METHODS[self.method]
-        pix = raw if head is None else attrgetter(head)(m)(raw).float()
+        # the space the point head was trained to match, upsampled and then normalised as in training
+        pix = m.pixel_embedding(raw).float()
         pix = F.normalize(F.interpolate(pix, size=(H, W), mode="bilinear", align_corners=False), dim=1)
         sim = torch.einsum("c,chw->hw", k[0], pix[0]).cpu().numpy()
         cam = scan.camera(views.names[v])

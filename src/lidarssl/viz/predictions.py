@@ -42,7 +42,8 @@ class RunPredictor:
         from lidarssl.runs import last_checkpoint, load_run_config
 
         self.run = Path(run)
-        self.config = load_run_config(self.run, SegmentationConfig, "run", "lidarssl train, probe or finetune")
+        self.config = load_run_config(self.run, SegmentationConfig, "segmentation run",
+                                      "lidarssl train, probe or finetune")
         ckpt = Path(checkpoint) if checkpoint is not None else last_checkpoint(self.run)
         self.spec = create_backbone(self.config.backbone.name, **self.config.backbone.options)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

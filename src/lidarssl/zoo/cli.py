@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from lidarssl.zoo.formats import EXPORT_LAYOUTS, EXPORT_TARGETS, FORMATS
+from lidarssl.zoo.formats import COMMANDS, EXPORT_LAYOUTS, EXPORT_TARGETS, FORMATS
 from lidarssl.zoo.origins import ORIGINS
 
 __all__ = ["add_zoo_commands", "evaluate_release_command"]
@@ -48,8 +48,7 @@ def evaluate_release_command(folder: Path, overrides: list[str]) -> None:
 def add_zoo_commands(sub: argparse._SubParsersAction) -> None:
     """Register ``import`` and ``export`` on the ``lidarssl`` parser."""
     imp = sub.add_parser(
-        "import", help="convert a seed release or checkpoint (ScaLR, WaffleIron, SLidR, ST-SLidR, ALSO, NCLR, "
-        "OpenPCDet) into a lidarssl backbone folder",
+        "import", help=COMMANDS["import"],
         description="Read a release or training checkpoint (.pt, .pth, .ckpt, ScaLR's .tar.gz) without running code "
         "from it, detect its format, network and kernel layout, and write DIR/backbone.safetensors (for probe, "
         "finetune, export), DIR/head.safetensors (heads, when it has some) and DIR/import.json (every key with where "
@@ -63,7 +62,7 @@ def add_zoo_commands(sub: argparse._SubParsersAction) -> None:
     imp.set_defaults(func=cmd_import)
 
     exp = sub.add_parser(
-        "export", help="export a backbone for OpenPCDet (--pretrained_model) or as a plain state dict",
+        "export", help=COMMANDS["export"],
         description="--to openpcdet writes {'model_state': {'backbone_3d.*': ...}, 'version'} with spconv 2.x kernels, "
         "loadable with torch.load(weights_only=True); only VoxelNet presets fit OpenPCDet's VoxelBackBone8x. "
         "--to state_dict writes the backbone's own keys (kernels in --layout).")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch is imported on use: `lidarssl import --help` lists th
 
 from lidarssl.errors import CheckpointError
 
-__all__ = ["EXPORT_LAYOUTS", "EXPORT_TARGETS", "FORMATS", "Record", "Unwrapped", "network_family", "unwrap"]
+__all__ = ["COMMANDS", "EXPORT_LAYOUTS", "EXPORT_TARGETS", "FORMATS", "Record", "Unwrapped", "network_family", "unwrap"]
 
 #: Formats ``lidarssl import --format`` accepts, with what each covers.
 FORMATS = {
@@ -33,6 +33,10 @@ FORMATS = {
 }
 
 EXPORT_TARGETS = ("openpcdet", "state_dict")
+#: One-line help of the zoo's commands: ``lidarssl --help`` shows them without importing the zoo's code.
+COMMANDS = {"import": f"convert a seed release or checkpoint ({', '.join(f for f in FORMATS if f != 'lidarssl')}) "
+                      "into a lidarssl backbone folder",
+            "export": "export a backbone for OpenPCDet (--pretrained_model) or as a plain state dict"}
 #: Kernel layouts of the plain state-dict export.
 EXPORT_LAYOUTS = ("spconv2", "spconv1")
 
