@@ -126,7 +126,7 @@ def test_pointcontrast_loss_path_equals_the_reference(tiny_world: Path, tmp_path
         q, k = f0[batch["match_row"]], f1[batch["match_row2"]]
         logits = q @ k.T / 0.4
         reference = F.cross_entropy(logits, torch.arange(len(q)))
-    assert float(loss) == pytest.approx(float(reference), rel=1e-5)
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5)
     loss.backward()
     assert all(p.grad is not None for p in module.head.parameters())
 
