@@ -3,10 +3,11 @@
 For each world seed (``--seeds``), generates a world, trains the semantic 2D teacher ``resnet18_semantic`` on its
 training split (``lidarssl prepare teacher``; it stands in for DINOv2) and measures its ceiling (its own features at
 the paired points, linearly probed: ``teacher_ceiling.py``), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with
-that teacher), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on every val point:
+that teacher; ``scalr-centred`` with ``center_targets``), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on every val point:
 
-* linear probing (recipe ``probe-wi-synthetic``, ``--probe-epochs``) of the pretrained backbone vs a randomly
-  initialised one;
+* linear probing (``feature_probe.py``: a BN + linear head on the frozen backbone's features, computed once,
+  ``--probe-epochs`` over the kept points of every train scan, scored on every val point; the head and schedule
+  of the teacher's ceiling) of the pretrained backbone vs a randomly initialised one;
 * few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``) vs the same recipe from scratch,
 
 with the same recipe and seed everywhere within a world. Prints, per world, the table, the per-class IoU, wall
@@ -18,6 +19,11 @@ where a protocol was skipped with ``--protocols``).
 
     PYTHONPATH=src python benchmarks/six_methods.py --seeds 201 202 203 --out runs/six
     PYTHONPATH=src python benchmarks/six_methods.py --seeds 1 2 --out /tmp/six --tiny   # minutes: a smoke test
+
+Worlds side by side, one torch thread each, then summarised together::
+
+    for s in 201 202 203; do PYTHONPATH=src python benchmarks/six_methods.py --seeds $s --out runs/six --threads 1 & done
+    wait; PYTHONPATH=src python benchmarks/six_methods.py --seeds 201 202 203 --out runs/six --reuse
 """
 
 from __future__ import annotations
@@ -32,17 +38,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from feature_probe import probe_backbone
 from machine import cpu_name
 from teacher_ceiling import teacher_ceiling
 
-METHODS = ("ppkt", "slidr", "stslidr", "scalr", "also", "nclr", "pointcontrast", "depthcontrast")
-IMAGE_METHODS = ("ppkt", "slidr", "stslidr", "scalr")
+METHODS = ("ppkt", "slidr", "stslidr", "scalr", "scalr-centred", "also", "nclr", "pointcontrast", "depthcontrast")
+IMAGE_METHODS = ("ppkt", "slidr", "stslidr", "scalr", "scalr-centred")
+#: rows that run a method with an option: row -> (method, overrides)
+VARIANTS = {"scalr-centred": ("scalr", ["method.options.center_targets=true"])}
 SPLIT = "train@10%-frames"
 #: the image methods' recipe on the synthetic world (their released recipes are for nuScenes and big nets)
 PAIRING = {"ppkt": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.max_pairs=4096"],
            "slidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.superpixels=slic30_fast"],
            "stslidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "method.options.superpixels=slic30_fast"],
-           "scalr": []}
+           "scalr": [], "scalr-centred": []}
 TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
                  "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
 
@@ -51,9 +60,11 @@ def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args
                         seed: int) -> list[str]:
     common = [f"data.root={world}", f"out={out}", f"optim.epochs={args.pretrain_epochs}", f"seed={seed}",
               "trainer.progress_bar=false", *(TINY_BACKBONE if args.tiny else [])]
+    base, options = VARIANTS.get(method, (method, []))
+    common += options
     if method in IMAGE_METHODS:
-        extra = [f"method.name={method}", "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
-        extra.append(f"data.teacher_cache={out.parent / 'cache'}" if method == "scalr" else "data.teacher_cache=null")
+        extra = [f"method.name={base}", "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
+        extra.append(f"data.teacher_cache={out.parent / 'cache'}" if base == "scalr" else "data.teacher_cache=null")
         return [*common, *extra, *PAIRING[method]]
     if method == "nclr":
         return [*common, "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
@@ -89,11 +100,12 @@ def run_world(seed: int, out_dir: Path, args: argparse.Namespace) -> dict:
     from lidarssl.checkpoints import save_weights
     from lidarssl.cli import main as lidarssl
     from lidarssl.config import SegmentationConfig, load_config
+    from lidarssl.data.datasets import open_dataset
     from lidarssl.downstream.train import run_segmentation
     from lidarssl.methods.config import PretrainConfig
     from lidarssl.methods.pretrain import prepare_teacher_features, run_pretraining
     from lidarssl.methods.semantic_teacher import TeacherTraining, train_semantic_teacher
-    from lidarssl.metrics import format_iou_table
+    from lidarssl.metrics import format_iou_table, miou, variance_spread
     from lidarssl.models.backbones import create_backbone
 
     load = os.getloadavg()[0]
@@ -144,27 +156,31 @@ def run_world(seed: int, out_dir: Path, args: argparse.Namespace) -> dict:
         times[name] = time.perf_counter() - begin
         return result
 
-    probe = [f"optim.epochs={args.probe_epochs}"]
-    finetune = [f"data.train_split={SPLIT}", f"optim.epochs={args.finetune_epochs}", "optim.warmup_epochs=1"]
     results: dict[str, dict[str, float | None]] = {m: dict.fromkeys(KEYS) for m in args.methods}
-    tables = {}
-    # protocol -> baseline run (name, mode, weights), recipe, mode of the pretrained runs, overrides, result keys
-    protocols = {
-        "probe": (("random", "probe", random), "probe-wi-synthetic", "probe", probe,
-                  ("probe_miou", "random_probe_miou")),
-        "finetune": (("scratch", "scratch", None), "seg-wi-synthetic", "finetune", finetune,
-                     ("finetune_miou", "scratch_miou")),
-    }
-    for protocol, ((base_name, base_mode, base_weights), recipe, mode, extra, (key, base_key)) in protocols.items():
-        if protocol not in args.protocols:
-            continue
-        run_name = base_name if base_mode == "scratch" else f"{protocol}-{base_name}"
-        base = segment(run_name, recipe, base_mode, base_weights, extra)
-        tables[protocol] = {base_name: base}
+    tables: dict[str, dict[str, np.ndarray]] = {}
+    spread: dict[str, tuple[float, ...]] = {}  # (PC1 share, effective rank) of the val features
+    if "probe" in args.protocols:
+        def probe(name: str, path: Path) -> np.ndarray:
+            begin = time.perf_counter()
+            conf, features = probe_backbone(path, world, backbone.options, args.probe_epochs, seed)
+            times[f"probe-{name}"] = time.perf_counter() - begin
+            spread[name] = tuple(round(v, 3) for v in variance_spread(features))
+            return conf.matrix
+
+        tables["probe"] = {"random": probe("random", random)}
         for m in args.methods:
-            r = segment(f"{protocol}-{m}", recipe, mode, weights[m], extra)
-            tables[protocol][m] = r
-            results[m].update({key: round(r.miou, 2), base_key: round(base.miou, 2)})
+            tables["probe"][m] = probe(m, weights[m])
+            results[m].update(probe_miou=round(100 * miou(tables["probe"][m]), 2),
+                              random_probe_miou=round(100 * miou(tables["probe"]["random"]), 2))
+    if "finetune" in args.protocols:
+        finetune = [f"data.train_split={SPLIT}", f"optim.epochs={args.finetune_epochs}", "optim.warmup_epochs=1"]
+        scratch = segment("scratch", "seg-wi-synthetic", "scratch", None, finetune)
+        tables["finetune"] = {"scratch": scratch.confusion}
+        for m in args.methods:
+            r = segment(f"finetune-{m}", "seg-wi-synthetic", "finetune", weights[m], finetune)
+            tables["finetune"][m] = r.confusion
+            results[m].update(finetune_miou=round(r.miou, 2), scratch_miou=round(scratch.miou, 2))
+    classes = open_dataset(world, split="val").class_map.classes
 
     print(f"\nSix methods on a synthetic world of {args.frames} frames, seed {seed}; teacher resnet18_semantic "
           f"({args.teacher_epochs} epochs, train pixel accuracy {stats['pixel_accuracy']:.3f}, ceiling {ceiling:.1f}); "
@@ -175,15 +191,16 @@ def run_world(seed: int, out_dir: Path, args: argparse.Namespace) -> dict:
         cells = ["-" if r[k] is None else f"{r[k]:.1f}" for k in KEYS]
         print(f"| {m} | " + " | ".join(cells) + f" | {times[m] / 60:.1f} |")
     for protocol, runs in tables.items():
-        first = next(iter(runs.values()))
-        print(f"\n{protocol}, per-class IoU:\n```\n" +
-              format_iou_table({k: v.confusion for k, v in runs.items()}, first.classes) + "\n```")
+        print(f"\n{protocol}, per-class IoU:\n```\n" + format_iou_table(runs, classes) + "\n```")
     print("\nPretext metrics, first -> last epoch:")
     for m, text in pretext.items():
         print(f"- {m}: {text}")
+    if spread:
+        print("\nVal features, PC1 share of the variance / effective rank: "
+              + ", ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}" for k, v in spread.items()))
     print("\nWall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
-    doc = {"seed": seed, "frames": args.frames, "methods": results, "teacher_ceiling_miou": ceiling, "times_s": times,
-           "pretext": pretext, "teacher_pixel_accuracy": stats["pixel_accuracy"]}
+    doc = {"seed": seed, "settings": {k: getattr(args, k) for k in SETTINGS}, "methods": results, "teacher_ceiling_miou": ceiling, "times_s": times,
+           "pretext": pretext, "feature_spread": spread, "teacher_pixel_accuracy": stats["pixel_accuracy"]}
     _write_json(out_dir / "results.json", doc)
     return doc
 
@@ -234,6 +251,23 @@ def _write_json(path: Path, doc: dict) -> None:
     tmp.replace(path)
 
 
+SETTINGS = ("frames", "pretrain_epochs", "probe_epochs", "finetune_epochs", "teacher_epochs", "tiny")
+
+
+def _reused(seed: int, args: argparse.Namespace) -> dict | None:
+    """With ``--reuse``, the world's results.json of an earlier run with the same settings and methods."""
+    path = args.out / str(seed) / "results.json"
+    if not args.reuse or not path.is_file():
+        return None
+    doc = json.loads(path.read_text())
+    settings = {k: getattr(args, k) for k in SETTINGS}
+    if doc.get("settings") != settings or list(doc["methods"]) != list(args.methods):
+        raise SystemExit(f"{path}: written with other settings or methods ({doc.get('settings')}, "
+                         f"{list(doc['methods'])}); rerun that world without --reuse")
+    print(f"world {seed}: results of {path}")
+    return doc
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", required=True,
@@ -247,12 +281,17 @@ def main() -> None:
                         help="probe epochs (10 steps each at 48 frames); also the teacher ceiling's probe")
     parser.add_argument("--finetune-epochs", type=int, default=40)
     parser.add_argument("--teacher-epochs", type=int, default=3)
+    parser.add_argument("--reuse", action="store_true",
+                        help="take a world's OUT/<seed>/results.json when it was written with the same settings "
+                             "(worlds run side by side as separate processes, then summarised together)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: every core; 1 to run several worlds side by side)")
     parser.add_argument("--tiny", action="store_true", help="a smoke test: 4 small frames, a tiny backbone, 1 epoch")
     args = parser.parse_args()
     if args.tiny:
         args.frames, args.pretrain_epochs, args.probe_epochs, args.finetune_epochs, args.teacher_epochs = 4, 1, 1, 1, 1
-    torch.set_num_threads(os.cpu_count() or 1)
-    worlds = [run_world(seed, args.out / str(seed), args) for seed in args.seeds]
+    torch.set_num_threads(args.threads)
+    worlds = [_reused(seed, args) or run_world(seed, args.out / str(seed), args) for seed in args.seeds]
     summary = summarise(worlds)
     print(f"\nOver {len(worlds)} world(s), seeds {' '.join(map(str, args.seeds))}: mean ± standard deviation "
           f"(minimum); teacher ceiling {_cell(summary['teacher']['ceiling_miou'])} mIoU\n")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from feature_probe import linear_probe
 
 
 def paired_features(world: Path, split: str, teacher, pairing) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,32 +54,9 @@ def teacher_ceiling(world: Path, teacher_weights: Path, epochs: int = 30, seed: 
     class_map = open_dataset(world, split="train").class_map
     x, y = paired_features(world, "train", teacher, pairing)
     xv, yv = paired_features(world, "val", teacher, pairing)
-    return linear_probe(x, y, xv, yv, class_map, epochs, seed)
+    from lidarssl.metrics import miou
 
-
-def linear_probe(x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, class_map, epochs: int = 30,
-                 seed: int = 0) -> float:
-    """Val mIoU (percent) of a BN + linear head trained on fixed (P, C) features ``x`` with labels ``y``
-    (AdamW, lr 0.01 with cosine decay, batches of about 8192 points)."""
-    from lidarssl.metrics import ConfusionMatrix, miou
-
-    torch.manual_seed(seed)
-    head = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], class_map.num_classes))
-    steps_per_epoch = max(1, len(x) // 8192)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=0.01, weight_decay=0.003)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * steps_per_epoch)
-    for _ in range(epochs):
-        for rows in torch.randperm(len(x)).chunk(steps_per_epoch):
-            loss = nn.functional.cross_entropy(head(x[rows]), y[rows], ignore_index=class_map.ignore_index)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-    head.eval()
-    conf = ConfusionMatrix(class_map.num_classes, class_map.ignore_index)
-    with torch.no_grad():
-        conf.update(head(xv).argmax(1), yv)
-    return 100 * miou(conf)
+    return 100 * miou(linear_probe(x, y, xv, yv, class_map, epochs, seed))
 
 
 def main() -> None:
