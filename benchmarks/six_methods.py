@@ -173,10 +173,11 @@ def run_world(seed: int, out_dir: Path, args: argparse.Namespace) -> dict:
             results[m].update(probe_miou=round(100 * miou(tables["probe"][m]), 2),
                               random_probe_miou=round(100 * miou(tables["probe"]["random"]), 2))
     if "finetune" in args.protocols:
-        finetune = [f"data.train_split={SPLIT}", f"optim.epochs={args.finetune_epochs}", "optim.warmup_epochs=1"]
+        finetune = [f"data.train_split={SPLIT}", f"optim.epochs={args.finetune_epochs}", "optim.warmup_epochs=1",
+                    f"trainer.val_every={args.finetune_epochs}"]  # scored once, after the last epoch
         scratch = segment("scratch", "seg-wi-synthetic", "scratch", None, finetune)
         tables["finetune"] = {"scratch": scratch.confusion}
-        for m in args.methods:
+        for m in args.finetune_methods or args.methods:
             r = segment(f"finetune-{m}", "seg-wi-synthetic", "finetune", weights[m], finetune)
             tables["finetune"][m] = r.confusion
             results[m].update(finetune_miou=round(r.miou, 2), scratch_miou=round(scratch.miou, 2))
@@ -251,7 +252,7 @@ def _write_json(path: Path, doc: dict) -> None:
     tmp.replace(path)
 
 
-SETTINGS = ("frames", "pretrain_epochs", "probe_epochs", "finetune_epochs", "teacher_epochs", "tiny")
+SETTINGS = ("frames", "pretrain_epochs", "probe_epochs", "finetune_epochs", "teacher_epochs", "tiny", "finetune_methods")
 
 
 def _reused(seed: int, args: argparse.Namespace) -> dict | None:
@@ -275,6 +276,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--protocols", nargs="+", default=["probe", "finetune"], choices=["probe", "finetune"])
+    parser.add_argument("--finetune-methods", nargs="+", choices=METHODS,
+                        help="the methods to finetune (default: every one of --methods)")
     parser.add_argument("--frames", type=int, default=48)
     parser.add_argument("--pretrain-epochs", type=int, default=10)
     parser.add_argument("--probe-epochs", type=int, default=60,

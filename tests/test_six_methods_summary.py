@@ -52,7 +52,8 @@ def test_the_feature_probe_learns_separable_features_and_not_noise():
 
 def test_reuse_refuses_a_world_run_with_other_settings(tmp_path: Path):
     args = six_methods.argparse.Namespace(out=tmp_path, reuse=True, methods=["scalr"], frames=48, pretrain_epochs=10,
-                                          probe_epochs=60, finetune_epochs=40, teacher_epochs=3, tiny=False)
+                                          probe_epochs=60, finetune_epochs=40, teacher_epochs=3, tiny=False,
+                                          finetune_methods=None)
     assert six_methods._reused(201, args) is None  # nothing to reuse: the world runs
     settings = {k: getattr(args, k) for k in six_methods.SETTINGS}
     (tmp_path / "201").mkdir()

@@ -70,6 +70,8 @@ class TrainerConfig(Schema):
     sync_batchnorm: bool = Field(False, description="synchronise BatchNorm statistics across processes (DDP)")
     progress_bar: bool = True
     log_every: int = Field(10, gt=0, description="log training metrics every this many steps")
+    val_every: int = Field(1, gt=0, description="segmentation: validate every this many epochs (the last epoch "
+                                                 "is always validated)")
     keep_last: int | None = Field(None, ge=1, description="keep only the newest N epoch checkpoints besides "
                                   "last.ckpt (null: keep every epoch's)")
 

@@ -298,7 +298,9 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
     keep = {"save_top_k": -1} if cfg.keep_last is None else {"save_top_k": cfg.keep_last, "monitor": "step",
                                                                "mode": "max"}
     checkpoint = ModelCheckpoint(dirpath=out / "checkpoints", filename="epoch{epoch:03d}", auto_insert_metric_name=False,
-                                 every_n_epochs=1, save_last=True, **keep)
+                                 every_n_epochs=1, save_last=True, **keep,
+                                 # Lightning saves after validation; epochs that val_every skips still get theirs
+                                 save_on_train_epoch_end=True if cfg.val_every > 1 else None)
     if cfg.sync_batchnorm and distributed and not gpu:
         raise ConfigError("trainer.sync_batchnorm=true needs CUDA GPUs (torch's SyncBatchNorm has no CPU kernel); "
                           "set trainer.sync_batchnorm=false, or trainer.accelerator=gpu")
@@ -317,6 +319,7 @@ def build_trainer(out: Path, epochs: int, cfg: TrainerConfig, extra_callbacks: l
         logger=TensorBoardLogger(out, name="tensorboard", version=""),
         plugins=[AtomicCheckpointIO()],
         log_every_n_steps=cfg.log_every,
+        check_val_every_n_epoch=cfg.val_every,
         enable_progress_bar=cfg.progress_bar,
         enable_model_summary=False,
         num_sanity_val_steps=0,  # a sanity pass would draw from the RNG before a resumed epoch

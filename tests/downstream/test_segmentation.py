@@ -1,5 +1,6 @@
 """The segmentation engine end to end on a tiny synthetic world: train, probe, finetune, evaluate, resume, DDP."""
 
+import csv
 import json
 import re
 import subprocess
@@ -15,7 +16,7 @@ from lidarssl.checkpoints import load_weights
 from lidarssl.cli import main
 from lidarssl.config import SegmentationConfig, load_config
 from lidarssl.downstream.segmentation import SegmentationModule
-from lidarssl.downstream.train import run_segmentation
+from lidarssl.downstream.train import evaluate_run, run_segmentation
 from lidarssl.models.backbones import create_backbone
 
 BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options={fov_min: [-40, -40, -4], fov_max: [40, 40, 4]}"]
@@ -145,3 +146,15 @@ def test_ddp_two_cpu_processes_agree(tiny_world: Path, tmp_path: Path):
     checksums = json.loads((out / "ranks.json").read_text())["checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     assert (out / "metrics.json").is_file()
+
+
+def test_val_every_skips_epochs_but_scores_the_last(tiny_world: Path, tmp_path: Path):
+    out = tmp_path / "run"
+    cfg = load_config(SegmentationConfig, None, _config(tiny_world, out, "optim.epochs=3", "optim.lr=0.01",
+                                                         "trainer.val_every=2"))
+    result = run_segmentation(cfg, "scratch")
+    rows = list(csv.DictReader((out / "metrics.csv").open()))
+    assert [bool(r["val/mIoU"]) for r in rows] == [False, True, True]
+    assert json.loads((out / "metrics.json").read_text())["mIoU"] == round(result.miou, 2)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir())[-2:] == ["epoch002.ckpt", "last.ckpt"]
+    assert evaluate_run(cfg).miou == pytest.approx(result.miou)  # the score is the last epoch's

@@ -160,6 +160,8 @@ def _run_segmentation(config: SegmentationConfig, mode: Mode, ckpt: Path | None)
     fit(trainer, module, data, ckpt)
     if module.last_confusion is None and ckpt is not None:  # --resume on a finished run: score it again
         trainer.validate(module, datamodule=data, ckpt_path=ckpt, verbose=False)
+    elif config.optim.epochs % config.trainer.val_every:  # trainer.val_every skipped the last epoch: score it
+        trainer.validate(module, datamodule=data, verbose=False)
     if trainer.is_global_zero:
         save_weights(out / "backbone.safetensors", spec.model.state_dict(),
                      {"backbone": spec.name, "options": config.backbone.options, "mode": mode})
