@@ -247,3 +247,20 @@ def test_shipped_nclr_recipes_validate(name: str):
     cfg = load_config(PretrainConfig, name)
     assert cfg.method.name == "nclr" and cfg.augment.scale is None and cfg.teacher.name == "resnet50"
     NCLR.builders(cfg, NCLR.parse_options(cfg.method.options))  # rigid augmentation
+
+
+@pytest.mark.slow
+def test_pose_diagnosis_recovers_the_true_pose_from_the_true_pixels(camera_world: Path, tmp_path: Path):
+    """benchmarks/nclr_pose.py on a run: PnP from each view's true pixels gives the batch's own camera pose (the
+    geometry of the pose term is consistent), and the learned soft matches are scored against those pixels."""
+    import sys
+
+    from lidarssl.methods.pretrain import run_pretraining
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    nclr_pose = pytest.importorskip("nclr_pose")
+    run_pretraining(_config(camera_world, tmp_path / "run"))
+    r = nclr_pose.measure(tmp_path / "run", batches=1)
+    assert r["views"] > 0 and r["soft_px"] > 0
+    assert r["rot_true"] < 0.5 and r["trans_true"] < 0.05
+    assert r["rot_1px"] < r["rot_noisy"] or r["soft_px"] < 2  # noise as large as the matches' error hurts more
