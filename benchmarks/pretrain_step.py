@@ -33,6 +33,7 @@ BACKBONE = ["backbone.name=waffleiron_12_64", "backbone.options.voxel_size=0.3",
 CROP = ["pairing.crop_size=[112,208]", "pairing.flip=0.5"]
 #: batches each DataLoader worker builds in the timed run (one epoch must hold them all)
 LOADER_BATCHES_PER_WORKER = 3
+LIDAR_ONLY = "data.options.with_images=false"  # the lidar-only methods' recipes decode no camera image
 SLIC = [*CROP, "method.options.superpixels=slic150_fast"]
 #: row name -> (method, teacher, overrides); {cache}: the teacher feature cache, {superpixels}: the superpixel cache
 RUNS = {
@@ -42,12 +43,13 @@ RUNS = {
     "stslidr": ("stslidr", "resnet50_dilated", [*SLIC, "data.superpixel_cache={superpixels}"]),
     "scalr (online teacher)": ("scalr", "dinov2_vits14", ["pairing.resize=[112,224]"]),
     "scalr (cached teacher)": ("scalr", "dinov2_vits14", ["pairing.resize=[112,224]", "data.teacher_cache={cache}"]),
-    "also": ("also", None, []),
+    "also": ("also", None, [LIDAR_ONLY]),
     "nclr": ("nclr", "resnet50", [*CROP, "pairing.flip=0.0", "augment.scale=null", "augment.flip=false",
                                   "augment.translate=[4.0,15.0]"]),
     # the options of their -wi-synthetic recipes that change what a worker builds
-    "pointcontrast": ("pointcontrast", None, ["method.options.npos=1024", "method.options.match_radius=0.45"]),
-    "depthcontrast": ("depthcontrast", None, ["crop.cuboid=[0.5,1.0]", "crop.cuboid_min_points=5000",
+    "pointcontrast": ("pointcontrast", None, [LIDAR_ONLY, "method.options.npos=1024",
+                                              "method.options.match_radius=0.45"]),
+    "depthcontrast": ("depthcontrast", None, [LIDAR_ONLY, "crop.cuboid=[0.5,1.0]", "crop.cuboid_min_points=5000",
                                               "method.options.queue=32"]),
 }
 
