@@ -179,6 +179,32 @@ def test_slidr_reads_the_prepared_superpixels(camera_world: Path, tmp_path: Path
         run_pretraining(_config(camera_world, tmp_path / "other", "slidr", f"data.superpixel_cache={tmp_path / 'none'}"))
 
 
+def test_slidr_computes_each_image_superpixels_once(camera_world: Path, monkeypatch: pytest.MonkeyPatch):
+    import dataclasses
+
+    from lidarssl.data.datasets import open_dataset
+    from lidarssl.data.superpixels import compute_superpixels
+    from lidarssl.methods import slidr
+
+    calls = []
+    monkeypatch.setattr(slidr, "compute_superpixels", lambda *a, **k: calls.append(1) or compute_superpixels(*a, **k))
+    scans = [open_dataset(camera_world, "train")[i] for i in range(2)]
+    one_map = scans[0].cameras[0].image.shape[0] * scans[0].cameras[0].image.shape[1] * 2  # uint16
+    source = slidr.SuperpixelSource("slic30_fast", None, memory_bytes=6 * one_map)
+    for _ in range(2):  # two epochs of scan 0: SLIC runs once per image
+        for c, cam in enumerate(scans[0].cameras):
+            ids = source.get(scans[0], c)
+            assert np.array_equal(ids, compute_superpixels(cam.image, source.params)) and not ids.flags.writeable
+    assert len(calls) == 6
+    source.get(scans[1], 0)  # a seventh map: the least recently used one leaves memory
+    source.get(scans[0], 5)
+    source.get(scans[0], 0)
+    assert len(calls) == 8
+    unnamed = dataclasses.replace(scans[1], frame_id="")  # no name to remember it by: computed every time
+    source.get(unnamed, 1), source.get(unnamed, 1)
+    assert len(calls) == 10
+
+
 def test_drop_cuboid_is_undone_when_a_camera_would_lose_its_pairs(camera_world: Path):
     from lidarssl.data.datasets import open_dataset
     from lidarssl.data.loader import ScanSamples

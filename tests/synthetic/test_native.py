@@ -51,6 +51,16 @@ def test_round_trip_gives_back_the_same_scans(written) -> None:
     assert val.frame_id == "seed12/000000"
 
 
+def test_lidar_only_reading_decodes_no_image(written, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, root, _ = written
+    full = SyntheticDataset(root, "all")[1]
+    monkeypatch.setattr("PIL.Image.open", lambda *a, **k: pytest.fail("an image was opened"))
+    lidar = SyntheticDataset(root, "all", with_images=False)[1]
+    assert lidar.cameras == [] and full.cameras
+    for field in ("points", "intensity", "labels", "ego_pose"):
+        assert np.array_equal(getattr(lidar, field), getattr(full, field)), field
+
+
 def test_no_temporary_files_are_left(written) -> None:
     _, root, _ = written
     assert not [p for p in root.rglob("*") if p.name.startswith(".")]

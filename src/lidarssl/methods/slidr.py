@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -35,11 +36,18 @@ __all__ = ["SLidR", "STSLidR", "SuperpixelSource"]
 
 class SuperpixelSource:
     """Superpixels of a scan's camera images: read from the cache of `lidarssl prepare superpixels`, or
-    computed on the spot when there is no cache folder (slow on full-size images; fine for small ones)."""
+    computed on the spot when there is no cache folder (slow on full-size images; fine for small ones).
 
-    def __init__(self, preset: str, cache_dir: Path | None) -> None:
+    Computed maps are kept in memory, per process, up to ``memory_bytes`` (least recently used first out):
+    SLIC depends only on the image, so from the second epoch on a DataLoader worker with persistent workers
+    reads them instead of running SLIC again (at the demo size SLIC is most of SLidR's batch building)."""
+
+    def __init__(self, preset: str, cache_dir: Path | None, memory_bytes: int = 256 * 2**20) -> None:
         self.params = superpixel_preset(preset)
         self.cache = SuperpixelCache(cache_dir, self.params) if cache_dir is not None else None
+        self.memory_bytes = memory_bytes
+        self._computed: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
+        self._bytes = 0
 
     def get(self, scan: Scan, camera: int) -> np.ndarray:
         cam = scan.cameras[camera]
@@ -49,7 +57,19 @@ class SuperpixelSource:
                 raise DataError(f"{self.cache.path(scan.cache_key, cam.name)}: superpixels not cached; run "
                                         "`lidarssl prepare superpixels` for this dataset and preset first")
             return ids
-        return compute_superpixels(cam.image, self.params, source=cam.source)
+        if not scan.frame_id:  # no stable name to remember the image by
+            return compute_superpixels(cam.image, self.params, source=cam.source)
+        key = (scan.cache_key, cam.name)
+        if key in self._computed:
+            self._computed.move_to_end(key)
+            return self._computed[key]
+        ids = compute_superpixels(cam.image, self.params, source=cam.source)
+        ids.flags.writeable = False  # shared by every later sample of this image
+        self._computed[key] = ids
+        self._bytes += ids.nbytes
+        while self._bytes > self.memory_bytes:
+            self._bytes -= self._computed.popitem(last=False)[1].nbytes
+        return ids
 
 
 class SLidROptions(Schema):

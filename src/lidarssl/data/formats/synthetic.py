@@ -96,6 +96,8 @@ class SyntheticDataset:
     Args:
         root: folder holding ``index.json``.
         split: ``train``, ``val`` or ``all``.
+        with_images: attach the camera views; ``False`` reads the lidar only (no image is decoded; for the
+            methods that use no camera).
 
     Raises:
         DataError: no index, an unreadable index, or a frame whose files are missing (when read).
@@ -112,11 +114,12 @@ class SyntheticDataset:
         """Whether ``root`` holds a synthetic world (its ``index.json``)."""
         return (root / "index.json").is_file()
 
-    def __init__(self, root: str | os.PathLike[str], split: str = "train") -> None:
+    def __init__(self, root: str | os.PathLike[str], split: str = "train", with_images: bool = True) -> None:
         if split not in self.splits:
             raise DataError(f"{self.reader_name}: unknown split '{split}'; choose one of {list(self.splits)}")
         self.root = Path(root)
         self.split = split
+        self.with_images = with_images
         self.index = _read_index(self.root)
         self.frames: list[dict[str, Any]] = [f for f in self.index["frames"] if split == "all" or f.get("split") == split]
         self.class_map: ClassMap = load_class_map(self.index["class_map"])
@@ -193,7 +196,7 @@ class SyntheticDataset:
         for key in need:
             if key not in data:
                 raise DataError(f"{path}: array '{key}' is missing; regenerate the dataset")
-        names = [str(n) for n in data["camera_names"]]
+        names = [str(n) for n in data["camera_names"]] if self.with_images else []
         views = []
         for k, name in enumerate(names):
             rel = entry["cameras"].get(name)
