@@ -86,7 +86,9 @@ class ChannelMix(nn.Module):
     def __init__(self, channels: int, layernorm: bool, drop_path: float) -> None:
         super().__init__()
         self.norm = _norm(channels, layernorm)
-        self.mlp = nn.Sequential(nn.Conv1d(channels, channels, 1), nn.ReLU(inplace=True), nn.Conv1d(channels, channels, 1))
+        self.mlp = nn.Sequential(
+            nn.Conv1d(channels, channels, 1), nn.ReLU(inplace=True), nn.Conv1d(channels, channels, 1)
+        )
         self.scale = _layer_scale(channels)
         self.drop_path = DropPath(drop_path)
 
