@@ -8,8 +8,9 @@ gradients by test). The ratios are lidarssl's over the original's. Prints a mark
 
     PYTHONPATH=src python benchmarks/waffleiron_step.py [--points 20000] [--depth 48] [--steps 3] [--threads 2]
 
-The original's peak grows with depth by about 0.3 GB per 256x256-grid block whatever the number of points;
-``--depth`` runs shallower stacks of the same blocks where memory is short.
+The original keeps dense (C, H, W) grids for backward, so its peak grows with depth by at least 0.14 GB
+per WI-256 block even on small scans (about 15 GB at full size); ``--depth`` runs shallower stacks of
+the same blocks where memory is short.
 """
 
 from __future__ import annotations
