@@ -49,8 +49,12 @@ def synthetic_sweep(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.nd
     return points, rng.uniform(0, 255, len(points)).astype(np.float32)
 
 
-def worker(preset: str, overrides: dict[str, object], n_points: int, steps: int) -> dict[str, float]:
-    """Run one preset in this process: median and minimum step time, peak RSS, parameters and voxels."""
+def worker(preset: str, overrides: dict[str, object], n_points: int, steps: int, original: bool) -> dict[str, float]:
+    """Run one preset in this process: median and minimum step time, peak RSS, parameters and voxels.
+
+    With ``original``, the same weights and scan run through the original implementation's order of
+    operations (WaffleIron presets: ``waffleiron_original.py``).
+    """
     from lidarssl.models.backbones import create_backbone
 
     torch.manual_seed(0)
@@ -66,6 +70,10 @@ def worker(preset: str, overrides: dict[str, object], n_points: int, steps: int)
         raise SystemExit(f"{preset} kept {len(sample['kept'])} of {n_points} points it kept before")
     batch = spec.collate([sample])
     model = spec.model.train()
+    if original:
+        from waffleiron_original import original_from, padded_inputs
+
+        model, batch = original_from(model), padded_inputs(batch, model.waffleiron.grid_shapes)
     times = []
     for step in range(steps + 1):  # step 0 warms up the allocator and kernels
         start = time.perf_counter()
@@ -83,10 +91,15 @@ def worker(preset: str, overrides: dict[str, object], n_points: int, steps: int)
 
 
 def measure(
-    preset: str, overrides: dict[str, object] | None = None, points: int = 20000, steps: int = 3, threads: int = 0
+    preset: str,
+    overrides: dict[str, object] | None = None,
+    points: int = 20000,
+    steps: int = 3,
+    threads: int = 0,
+    original: bool = False,
 ) -> dict[str, float] | str:
     """Run :func:`worker` in a fresh interpreter; its result, or the last line of its error."""
-    cmd = [sys.executable, __file__, "--worker", json.dumps([preset, overrides or {}]),
+    cmd = [sys.executable, __file__, "--worker", json.dumps([preset, overrides or {}, original]),
            "--points", str(points), "--steps", str(steps), "--threads", str(threads)]  # fmt: skip
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
@@ -132,8 +145,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        preset, overrides = json.loads(args.worker)
-        print(json.dumps(worker(preset, overrides, args.points, args.steps)))
+        preset, overrides, original = json.loads(args.worker)
+        print(json.dumps(worker(preset, overrides, args.points, args.steps, original)))
         return
     print(f"{machine(args.threads)}; {args.points} points per scan, batch 1, median of {args.steps} steps\n")
     print(HEADER, flush=True)

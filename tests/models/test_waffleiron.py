@@ -1,9 +1,12 @@
-"""WaffleIron: checkpoint layout, parameter counts, agreement with a plain channel-first implementation,
-batch invariance, checkpointing, preprocessing and its errors."""
+"""WaffleIron: checkpoint layout, parameter counts, agreement with a plain channel-first implementation and
+with the original's order of operations (benchmarks/waffleiron_original.py), batch invariance, checkpointing,
+preprocessing and its errors."""
 
 from __future__ import annotations
 
 import copy
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +19,9 @@ from lidarssl.models.backbones import waffleiron as wi
 from lidarssl.models.backbones import waffleiron_ops as wi_ops
 from lidarssl.models.backbones.waffleiron import WaffleIron, WaffleIronSegmenter
 from lidarssl.models.backbones.waffleiron_prep import WaffleIronPrep, knn_with_self
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+from waffleiron_original import original_from, padded_inputs, unpadded  # noqa: E402
 
 SMALL_GRIDS = ((16, 16), (16, 4), (16, 4))
 SMALL_FOV = {"fov_min": (-20.0, -20.0, -4.0), "fov_max": (20.0, 20.0, 6.0), "grid_shapes": SMALL_GRIDS}
@@ -171,6 +177,72 @@ def test_matches_plain_implementation(layernorm: bool, train: bool, monkeypatch:
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {m}")
     for (name, b), q in zip(model.named_buffers(), ref.buffers()):
         torch.testing.assert_close(b, q, rtol=1e-9, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+# ------------------------------------------- the original's order of operations, as the benchmark runs it
+
+
+def _randomise_running_stats(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+
+
+@pytest.mark.parametrize("layernorm", [False, True])
+@pytest.mark.parametrize("train", [True, False])
+def test_original_order_equals_ours(layernorm: bool, train: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Outputs, gradients and running statistics of benchmarks/waffleiron_original.py are ours."""
+    # The original's scatter_reduce mean is sum / count; ours sum * 1 / (count + 1e-6): equal without the eps.
+    monkeypatch.setattr(wi_ops, "_CELL_EPS", 0.0)
+    spec = small_spec(layernorm=layernorm)
+    batch = spec.collate([sample(spec, 0, 600)])
+    torch.manual_seed(0)
+    ours = WaffleIronSegmenter(num_classes=3, channels=16, depth=4, grid_shapes=SMALL_GRIDS, layernorm=layernorm)
+    ours = ours.double().train(train)
+    _randomise_running_stats(ours)
+    original = original_from(ours)
+    assert original.training == train and next(original.parameters()).dtype == torch.float64
+    feats = batch["feats"].double()
+    out = ours({**batch, "feats": feats})
+    expected = unpadded(original(padded_inputs({**batch, "feats": feats}, SMALL_GRIDS)), batch)
+    torch.testing.assert_close(out, expected, rtol=1e-9, atol=1e-9)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    (expected * weights).sum().backward()
+    theirs = dict(original.named_parameters())
+    for name, p in ours.named_parameters():
+        torch.testing.assert_close(p.grad, theirs[name].grad, rtol=1e-7, atol=1e-9, msg=lambda m: f"{name}: {m}")
+    theirs = dict(original.named_buffers())
+    for name, b in ours.named_buffers():
+        torch.testing.assert_close(b, theirs[name], rtol=1e-9, atol=1e-12, msg=lambda m: f"{name}: {m}")
+
+
+def test_original_order_agrees_in_float32_with_the_cell_eps() -> None:
+    spec = small_spec()
+    batch = spec.collate([sample(spec, 1, 800)])
+    ours = spec.model.train()
+    original = original_from(ours)
+    torch.testing.assert_close(ours(batch), unpadded(original(padded_inputs(batch, SMALL_GRIDS)), batch),
+                               rtol=1e-4, atol=1e-4)  # fmt: skip
+
+
+def test_original_order_pads_a_batch_as_the_original_collate() -> None:
+    """Padding points sit in cell 0 with neighbour N - 1; in eval the largest scan keeps its own outputs."""
+    spec = small_spec()
+    a, b = sample(spec, 1, 900), sample(spec, 2, 500, shift=1.0)
+    model = spec.model.eval()
+    _randomise_running_stats(model)
+    original = original_from(model)
+    batch = spec.collate([a, b])
+    inputs = padded_inputs(batch, SMALL_GRIDS)
+    m, n = len(a["kept"]), len(b["kept"])
+    assert inputs["feats"].shape == (2, 5, m) and inputs["neighbors"].shape == (2, 17, m)
+    assert bool((inputs["neighbors"][1, :, n:] == m - 1).all()) and bool((inputs["cell_ind"][1, :, n:] == 0).all())
+    with torch.no_grad():
+        alone = model(spec.collate([a]))
+        both = unpadded(original(inputs), batch)
+    torch.testing.assert_close(both[:m], alone, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------------------------ batch invariance

@@ -88,7 +88,14 @@ class Embedding(nn.Module):
 
 
 def _add_residual(x: torch.Tensor, y: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-    return x + y if keep is None else torch.addcmul(x, y, keep)
+    """``x + y * keep``, written into ``y``: a branch's fresh output that no backward reads.
+
+    In place, a block frees the residual stream it received instead of allocating a new one; fewer
+    (P, C) allocations leave fewer holes in the heap, which stay resident after they are freed.
+    """
+    if y.dtype != x.dtype:  # a half-precision branch under autocast: the stream stays float32
+        return x + y if keep is None else torch.addcmul(x, y, keep)
+    return (y if keep is None else y.mul_(keep)).add_(x)
 
 
 class ChannelMix(nn.Module):
@@ -105,10 +112,6 @@ class ChannelMix(nn.Module):
         h = F.relu_(folded_linear(normalize(self.norm, x), self.norm, self.mlp[0]))
         fc2, gain = self.mlp[2], self.scale.gain
         weight, bias = fc2.weight.flatten(1) * gain.unsqueeze(1), fc2.bias * gain
-        # Residual, bias and GEMM in one addmm saves a (P, C) pass; not under autocast, which would
-        # round the residual stream to half precision.
-        if keep is None and not torch.is_autocast_enabled(x.device.type):
-            return torch.addmm(x + bias, h, weight.T)
         return _add_residual(x, F.linear(h, weight, bias), keep)
 
 
