@@ -3,12 +3,14 @@
 For each world seed (``--seeds``), generates a world, trains the semantic 2D teacher ``resnet18_semantic`` on its
 training split (``lidarssl prepare teacher``; it stands in for DINOv2) and measures its ceiling (its own features at
 the paired points, linearly probed: ``teacher_ceiling.py``), then for each of PPKT, SLidR, ST-SLidR, ScaLR (with
-that teacher; ``scalr-centred`` with ``center_targets``), ALSO, NCLR, PointContrast and DepthContrast pretrains the demo's WI-12-64 without labels, and scores on every val point:
+that teacher; ``scalr-centred`` with ``center_targets``), ALSO, NCLR, PointContrast and DepthContrast pretrains
+the demo's WI-12-64 without labels, and scores on every val point:
 
 * linear probing (``feature_probe.py``: a BN + linear head on the frozen backbone's features, computed once,
   ``--probe-epochs`` over the kept points of every train scan, scored on every val point; the head and schedule
   of the teacher's ceiling) of the pretrained backbone vs a randomly initialised one;
-* few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``) vs the same recipe from scratch,
+* few-label finetuning (recipe ``seg-wi-synthetic`` on ``train@10%-frames``, scored after the last epoch) vs the
+  same recipe from scratch (``--finetune-methods``: which methods),
 
 with the same recipe and seed everywhere within a world. Prints, per world, the table, the per-class IoU, wall
 times and each run's pretext metrics (first -> last epoch); then over the worlds the mean and spread (sample
