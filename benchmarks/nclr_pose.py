@@ -1,9 +1,9 @@
 """Why NCLR's pose term does or does not learn: how good its point-to-pixel soft matches are, and what pose PnP
 gets from them, from the true pixels and from the true pixels plus noise.
 
-Loads an NCLR pretraining run (its ``config.yaml`` and ``checkpoints/last.ckpt``), builds training batches as the run did
-(same augmentation and crops) and, for every view, takes the points the batch pairs with it (ground-truth overlap,
-so the keypoint selection is not what is measured) and their fused features. Reports, over ``--batches`` batches:
+Loads an NCLR pretraining run (its ``config.yaml`` and ``checkpoints/last.ckpt``), builds training batches as the
+run did (same augmentation and crops) and, for every view, takes the points the batch pairs with it (ground-truth
+overlap, so the keypoint selection is not what is measured) and their fused features. Reports, over ``--batches`` batches:
 
 * the soft match's error in pixels and in cells of the pixel grid (the softmax over cells at the recipe's
   ``match_temperature``, as the pose term uses it), the argmax cell's accuracy (exact, within one cell) and the
@@ -135,7 +135,8 @@ def main() -> None:
     print(f"| true pixels | 0 | {r['rot_true']:.2f} | {r['trans_true']:.3f} |")
     print(f"| true pixels + noise of the soft matches' RMS | - | {r['rot_noisy']:.1f} | {r['trans_noisy']:.2f} |")
     for sigma in NOISE_PX:
-        print(f"| true pixels + {sigma} px noise per axis | - | {r[f'rot_{sigma}px']:.1f} | {r[f'trans_{sigma}px']:.2f} |")
+        rot, trans = r[f"rot_{sigma}px"], r[f"trans_{sigma}px"]
+        print(f"| true pixels + {sigma} px noise per axis | - | {rot:.1f} | {trans:.2f} |")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,9 @@ where a protocol was skipped with ``--protocols``).
 
 Worlds side by side, one torch thread each, then summarised together::
 
-    for s in 201 202 203; do PYTHONPATH=src python benchmarks/six_methods.py --seeds $s --out runs/six --threads 1 & done
+    for s in 201 202 203; do
+      PYTHONPATH=src python benchmarks/six_methods.py --seeds $s --out runs/six --threads 1 &
+    done
     wait; PYTHONPATH=src python benchmarks/six_methods.py --seeds 201 202 203 --out runs/six --reuse
 """
 
@@ -202,7 +204,8 @@ def run_world(seed: int, out_dir: Path, args: argparse.Namespace) -> dict:
         print("\nVal features, PC1 share of the variance / effective rank: "
               + ", ".join(f"{k} {v[0]:.2f} / {v[1]:.2f}" for k, v in spread.items()))
     print("\nWall times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items()))
-    doc = {"seed": seed, "settings": {k: getattr(args, k) for k in SETTINGS}, "methods": results, "teacher_ceiling_miou": ceiling, "times_s": times,
+    doc = {"seed": seed, "settings": {k: getattr(args, k) for k in SETTINGS}, "methods": results,
+           "teacher_ceiling_miou": ceiling, "times_s": times,
            "pretext": pretext, "feature_spread": spread, "teacher_pixel_accuracy": stats["pixel_accuracy"]}
     _write_json(out_dir / "results.json", doc)
     return doc
@@ -254,7 +257,8 @@ def _write_json(path: Path, doc: dict) -> None:
     tmp.replace(path)
 
 
-SETTINGS = ("frames", "pretrain_epochs", "probe_epochs", "finetune_epochs", "teacher_epochs", "tiny", "finetune_methods")
+SETTINGS = ("frames", "pretrain_epochs", "probe_epochs", "finetune_epochs", "teacher_epochs", "tiny",
+            "finetune_methods")
 
 
 def _reused(seed: int, args: argparse.Namespace) -> dict | None:
