@@ -3,7 +3,8 @@ gets from them, from the true pixels and from the true pixels plus noise.
 
 Loads an NCLR pretraining run (its ``config.yaml`` and ``checkpoints/last.ckpt``), builds training batches as the
 run did (same augmentation and crops) and, for every view, takes the points the batch pairs with it (ground-truth
-overlap, so the keypoint selection is not what is measured) and their fused features. Reports, over ``--batches`` batches:
+overlap, so the keypoint selection is not what is measured) and their fused features. Reports, over ``--batches``
+batches:
 
 * the soft match's error in pixels and in cells of the pixel grid (the softmax over cells at the recipe's
   ``match_temperature``, as the pose term uses it), the argmax cell's accuracy (exact, within one cell) and the
