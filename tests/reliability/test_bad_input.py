@@ -495,7 +495,7 @@ def test_values_that_make_no_sense_are_one_line(tiny_world: Path, run: Path, tmp
     png = tmp_path / "pca.png"
     assert _error(capsys, ["viz", "pca", f"{tiny_world},bogus=1", "--weights", str(run / "backbone.safetensors"),
                            "--out", str(png)]) == (
-        f"lidarssl viz: error: {tiny_world}: the synthetic reader has no option bogus; its options: none")
+        f"lidarssl viz: error: {tiny_world}: the synthetic reader has no option bogus; its options: with_images")
     assert not png.exists()
 
 
