@@ -29,19 +29,12 @@ import torch.nn.functional as F
 NOISE_PX = (1, 2, 4, 8)
 
 
-def _bearings(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Normalised image coordinates (V, k, 2) of pixel positions (V, k, 2) under intrinsics (V, 3, 3)."""
-    hom = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)
-    rays = hom @ torch.linalg.inv(K).transpose(1, 2)
-    return rays[..., :2] / rays[..., 2:]
-
-
 def measure(run: Path, batches: int, seed: int = 0) -> dict[str, float]:
     from lidarssl.config import load_config
     from lidarssl.data.datasets import open_dataset
     from lidarssl.data.loader import ScanCollate, ScanSamples
     from lidarssl.methods.config import PretrainConfig
-    from lidarssl.methods.nclr import cell_centres, point_overlap_labels
+    from lidarssl.methods.nclr import cell_centres, pixel_bearings, point_overlap_labels
     from lidarssl.methods.pnp import rotation_error_deg, solve_pnp
     from lidarssl.methods.pretrain import build_method
     from lidarssl.run_folder import read_checkpoint
@@ -112,7 +105,7 @@ def measure(run: Path, batches: int, seed: int = 0) -> dict[str, float]:
             tries = [("soft", soft_uv), ("argmax", centres[hard]), ("true", true_uv), ("noisy", true_uv + noise * rms)]
             tries += [(f"{sigma}px", true_uv + noise * sigma) for sigma in NOISE_PX]
             for name, uv in tries:
-                res = solve_pnp(xyz.double(), _bearings(uv[None], K).double(), iterations=o.pnp_iterations)
+                res = solve_pnp(xyz.double(), pixel_bearings(uv[None], K).double(), iterations=o.pnp_iterations)
                 if bool(res.valid[0]):
                     out[f"rot_{name}"].append(float(rotation_error_deg(res.R, T[:, :3, :3].double())[0]))
                     out[f"trans_{name}"].append(float((res.t[0] - T[0, :3, 3].double()).norm()))

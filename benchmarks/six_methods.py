@@ -55,7 +55,7 @@ SPLIT = "train@10%-frames"
 PAIRING = {"ppkt": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.max_pairs=4096"],
            "slidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "pairing.flip=0.5", "method.options.superpixels=slic30_fast"],
            "stslidr": ["pairing.resize=null", "pairing.crop_size=[64,112]", "method.options.superpixels=slic30_fast"],
-           "scalr": [], "scalr-centred": []}
+           "scalr": []}
 TINY_BACKBONE = ["backbone.name=waffleiron_4_32", "backbone.options.voxel_size=0.4",
                  "backbone.options.grid_shapes=[[32,32],[32,8],[32,8]]"]
 
@@ -69,7 +69,7 @@ def _pretrain_overrides(method: str, world: Path, out: Path, teacher: Path, args
     if method in IMAGE_METHODS:
         extra = [f"method.name={base}", "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
         extra.append(f"data.teacher_cache={out.parent / 'cache'}" if base == "scalr" else "data.teacher_cache=null")
-        return [*common, *extra, *PAIRING[method]]
+        return [*common, *extra, *PAIRING[base]]
     if method == "nclr":
         return [*common, "teacher.name=resnet18_semantic", f"teacher.weights={teacher}"]
     if method == "depthcontrast" and args.tiny:

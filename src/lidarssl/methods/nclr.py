@@ -50,7 +50,7 @@ from lidarssl.methods.image import class_images, sample_maps, teacher_maps
 from lidarssl.methods.pnp import rotation_error_deg, solve_pnp
 from lidarssl.schema import Schema
 
-__all__ = ["NCLR", "NCLROptions", "NCLRPairBuilder", "point_overlap_labels", "pixel_overlap_labels",
+__all__ = ["NCLR", "NCLROptions", "NCLRPairBuilder", "point_overlap_labels", "pixel_overlap_labels", "pixel_bearings",
            "cell_centres", "soft_match_bearings", "select_keypoints"]
 
 
@@ -163,9 +163,14 @@ def soft_match_bearings(point_feats: torch.Tensor, pixel_feats: torch.Tensor, ce
     f = F.normalize(point_feats.float(), dim=-1)
     g = F.normalize(pixel_feats.float(), dim=-1)
     prob = torch.softmax(f @ g.transpose(1, 2) / temperature, dim=-1)
-    uv = prob @ centres.float()
+    return pixel_bearings(prob @ centres.float(), K.float())
+
+
+def pixel_bearings(uv: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
+    """Normalised image coordinates (V, k, 2) of pixel positions ``uv`` (V, k, 2) under intrinsics ``K``
+    (V, 3, 3)."""
     hom = torch.cat([uv, torch.ones_like(uv[..., :1])], dim=-1)
-    rays = hom @ torch.linalg.inv(K.float()).transpose(1, 2)
+    rays = hom @ torch.linalg.inv(K).transpose(1, 2)
     return rays[..., :2] / rays[..., 2:]
 
 
