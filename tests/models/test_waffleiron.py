@@ -317,6 +317,30 @@ def test_runs_under_autocast() -> None:
     torch.testing.assert_close(half.float(), full, rtol=0.05, atol=0.05)
 
 
+@pytest.mark.parametrize("layernorm", [False, True])
+def test_a_block_keeps_its_three_point_tensors_in_one_allocation(layernorm: bool) -> None:
+    # Kept tensors allocated one by one between temporaries fragment the heap (the README's memory table).
+    spec = small_spec(layernorm=layernorm)
+    batch = spec.collate([sample(spec, 3, 900)])
+    model = spec.model.train()
+    points = len(batch["kept"])
+    storages: dict[int, set[int]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if t.shape == (points, model.out_channels):
+            storages.setdefault(t.untyped_storage().data_ptr(), set()).add(t.storage_offset())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = model(batch)
+    size = points * model.out_channels
+    shared = [offsets for offsets in storages.values() if len(offsets) > 1]
+    assert shared == [{0, size, 2 * size}] * model.num_layers
+    assert len(storages) == model.num_layers + 1  # and the embedding's output
+    out.square().mean().backward()  # the version checks of the three tensors must not interfere
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 def test_segmenter_gives_logits_per_kept_point() -> None:
     spec = small_spec()
     torch.manual_seed(0)

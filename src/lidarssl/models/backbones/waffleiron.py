@@ -1,8 +1,8 @@
 """WaffleIron (Puy et al., ICCV 2023): a point backbone that mixes features on 2D grids.
 
-Written from the paper and the original code (github.com/valeoai/WaffleIron, ``waffleiron/backbone.py``). Parameter names,
-shapes and initialisation are those of the original channel-first implementation, so its released
-checkpoints (and ScaLR's) load with ``strict=True``. The computation is reorganised for speed and memory:
+Written from the paper and the original code (github.com/valeoai/WaffleIron, ``waffleiron/backbone.py``).
+Parameter names, shapes and initialisation are those of the original channel-first implementation, so its
+released checkpoints (and ScaLR's) load with ``strict=True``. The computation is reorganised for speed and memory:
 
 * **Point-major, concatenated batches.** Features are (P, C) rows of all kept points of the batch, with
   no padding: 1x1 convolutions are single GEMMs (:class:`PointConv`), BatchNorm statistics come from real
@@ -14,8 +14,8 @@ checkpoints (and ScaLR's) load with ``strict=True``. The computation is reorgani
 * **Small autograd footprint.** Norms store only their normalised output (their affine parameters are
   folded into the next linear map, as is LayerScale); the embedding's (P, K, C) neighbour activations
   are never stored; grids larger than the point set are recomputed in backward. These autograd
-  functions live in :mod:`~lidarssl.models.backbones.waffleiron_ops`. A block keeps three (P, C) tensors for backward, plus its two grids
-  when they are smaller than the point set.
+  functions live in :mod:`~lidarssl.models.backbones.waffleiron_ops`. A block keeps three (P, C) tensors
+  for backward, in one allocation, plus its two grids when they are smaller than the point set.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from lidarssl.models.backbones.waffleiron_ops import (
     PointConv,
     PointConv2d,
     apply_fp32,
-    folded_linear,
+    folded_linear_relu,
     make_norm,
     neighbor_max_pool,
     norm_affine,
@@ -107,9 +107,15 @@ class ChannelMix(nn.Module):
         self.mlp = nn.Sequential(PointConv(channels, channels), nn.ReLU(inplace=True), PointConv(channels, channels))
         self.scale = LayerScale(channels)
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Mix channels of (P, C) ``x``; ``keep`` is the (P, 1) DropPath gain of each point or ``None``."""
-        h = F.relu_(folded_linear(normalize(self.norm, x), self.norm, self.mlp[0]))
+    def forward(
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, saved: Sequence[torch.Tensor | None] = ()
+    ) -> torch.Tensor:
+        """Mix channels of (P, C) ``x``; ``keep`` is the (P, 1) DropPath gain of each point or ``None``.
+
+        ``saved``: two (P, C) tensors (or ``None``) that receive the two tensors kept for backward.
+        """
+        saved = saved or (None, None)
+        h = folded_linear_relu(normalize(self.norm, x, saved[0]), self.norm, self.mlp[0], saved[1])
         fc2, gain = self.mlp[2], self.scale.gain
         weight, bias = fc2.weight.flatten(1) * gain.unsqueeze(1), fc2.bias * gain
         return _add_residual(x, F.linear(h, weight, bias), keep)
@@ -137,15 +143,21 @@ class SpatialMix(nn.Module):
         self.scale = LayerScale(channels)
         self.recompute_grid = recompute_grid
 
-    def forward(self, x: torch.Tensor, plane: Plane, keep: torch.Tensor | None = None) -> torch.Tensor:
-        """Mix (P, C) ``x`` spatially on ``plane``; ``keep`` is the (P, 1) DropPath gain or ``None``."""
+    def forward(
+        self, x: torch.Tensor, plane: Plane, keep: torch.Tensor | None = None, saved: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mix (P, C) ``x`` spatially on ``plane``; ``keep`` is the (P, 1) DropPath gain or ``None``.
+
+        ``saved``, if given, is a (P, C) tensor that receives the normalised points kept for backward.
+        """
         gamma, beta = norm_affine(self.norm)
         conv1, conv2, gain = self.ffn[0], self.ffn[2], self.scale.gain
         # LayerScale commutes with the gather back to the points, so it rides on conv2's weights.
         w2, b2 = conv2.weight * gain.view(-1, 1, 1, 1), conv2.bias * gain
         small_grid = plane.num_cells <= _STORE_GRIDS_UP_TO * x.shape[0]
         store = torch.is_grad_enabled() and (small_grid or not self.recompute_grid)
-        y = apply_fp32(GridMix, normalize(self.norm, x), gamma, beta, conv1.weight, conv1.bias, w2, b2, plane, store)
+        x_hat = normalize(self.norm, x, saved)
+        y = apply_fp32(GridMix, x_hat, gamma, beta, conv1.weight, conv1.bias, w2, b2, plane, store)
         return _add_residual(x, y, keep)
 
 
@@ -196,7 +208,15 @@ class WaffleIronTrunk(nn.Module):
     def _block(
         self, d: int, x: torch.Tensor, plane: Plane, keep_s: torch.Tensor | None, keep_c: torch.Tensor | None
     ) -> torch.Tensor:
-        return self.channel_mix[d](self.spatial_mix[d](x, plane, keep_s), keep_c)
+        # The three (P, C) tensors a block keeps for backward share one allocation. Long-lived tensors
+        # allocated one by one between the block's temporaries fragment glibc's heap (freed holes stay
+        # resident); one allocation of over 32 MiB is mapped and unmapped whole.
+        saved: list[torch.Tensor | None] = [None, None, None]
+        if torch.is_grad_enabled():  # the norms run in float32 under autocast (apply_fp32)
+            dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
+            saved = _shared_allocation(3, x.shape, dtype, x.device)
+        x = self.spatial_mix[d](x, plane, keep_s, saved[0])
+        return self.channel_mix[d](x, keep_c, saved[1:])
 
     def _keep(self, batch_index: torch.Tensor, batch_size: int) -> torch.Tensor | None:
         """DropPath: a (P, 1) gain, 0 for every point of a dropped sample and 1/(1-p) otherwise."""
@@ -211,6 +231,16 @@ class WaffleIronTrunk(nn.Module):
         blocks = (self.spatial_mix[d], self.channel_mix[d])
         norms = [m for block in blocks for m in block.modules() if isinstance(m, _BatchNorm)]
         return lambda: (nullcontext(), _frozen_running_stats(norms))
+
+
+def _shared_allocation(n: int, shape: torch.Size, dtype: torch.dtype, device: torch.device) -> list[torch.Tensor]:
+    """``n`` tensors of ``shape`` in one allocation, each with its own autograd version counter.
+
+    Views of one tensor would share a version counter: writing one would invalidate the others
+    saved for backward.
+    """
+    storage = torch.empty(n * shape.numel(), dtype=dtype, device=device).untyped_storage()
+    return [torch.empty(0, dtype=dtype, device=device).set_(storage, i * shape.numel(), shape) for i in range(n)]
 
 
 @contextmanager

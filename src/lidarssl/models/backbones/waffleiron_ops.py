@@ -2,7 +2,7 @@
 
 * :class:`PointConv` and friends: 1x1 convolutions and norms over (P, C) rows that keep the original
   channel-first parameter shapes, so its checkpoints load unchanged.
-* :func:`normalize` / :func:`folded_linear`: a norm that stores only its normalised output, its affine part
+* :func:`normalize` / :func:`folded_linear_relu`: a norm that stores only its normalised output, its affine part
   folded into the next linear map.
 * :func:`neighbor_max_pool`: the embedding's neighbour max-pool without storing (P, K, C) activations.
 * :class:`GridMix`: a plane's scatter to cell means, two depthwise 3x3 convolutions and the gather back,
@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = ["GridMix", "LayerScale", "Plane", "PointBatchNorm2d", "PointConv", "PointConv2d", "apply_fp32",
-           "folded_linear", "make_norm", "neighbor_max_pool", "norm_affine", "normalize"]
+           "folded_linear_relu", "make_norm", "neighbor_max_pool", "norm_affine", "normalize"]
 
 # The original averages a cell as sum / (count + 1e-6); kept so its checkpoints give the same outputs.
 _CELL_EPS = 1e-6
@@ -193,15 +193,24 @@ class _Normalize(torch.autograd.Function):
         factor: float,
         eps: float,
         layer: bool,
+        out: torch.Tensor | None,
     ) -> torch.Tensor:
+        x_hat = torch.empty_like(x) if out is None else out
+        stats = (x.new_empty(0), x.new_empty(0))  # mean and 1/std, resized by the op
         if layer:
-            x_hat, _, invstd = torch.native_layer_norm(x, (x.shape[-1],), None, None, eps)
+            _, _, invstd = torch.ops.aten.native_layer_norm.out(
+                x, (x.shape[-1],), None, None, eps, out0=x_hat, out1=stats[0], out2=stats[1]
+            )
         else:
-            running = (running_mean, running_var)
-            x_hat, _, invstd = torch.native_batch_norm(x, None, None, *running, batch_stats, factor, eps)
+            _, _, invstd = torch.ops.aten.native_batch_norm.out(
+                x, None, None, running_mean, running_var, batch_stats, factor, eps,
+                out=x_hat, save_mean=stats[0], save_invstd=stats[1],
+            )  # fmt: skip
             if not batch_stats:
                 invstd = (running_var + eps).rsqrt()  # type: ignore[operator]
         ctx.save_for_backward(x_hat, invstd)
+        if out is not None:
+            ctx.mark_dirty(out)
         ctx.layer, ctx.batch_stats = layer, batch_stats
         return x_hat
 
@@ -222,22 +231,22 @@ class _Normalize(torch.autograd.Function):
             )[0]
         else:
             dx = grad * invstd
-        return dx, None, None, None, None, None, None
+        return dx, None, None, None, None, None, None, None
 
 
-def normalize(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``norm(x)`` without its affine part, for (P, C) ``x`` (see :func:`folded_linear`).
+def normalize(norm: nn.Module, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``norm(x)`` without its affine part, for (P, C) ``x`` (see :func:`folded_linear_relu`), into ``out``.
 
     Follows ``nn.BatchNorm1d`` (batch or running statistics, running-stat updates) and ``nn.LayerNorm``.
     """
     if isinstance(norm, nn.LayerNorm):
-        return apply_fp32(_Normalize, x, None, None, True, 0.0, norm.eps, True)
+        return apply_fp32(_Normalize, x, None, None, True, 0.0, norm.eps, True, out)
     assert isinstance(norm, _BatchNorm)
     batch_stats = norm.training or norm.running_mean is None
     track = not norm.training or norm.track_running_stats
     factor = _running_average_factor(norm)
     running = (norm.running_mean, norm.running_var) if track else (None, None)
-    return apply_fp32(_Normalize, x, *running, batch_stats, factor, norm.eps, False)
+    return apply_fp32(_Normalize, x, *running, batch_stats, factor, norm.eps, False, out)
 
 
 def norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | None]:
@@ -245,15 +254,46 @@ def norm_affine(norm: nn.Module) -> tuple[torch.Tensor | None, torch.Tensor | No
     return getattr(norm, "weight", None), getattr(norm, "bias", None)
 
 
-def folded_linear(x_hat: torch.Tensor, norm: nn.Module, conv: PointConv) -> torch.Tensor:
-    """``conv(gamma * x_hat + beta)`` as one GEMM on the normalised ``x_hat``: ``(W gamma) x + (W beta + b)``."""
+def folded_linear_relu(
+    x_hat: torch.Tensor, norm: nn.Module, conv: PointConv, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``ReLU(conv(gamma * x_hat + beta))`` as one GEMM on the normalised ``x_hat``, written into ``out``.
+
+    The norm's affine part is folded into the map: ``(W gamma) x + (W beta + b)``.
+    """
     weight, bias = conv.weight.flatten(1), conv.bias
     gamma, beta = norm_affine(norm)
     if beta is not None:
         bias = weight @ beta if bias is None else torch.addmv(bias, weight, beta)
     if gamma is not None:
         weight = weight * gamma
-    return F.linear(x_hat, weight, bias)
+    if out is None or torch.is_autocast_enabled(x_hat.device.type):  # half-precision GEMMs: torch allocates
+        return F.relu_(F.linear(x_hat, weight, bias))
+    return _LinearReLU.apply(x_hat, weight, bias, out)
+
+
+class _LinearReLU(torch.autograd.Function):
+    """``ReLU(x W^T + b)`` written into a given tensor (``F.linear`` and ``relu_`` allocate their own)."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor
+    ) -> torch.Tensor:
+        if bias is None:
+            torch.mm(x, weight.T, out=out)
+        else:
+            torch.addmm(bias, x, weight.T, out=out)
+        ctx.save_for_backward(x, weight, out.relu_())
+        ctx.mark_dirty(out)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    @_autocast_off
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        x, weight, h = ctx.saved_tensors
+        g = torch.ops.aten.threshold_backward(grad, h, 0.0)
+        return g @ weight, g.T @ x, g.sum(0) if ctx.has_bias else None, None
 
 
 class _NeighborMaxPool(torch.autograd.Function):
