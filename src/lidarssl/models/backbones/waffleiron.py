@@ -108,11 +108,11 @@ class ChannelMix(nn.Module):
         self.scale = LayerScale(channels)
 
     def forward(
-        self, x: torch.Tensor, keep: torch.Tensor | None = None, saved: Sequence[torch.Tensor | None] = ()
+        self, x: torch.Tensor, keep: torch.Tensor | None = None, saved: Sequence[torch.Tensor] = ()
     ) -> torch.Tensor:
         """Mix channels of (P, C) ``x``; ``keep`` is the (P, 1) DropPath gain of each point or ``None``.
 
-        ``saved``: two (P, C) tensors (or ``None``) that receive the two tensors kept for backward.
+        ``saved``: two (P, C) tensors that receive the two tensors kept for backward, or none.
         """
         saved = saved or (None, None)
         h = folded_linear_relu(normalize(self.norm, x, saved[0]), self.norm, self.mlp[0], saved[1])
@@ -144,11 +144,12 @@ class SpatialMix(nn.Module):
         self.recompute_grid = recompute_grid
 
     def forward(
-        self, x: torch.Tensor, plane: Plane, keep: torch.Tensor | None = None, saved: torch.Tensor | None = None
+        self, x: torch.Tensor, plane: Plane, keep: torch.Tensor | None = None, saved: Sequence[torch.Tensor] = ()
     ) -> torch.Tensor:
         """Mix (P, C) ``x`` spatially on ``plane``; ``keep`` is the (P, 1) DropPath gain or ``None``.
 
-        ``saved``, if given, is a (P, C) tensor that receives the normalised points kept for backward.
+        ``saved``: one (P, C) tensor that receives the normalised points kept for backward, or none. (A
+        sequence: module hooks wrap tensor arguments, and this one is written in place.)
         """
         gamma, beta = norm_affine(self.norm)
         conv1, conv2, gain = self.ffn[0], self.ffn[2], self.scale.gain
@@ -156,7 +157,7 @@ class SpatialMix(nn.Module):
         w2, b2 = conv2.weight * gain.view(-1, 1, 1, 1), conv2.bias * gain
         small_grid = plane.num_cells <= _STORE_GRIDS_UP_TO * x.shape[0]
         store = torch.is_grad_enabled() and (small_grid or not self.recompute_grid)
-        x_hat = normalize(self.norm, x, saved)
+        x_hat = normalize(self.norm, x, saved[0] if saved else None)
         y = apply_fp32(GridMix, x_hat, gamma, beta, conv1.weight, conv1.bias, w2, b2, plane, store)
         return _add_residual(x, y, keep)
 
@@ -211,11 +212,11 @@ class WaffleIronTrunk(nn.Module):
         # The three (P, C) tensors a block keeps for backward share one allocation. Long-lived tensors
         # allocated one by one between the block's temporaries fragment glibc's heap (freed holes stay
         # resident); one allocation of over 32 MiB is mapped and unmapped whole.
-        saved: list[torch.Tensor | None] = [None, None, None]
+        saved: list[torch.Tensor] = []
         if torch.is_grad_enabled():  # the norms run in float32 under autocast (apply_fp32)
             dtype = torch.float32 if torch.is_autocast_enabled(x.device.type) else x.dtype
             saved = _shared_allocation(3, x.shape, dtype, x.device)
-        x = self.spatial_mix[d](x, plane, keep_s, saved[0])
+        x = self.spatial_mix[d](x, plane, keep_s, saved[:1])
         return self.channel_mix[d](x, keep_c, saved[1:])
 
     def _keep(self, batch_index: torch.Tensor, batch_size: int) -> torch.Tensor | None:
