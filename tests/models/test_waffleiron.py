@@ -341,6 +341,16 @@ def test_a_block_keeps_its_three_point_tensors_in_one_allocation(layernorm: bool
     assert all(torch.isfinite(p.grad).all() for p in model.parameters())
 
 
+def test_blocks_take_full_backward_hooks() -> None:
+    spec = small_spec()
+    model = spec.model.train()
+    called = []
+    for block in (model.waffleiron.spatial_mix[0], model.waffleiron.channel_mix[0]):
+        block.register_full_backward_hook(lambda module, grad_in, grad_out: called.append(type(module).__name__))
+    model(spec.collate([sample(spec, 3, 900)])).square().mean().backward()
+    assert called == ["ChannelMix", "SpatialMix"]
+
+
 def test_segmenter_gives_logits_per_kept_point() -> None:
     spec = small_spec()
     torch.manual_seed(0)
