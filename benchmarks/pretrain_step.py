@@ -7,8 +7,9 @@ time of one training step (forward, loss, backward, optimiser step), medians ove
 warm-up batch. ScaLR runs twice: with its teacher computed online and read from the feature cache; SLidR reads
 its superpixels from the cache of `lidarssl prepare superpixels`, and runs once more without one (SLIC in the
 worker, on each image's first use). With ``--workers`` (1, 2 and 4 by default) it also gives the batches per
-second that the training DataLoader delivers with that many worker processes (3 batches per worker, worker start
-included), so that one sees how many workers keep a GPU's step fed.
+second that the training DataLoader delivers with that many worker processes once they run (3 batches per worker
+after each worker's first; the workers persist across epochs, so their start-up is paid once per run), so that
+one sees how many workers keep a GPU's step fed.
 
     PYTHONPATH=src python benchmarks/pretrain_step.py [--steps 3] [--threads 2] [--only scalr also] [--workers 1 2 4]
 """
@@ -56,12 +57,17 @@ RUNS = {
 
 
 def loader_rate(samples, workers: int, batches: int) -> float:
-    """Batches per second of the training DataLoader with ``workers`` processes over its first ``batches`` (worker
-    start included: timing only after the first batch would count the batches the others prefetched meanwhile)."""
+    """Batches per second the training DataLoader delivers with ``workers`` processes once they run.
+
+    Its workers persist across epochs, so their start-up is paid once per run: the clock starts when every
+    worker has delivered its first batch (all started their second then) and stops ``batches`` later.
+    """
     from lidarssl.data.loader import build_loader
 
-    start = time.perf_counter()
     loader = iter(build_loader(samples, 4, workers))
+    for _ in range(workers):
+        next(loader)
+    start = time.perf_counter()
     for _ in range(batches):
         next(loader)
     return batches / (time.perf_counter() - start)
@@ -129,7 +135,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "world"
         caches = {"cache": Path(tmp) / "cache", "superpixels": Path(tmp) / "superpixels"}
-        frames = 4 * max(args.steps + 1, LOADER_BATCHES_PER_WORKER * max(args.workers, default=0))
+        frames = 4 * max(args.steps + 1, (LOADER_BATCHES_PER_WORKER + 1) * max(args.workers, default=0))
         write_dataset(WORLD, root, frames, frames_per_sequence=4, val_fraction=0.0)
         print(f"Pretraining throughput, WI-12-64, batches of 4 synthetic scans (~30k points, 6 cameras 320x180); "
               f"{cpu_name()}, {os.cpu_count()} cores, torch {args.threads} threads; "
