@@ -195,6 +195,14 @@ class RNGState(L.Callback):
             torch.set_rng_state(checkpoint["torch_rng_state"])
 
 
+def logged_epochs(path: Path) -> list[dict[str, str]]:
+    """The rows of a run's ``metrics.csv`` (see :class:`EpochCSV`), none when it does not exist."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
 class EpochCSV(L.Callback):
     """One row per epoch in ``metrics.csv``: epoch, step, learning rate and every epoch-level metric.
 
@@ -205,12 +213,6 @@ class EpochCSV(L.Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def _rows(self) -> list[dict[str, str]]:
-        if not self.path.is_file():
-            return []
-        with self.path.open(newline="") as f:
-            return list(csv.DictReader(f))
-
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
@@ -220,7 +222,7 @@ class EpochCSV(L.Callback):
         # keep epoch-level values only: skip per-step ones and the bare name of an on_step+on_epoch metric
         row |= {k: f"{float(v):.6g}" for k, v in sorted(metrics.items())
                 if not k.endswith("_step") and f"{k}_epoch" not in metrics}
-        rows = [r for r in self._rows() if int(r["epoch"]) < trainer.current_epoch] + [row]
+        rows = [r for r in logged_epochs(self.path) if int(r["epoch"]) < trainer.current_epoch] + [row]
         keys = list(dict.fromkeys(k for r in rows for k in r))
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=keys, restval="")

@@ -121,8 +121,8 @@ def test_killed_run_resumes_to_the_same_metrics(tiny_world: Path, tmp_path: Path
     # process that ran epoch 0 and one that did not: measured up to 5e-4, and 8e-6 relative on BatchNorm running
     # variances near 200; a shifted random stream moves weights by 1e-2 and more), and this tiny model leaves many points
     # near a tie between two classes, so a few of them may flip.
-    full_1 = torch.load(tmp_path / "full" / "checkpoints" / "epoch001.ckpt", weights_only=False)
-    resumed_1 = torch.load(tmp_path / "x" / "checkpoints" / "epoch001.ckpt", weights_only=False)
+    full_1 = torch.load(tmp_path / "full" / "checkpoints" / "epoch001.ckpt", weights_only=True)
+    resumed_1 = torch.load(tmp_path / "x" / "checkpoints" / "epoch001.ckpt", weights_only=True)
     assert full_1["global_step"] == resumed_1["global_step"] == 4
     for key, value in full_1["state_dict"].items():
         torch.testing.assert_close(value, resumed_1["state_dict"][key], atol=2e-3, rtol=1e-4, msg=key)

@@ -29,6 +29,7 @@ from lidarssl.methods.also import (
 )
 from lidarssl.methods.base import method_class
 from lidarssl.methods.config import PretrainConfig
+from lidarssl.methods.pretrain import run_pretraining
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -267,11 +268,17 @@ def _auc(score: torch.Tensor, positive: torch.Tensor) -> float:
     return float((ranks[positive].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
+def test_resuming_a_finished_run_reports_its_last_loss(tiny_world: Path, tmp_path: Path):
+    cfg = tiny_config(tiny_world, tmp_path / "run", "optim.epochs=1")
+    first = run_pretraining(cfg)
+    again = run_pretraining(cfg, resume=True)  # nothing left to train: the loss comes from metrics.csv
+    assert np.isfinite(first.loss)
+    assert again.loss == pytest.approx(first.loss, rel=1e-5)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tiny_world: Path, tmp_path_factory) -> dict:
     """A short ALSO pretraining; held-out occupancy loss and ranking (AUC) before and after."""
-    from lidarssl.methods.pretrain import run_pretraining
-
     out = tmp_path_factory.mktemp("also") / "run"
     # lr 3e-3: at 1e-2 the run's outcome depended on the machine's float kernels (held-out IoU 0.51 with
     # AVX-512, 0.28 with AVX2, 0.13 with ATEN_CPU_CAPABILITY=default); at 3e-3 all three converge alike
@@ -285,7 +292,7 @@ def pretrained(tiny_world: Path, tmp_path_factory) -> dict:
 
     before = scores(module)
     result = run_pretraining(cfg)
-    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     after = scores(module)
     occupied = float(occupancy_logits(module, val)[1].mean())  # the IoU of predicting every query occupied
@@ -328,7 +335,6 @@ def test_latent_norm_keeps_the_features_from_collapsing(tiny_world: Path, tmp_pa
     ``latent_norm`` it does not. 12 blocks at the synthetic recipe's lr, 80 steps: the first principal component of
     the held-out features holds 0.60 of the variance with the option, 0.82 without (0.60 untrained; 0.91 without
     after 200 steps)."""
-    from lidarssl.methods.pretrain import run_pretraining
     from lidarssl.metrics import variance_spread
 
     out = tmp_path / "run"
@@ -338,7 +344,7 @@ def test_latent_norm_keeps_the_features_from_collapsing(tiny_world: Path, tmp_pa
     module, _, _, val = batch_of(cfg, "val")
     run_pretraining(cfg)
     module.load_state_dict(torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu",
-                                      weights_only=False)["state_dict"])
+                                      weights_only=True)["state_dict"])
     module.eval()
     with torch.no_grad():
         share, rank = variance_spread(module.backbone(val))

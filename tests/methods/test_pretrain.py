@@ -47,7 +47,7 @@ def test_pretrain_then_probe(camera_world: Path, tmp_path: Path, method: str):
         meta = f.metadata()
     assert keys and not any(k.startswith(("teacher.", "head.", "pixel_head.")) for k in keys)
     assert '"method": "' + method in meta["lidarssl"]
-    ckpt = torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt", weights_only=False)
+    ckpt = torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt", weights_only=True)
     assert not any(k.startswith("teacher.") for k in ckpt["state_dict"])  # the frozen teacher is never saved
     assert any(k.startswith("head.") for k in ckpt["state_dict"])  # the heads are
     probe = load_config(SegmentationConfig, None, [
@@ -155,7 +155,7 @@ def test_lidar_and_calibration_methods_pretrain_then_finetune(camera_world: Path
         f"data.root={camera_world}", f"out={tmp_path / 'ft'}", f"pretrained={result.backbone}", "data.num_workers=0",
         *TINY_BACKBONE, "optim.epochs=1", "trainer.batch_size=2", "trainer.progress_bar=false"])
     before = {k: v.clone() for k, v in torch.load(tmp_path / "pre" / "checkpoints" / "last.ckpt",
-                                                  weights_only=False)["state_dict"].items() if k.startswith("backbone.")}
+                                                  weights_only=True)["state_dict"].items() if k.startswith("backbone.")}
     scores = run_segmentation(finetune, mode="finetune")
     assert 0 <= scores.miou <= 100
     from lidarssl.checkpoints import load_weights

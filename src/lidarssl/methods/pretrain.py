@@ -25,6 +25,7 @@ from lidarssl.runs import (
     ScanData,
     build_trainer,
     fit,
+    logged_epochs,
     run_folder,
     write_run_info,
 )
@@ -116,6 +117,9 @@ def _run_pretraining(config: PretrainConfig, ckpt: Path | None) -> PretrainResul
                                                      "method": config.method.name,
                                                      "epochs": config.optim.epochs})
     loss = trainer.callback_metrics.get("train/loss_epoch")
+    if loss is None:  # resuming a finished run trains no epoch: its last loss is on record
+        logged = [r["train/loss_epoch"] for r in logged_epochs(out / "metrics.csv") if r.get("train/loss_epoch")]
+        loss = logged[-1] if logged else None
     return PretrainResult(out=out, backbone=path, loss=float(loss) if loss is not None else float("nan"))
 
 
