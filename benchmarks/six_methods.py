@@ -33,7 +33,6 @@ Worlds side by side, one torch thread each, then summarised together::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import shutil
@@ -83,11 +82,12 @@ def _recipe(method: str) -> str:
 
 
 def _pretext(out: Path) -> str:
+    from lidarssl.runs import logged_epochs
+
     path = out / "metrics.csv"
     if not path.is_file():
         return "no metrics.csv"
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    rows = logged_epochs(path)
     keys = sorted({k for r in rows for k, v in r.items() if k.startswith("train/") and not k.endswith("_step") and v})
     parts = []
     for k in keys:

@@ -34,7 +34,6 @@ def test_gpu_step_quick_prints_a_row_per_backbone_precision_and_kernels():
     assert "dense peak 1 (fp32) / 2 (bf16) TFLOP/s" in done.stdout
 
 
-
 def test_waffleiron_step_measures_the_original_side_by_side():
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     done = subprocess.run([sys.executable, "waffleiron_step.py", "--points", "1000", "--steps", "1", "--threads", "1",
